@@ -1,0 +1,123 @@
+"""One client's local round: core calls plus the privacy ledger kept in the client's state."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flwr.app import Context
+
+from client.ledger import load_ledger, save_ledger, store_noise, stored_noise
+from fer_models import engine
+from fer_models.augment import Augmenter
+from fer_models.config import RunConfig
+from fer_models.privacy import (PrivacyLedger, make_private, noise_for_target, plain_state_dict,
+                                sample_rate_for, steps_per_epoch)
+from fer_models.samples import static_clips
+from fer_models.task import build_model, client_data, load_store
+
+logger = logging.getLogger(__name__)
+
+
+class BudgetRefusal(RuntimeError):
+    """This client would exceed its epsilon budget by training this round."""
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    state: dict[str, torch.Tensor]
+    metrics: dict[str, float | int]
+
+
+def round_seed(cfg: RunConfig, partition_id: int, server_round: int) -> int:
+    """A distinct, reproducible seed for each (run seed, client, round)."""
+    return int(np.random.SeedSequence([cfg.seed, partition_id, server_round]).generate_state(1)[0])
+
+
+def _noise_multiplier(cfg: RunConfig, context: Context, *, sample_rate: float, steps_per_round: int) -> float:
+    """Fixed noise for the run; in target-epsilon mode computed once for all planned steps."""
+    if cfg.target_epsilon <= 0:
+        return cfg.noise_multiplier
+    noise = stored_noise(context)
+    if noise is None:
+        planned = steps_per_round * cfg.num_server_rounds
+        noise = noise_for_target(target_epsilon=cfg.target_epsilon, delta=cfg.target_delta,
+                                 sample_rate=sample_rate, steps=planned, accountant=cfg.accountant)
+        store_noise(context, noise)
+        logger.info("noise multiplier %.4f spends epsilon %.3f over %d planned steps (q=%.4f)",
+                    noise, cfg.target_epsilon, planned, sample_rate)
+    return noise
+
+
+def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_partitions: int,
+                global_state: dict[str, torch.Tensor], server_round: int,
+                proximal_mu: float = 0.0) -> LocalResult:
+    """Train the global model on this client's share; under dp=sample compose the ledger."""
+    engine.configure_threads(cfg.num_cpus)
+    device = engine.select_device()
+    data = client_data(cfg, partition_id=partition_id, num_partitions=num_partitions)
+    model = build_model(cfg)
+    model.load_state_dict(global_state)
+    model.to(device)
+    seed = round_seed(cfg, partition_id, server_round)
+    optimizer = engine.make_optimizer(model, name=cfg.optimizer, learning_rate=cfg.learning_rate,
+                                      weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    loader = engine.index_loader(len(data), batch_size=min(cfg.batch_size, len(data)), seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    augment = None
+    if cfg.augment != "none":
+        augmenter = Augmenter(policy=cfg.augment)
+        augment = lambda x: augmenter(x, generator=generator)  # noqa: E731
+    weights = engine.balanced_class_weights(data.labels) if cfg.class_balance == "weighted-loss" else None
+    metrics: dict[str, float | int] = {"partition-id": partition_id}
+    if cfg.dp == "sample":
+        ledger = load_ledger(context, accountant=cfg.accountant)
+        q = sample_rate_for(batch_size=cfg.batch_size, num_samples=len(data))
+        steps = cfg.local_epochs * steps_per_epoch(q)
+        noise = _noise_multiplier(cfg, context, sample_rate=q, steps_per_round=steps)
+        projected = ledger.with_steps(noise_multiplier=noise, sample_rate=q, steps=steps)
+        eps_after = projected.epsilon(delta=cfg.target_delta)
+        if eps_after > cfg.budget + 1e-9:
+            raise BudgetRefusal(
+                f"round {server_round}: training would raise epsilon from "
+                f"{ledger.epsilon(delta=cfg.target_delta):.3f} to {eps_after:.3f}, over the budget "
+                f"{cfg.budget:.3f} (delta={cfg.target_delta}); this client stops training")
+        loader = engine.index_loader(len(data), batch_size=cfg.batch_size, seed=seed)
+        parts = make_private(model=model, optimizer=optimizer, loader=loader, noise_multiplier=noise,
+                             max_grad_norm=cfg.max_grad_norm, ledger=ledger,
+                             grad_sample_mode=cfg.grad_sample_mode, noise_seed=seed)
+        stats = engine.train(model=parts.model, data=data, optimizer=parts.optimizer, loader=parts.loader,
+                             epochs=cfg.local_epochs, device=device, augment=augment, class_weights=weights)
+        ledger = parts.ledger()
+        save_ledger(context, ledger)
+        metrics.update({"epsilon": ledger.epsilon(delta=cfg.target_delta), "noise-multiplier": noise,
+                        "sample-rate": q, "dp-steps": ledger.total_steps})
+        state = plain_state_dict(parts.model)
+    else:
+        stats = engine.train(model=model, data=data, optimizer=optimizer, loader=loader,
+                             epochs=cfg.local_epochs, device=device, augment=augment,
+                             class_weights=weights, proximal_mu=proximal_mu)
+        state = plain_state_dict(model)
+    metrics.update({"num-examples": stats.num_examples, "train-loss": stats.loss,
+                    "train-accuracy": stats.accuracy, "train-seconds": stats.seconds,
+                    "samples-seen": stats.samples_seen})
+    return LocalResult(state=state, metrics=metrics)
+
+
+def evaluate_local(*, cfg: RunConfig, partition_id: int, num_partitions: int,
+                   global_state: dict[str, torch.Tensor]) -> dict[str, float | int]:
+    """Evaluate the global model on this client's IID share of the validation split."""
+    engine.configure_threads(cfg.num_cpus)
+    device = engine.select_device()
+    store = load_store(cfg)
+    split = "val" if store.has_split("val") else "test"
+    idx = np.array_split(np.random.default_rng(cfg.seed).permutation(store.indices(split)),
+                         num_partitions)[partition_id]
+    model = build_model(cfg)
+    model.load_state_dict(global_state)
+    model.to(device)
+    res = engine.evaluate(model=model, data=static_clips(store, np.sort(idx), clip_length=cfg.clip_length),
+                          batch_size=cfg.eval_batch_size, device=device)
+    return {"num-examples": res.num_examples, "eval-loss": res.loss, "eval-accuracy": res.accuracy}

@@ -1,0 +1,205 @@
+"""The one typed, frozen run configuration.
+
+Every run setting has a kebab-case key (the same keys as ``[tool.flwr.app.config]`` in
+``pyproject.toml``, ``flwr run --run-config`` and ``fedfer simulate --set``). The defaults here are
+the single source of truth; a test checks that ``pyproject.toml`` carries the same values.
+The config is parsed once, at the edge (ServerApp, ClientApp, CLI), and passed down typed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+ConfigValue = bool | int | float | str
+
+
+class ConfigError(ValueError):
+    """A run setting that is unknown, of the wrong type or out of range."""
+
+
+def _opt(default: ConfigValue, help: str, *, choices: tuple[str, ...] = (), minimum: float | None = None,
+         maximum: float | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices, "min": minimum, "max": maximum})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """All settings of one fedfer run. Build it with :meth:`from_flat`; it never changes after."""
+
+    # --- run and data -----------------------------------------------------------------------
+    run_name: str = _opt("fedfer", "name of the run; the run folder is runs/<name>-<timestamp>")
+    seed: int = _opt(0, "seed for data generation, partitioning, model init and sampling", minimum=0)
+    data_path: str = _opt("", "dataset path (FER2013 CSV or image folder); empty = embedded synthetic faces")
+    data_format: str = _opt("auto", "dataset format", choices=("auto", "csv", "folder", "synthetic"))
+    synthetic_per_class: int = _opt(240, "synthetic faces per class in the train split", minimum=1)
+    synthetic_eval_per_class: int = _opt(60, "synthetic faces per class in each of val and test", minimum=1)
+    max_train_samples: int = _opt(0, "use at most this many training images (stratified, seeded); 0 = all",
+                                  minimum=0)
+    cache_dir: str = _opt("", "where decoded datasets are cached; empty = $FEDFER_CACHE or ~/.cache/fedfer")
+    # --- model --------------------------------------------------------------------------------
+    model: str = _opt("cnn", "model name from the registry (fedfer models lists them)")
+    rnn: str = _opt("gru", "recurrent cell of cnn_rnn", choices=("gru", "lstm"))
+    clip_length: int = _opt(1, "frames per sample T (1 = static images)", minimum=1, maximum=64)
+    # --- federation -----------------------------------------------------------------------------
+    num_clients: int = _opt(4, "number of clients (simulated SuperNodes / partitions)", minimum=1)
+    num_server_rounds: int = _opt(8, "federated rounds", minimum=1)
+    fraction_train: float = _opt(1.0, "fraction of clients sampled for training each round",
+                                 minimum=0.0, maximum=1.0)
+    fraction_evaluate: float = _opt(0.0, "fraction of clients sampled for client-side evaluation",
+                                    minimum=0.0, maximum=1.0)
+    min_train_clients: int = _opt(1, "minimum clients that must train in a round", minimum=1)
+    strategy: str = _opt("fedavg", "aggregation strategy", choices=("fedavg", "fedprox", "fedadam",
+                                                                    "fedmedian", "fedtrimmedavg"))
+    proximal_mu: float = _opt(0.01, "FedProx proximal term weight", minimum=0.0)
+    server_learning_rate: float = _opt(0.01, "server-side learning rate of fedadam", minimum=0.0)
+    partition: str = _opt("iid", "how training data is split over clients",
+                          choices=("iid", "dirichlet", "shard", "quantity", "group"))
+    dirichlet_alpha: float = _opt(0.5, "Dirichlet concentration for partition=dirichlet (smaller = more skew)",
+                                  minimum=1e-6)
+    classes_per_client: int = _opt(2, "classes per client for partition=shard", minimum=1)
+    min_client_samples: int = _opt(8, "smallest allowed client partition", minimum=1)
+    # --- local training -------------------------------------------------------------------------
+    local_epochs: int = _opt(3, "local epochs per round", minimum=1)
+    batch_size: int = _opt(64, "training batch size (expected batch size under DP)", minimum=1)
+    eval_batch_size: int = _opt(512, "evaluation batch size", minimum=1)
+    learning_rate: float = _opt(3e-3, "client learning rate", minimum=0.0)
+    optimizer: str = _opt("adamw", "client optimizer", choices=("adamw", "sgd"))
+    momentum: float = _opt(0.9, "momentum for optimizer=sgd", minimum=0.0, maximum=1.0)
+    weight_decay: float = _opt(1e-4, "weight decay", minimum=0.0)
+    augment: str = _opt("none", "augmentation policy applied to training batches",
+                        choices=("none", "standard"))
+    class_balance: str = _opt("none", "class-imbalance handling", choices=("none", "weighted-loss"))
+    # --- differential privacy ---------------------------------------------------------------------
+    dp: str = _opt("none", "differential privacy: none, sample-level (Opacus) or client-level (DP-FedAvg)",
+                   choices=("none", "sample", "client"))
+    noise_multiplier: float = _opt(1.0, "DP noise multiplier (used when target-epsilon = 0)", minimum=0.0)
+    target_epsilon: float = _opt(0.0, "if > 0, the noise is computed once to spend this epsilon over all rounds",
+                                 minimum=0.0)
+    target_delta: float = _opt(1e-5, "DP delta", minimum=0.0, maximum=1.0)
+    max_grad_norm: float = _opt(1.0, "per-sample (dp=sample) or per-client (dp=client) clipping norm",
+                                minimum=0.0)
+    accountant: str = _opt("rdp", "privacy accountant", choices=("rdp", "prv"))
+    epsilon_budget: float = _opt(0.0, "a client refuses to train past this epsilon; 0 = target-epsilon, or none",
+                                 minimum=0.0)
+    grad_sample_mode: str = _opt("hooks", "how Opacus computes per-sample gradients",
+                                 choices=("hooks", "functorch", "ew"))
+    client_clipping: str = _opt("server", "dp=client: where updates are clipped", choices=("server", "client"))
+    adaptive_clipping: bool = _opt(False, "dp=client: adapt the clipping norm each round")
+    # --- resources and output -----------------------------------------------------------------------
+    num_cpus: float = _opt(1.0, "CPUs given to each simulated client", minimum=0.0)
+    num_gpus: float = _opt(0.0, "GPU fraction given to each simulated client", minimum=0.0)
+    out_dir: str = _opt("", "run folder; empty = runs/<run-name>-<timestamp>")
+    overwrite: bool = _opt(False, "allow writing into a run folder that already holds results")
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any], *, source: str = "run config") -> "RunConfig":
+        """Build from flat kebab-case keys; unknown keys, wrong types and bad values raise ConfigError."""
+        known = {_key(f.name): f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            spec = known.get(key)
+            if spec is None:
+                hint = difflib.get_close_matches(key, list(known), n=1)
+                did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(f"{source}: unknown key {key!r}{did_you_mean}; "
+                                  f"known keys are listed by `fedfer config`")
+            kwargs[spec.name] = _coerce(key, raw, type(spec.default), spec.metadata, source)
+        config = cls(**kwargs)
+        config.check()
+        return config
+
+    def to_flat(self) -> dict[str, ConfigValue]:
+        """Flat kebab-case dict (what goes into run_config / summary.json)."""
+        return {_key(f.name): getattr(self, f.name) for f in fields(self)}
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        new = dataclasses.replace(self, **changes)
+        new.check()
+        return new
+
+    def check(self) -> None:
+        """Cross-field checks that a single value cannot express."""
+        if self.dp == "sample" and self.target_epsilon == 0.0 and self.noise_multiplier == 0.0:
+            raise ConfigError("dp=sample needs noise-multiplier > 0 or target-epsilon > 0")
+        if self.min_train_clients > self.num_clients:
+            raise ConfigError(f"min-train-clients={self.min_train_clients} exceeds "
+                              f"num-clients={self.num_clients}")
+
+    @property
+    def budget(self) -> float:
+        """Epsilon a client may not exceed (inf when unlimited)."""
+        if self.epsilon_budget > 0:
+            return self.epsilon_budget
+        if self.target_epsilon > 0:
+            return self.target_epsilon
+        return float("inf")
+
+    @property
+    def uses_synthetic(self) -> bool:
+        return self.data_format == "synthetic" or (self.data_format == "auto" and not self.data_path)
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def describe_keys() -> list[tuple[str, ConfigValue, str]]:
+    """(key, default, help) for every setting, in declaration order."""
+    out = []
+    for f in fields(RunConfig):
+        help_text = f.metadata["help"]
+        if f.metadata["choices"]:
+            help_text += f" ({' | '.join(f.metadata['choices'])})"
+        out.append((_key(f.name), f.default, help_text))
+    return out
+
+
+def default_flat() -> dict[str, ConfigValue]:
+    return RunConfig().to_flat()
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _coerce(key: str, raw: Any, kind: type, meta: Mapping[str, Any], source: str) -> ConfigValue:
+    where = f"{source}: {key}={raw!r}"
+    value: ConfigValue
+    if kind is bool:
+        if isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str) and raw.lower() in _TRUE | _FALSE:
+            value = raw.lower() in _TRUE
+        else:
+            raise ConfigError(f"{where}: expected true or false")
+    elif kind is int:
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+            raise ConfigError(f"{where}: expected an integer")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer") from None
+    elif kind is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise ConfigError(f"{where}: expected a number")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number") from None
+    else:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{where}: expected a string")
+        value = raw
+    choices = meta.get("choices") or ()
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: expected one of {', '.join(choices)}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:  # type: ignore[operator]
+        raise ConfigError(f"{where}: must be >= {lo}")
+    if hi is not None and value > hi:  # type: ignore[operator]
+        raise ConfigError(f"{where}: must be <= {hi}")
+    return value

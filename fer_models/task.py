@@ -1,0 +1,92 @@
+"""From a :class:`RunConfig` to the objects a run needs: dataset, client shares, eval sets, model.
+
+Both the ClientApp and the ServerApp (and the centralized baseline) call these, so a client and
+the server always agree on the data, the partition and the model architecture.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from fer_models.config import RunConfig
+from fer_models.data import FaceStore, load_dataset
+from fer_models.data.partition import make_partitioner
+from fer_models.models import create_model
+from fer_models.samples import ClipSet, static_clips, stratified_subsample
+
+logger = logging.getLogger(__name__)
+
+
+def load_store(cfg: RunConfig) -> FaceStore:
+    """The run's dataset (memoised in-process by the loader)."""
+    fmt = "synthetic" if cfg.uses_synthetic else cfg.data_format
+    return load_dataset(data_path=cfg.data_path, data_format=fmt, cache_dir=cfg.cache_dir, seed=cfg.seed,
+                        synthetic_per_class=cfg.synthetic_per_class,
+                        synthetic_eval_per_class=cfg.synthetic_eval_per_class)
+
+
+def model_options(cfg: RunConfig) -> dict[str, object]:
+    """Keyword options of ``create_model`` that come from the config."""
+    return {"rnn": cfg.rnn} if cfg.model == "cnn_rnn" else {}
+
+
+def build_model(cfg: RunConfig, *, image_size: int = 48) -> nn.Module:
+    """The configured model, initialised from the run seed (identical on every process)."""
+    torch.manual_seed(cfg.seed)
+    return create_model(cfg.model, image_size=image_size, **model_options(cfg))
+
+
+def train_pool(cfg: RunConfig, store: FaceStore) -> np.ndarray:
+    """Store indices of the training split, capped by ``max-train-samples`` (stratified)."""
+    idx = store.indices("train")
+    keep = stratified_subsample(store.labels[torch.from_numpy(idx)].numpy(), limit=cfg.max_train_samples,
+                                seed=cfg.seed)
+    return idx[keep]
+
+
+@functools.lru_cache(maxsize=8)
+def _partition(cfg: RunConfig, num_partitions: int) -> tuple[np.ndarray, ...]:
+    store = load_store(cfg)
+    pool = train_pool(cfg, store)
+    labels = store.labels[torch.from_numpy(pool)].numpy()
+    groups = store.meta.get("group")
+    partitioner = make_partitioner(name=cfg.partition, num_partitions=num_partitions, seed=cfg.seed,
+                                   min_size=cfg.min_client_samples, alpha=cfg.dirichlet_alpha,
+                                   classes_per_client=cfg.classes_per_client)
+    parts = partitioner.partition(labels, groups=None if groups is None else groups[pool])
+    return tuple(pool[p] for p in parts)
+
+
+def client_partitions(cfg: RunConfig, *, num_partitions: int) -> tuple[np.ndarray, ...]:
+    """Store indices held by each client (deterministic for the config's seed)."""
+    return _partition(cfg, num_partitions)
+
+
+def client_data(cfg: RunConfig, *, partition_id: int, num_partitions: int) -> ClipSet:
+    """The training samples of one client."""
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id {partition_id} outside 0..{num_partitions - 1}")
+    store = load_store(cfg)
+    return static_clips(store, client_partitions(cfg, num_partitions=num_partitions)[partition_id],
+                        clip_length=cfg.clip_length)
+
+
+def eval_splits(cfg: RunConfig, store: FaceStore) -> dict[str, ClipSet]:
+    """Held-out splits the server evaluates on: ``val`` (PublicTest) and ``test`` (PrivateTest)."""
+    return {s: static_clips(store, store.indices(s), clip_length=cfg.clip_length)
+            for s in ("val", "test") if store.has_split(s)}
+
+
+def report_split(cfg: RunConfig, store: FaceStore) -> str:
+    """The split whose accuracy is reported: ``test`` when present, else ``val``."""
+    if store.has_split("test"):
+        return "test"
+    if store.has_split("val"):
+        return "val"
+    raise ValueError(f"{store.name}: no held-out split (test or val) to evaluate on; "
+                     f"put test images under test/ or use the CSV's PrivateTest rows")

@@ -1,0 +1,1 @@
+"""fedfer's Flower ServerApp: strategy, global evaluation, privacy ledger and run folder."""

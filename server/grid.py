@@ -1,0 +1,61 @@
+"""A Grid wrapper that records every reply, so the server sees per-client metrics and errors.
+
+Flower's strategies aggregate replies and keep only the weighted averages; the privacy ledger
+needs each client's own epsilon, and the run record needs who was asked and who answered.
+Wrapping the Grid keeps this independent of the strategy (FedAvg, FedAdam, DP wrappers, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from flwr.app import Message, MessageType
+from flwr.serverapp import Grid
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundReplies:
+    """What one send-and-receive of training messages brought back."""
+
+    sent: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # one dict per successful reply
+    errors: list[dict[str, Any]] = field(default_factory=list)  # {"node_id", "code", "reason"}
+
+
+class RecordingGrid:
+    """Delegates to a Flower Grid; keeps the last training round's replies in ``last_train``."""
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self.last_train = RoundReplies()
+        self.last_evaluate = RoundReplies()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        if not messages:
+            return replies
+        record = RoundReplies(sent=len(messages))
+        for reply in replies:
+            if reply.has_error():
+                err = {"node_id": reply.metadata.src_node_id, "code": reply.error.code,
+                       "reason": reply.error.reason}
+                logger.warning("client node %s replied with an error: %s", err["node_id"], err["reason"])
+                record.errors.append(err)
+            else:
+                for rec in reply.content.metric_records.values():
+                    record.metrics.append({"node_id": reply.metadata.src_node_id, **dict(rec)})
+        record.errors.extend({"node_id": None, "code": -1, "reason": "no reply (timeout or dropout)"}
+                             for _ in range(len(messages) - len(replies)))
+        if messages[0].metadata.message_type == MessageType.TRAIN:
+            self.last_train = record
+        else:
+            self.last_evaluate = record
+        return replies

@@ -1,0 +1,117 @@
+"""Records a federated run round by round: metrics.jsonl, model.pt, summary.json, progress."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Mapping
+
+import torch
+
+from fer_models.config import RunConfig
+from fer_models.data import FaceStore
+from fer_models.task import model_options
+from server.evaluation import GlobalEvaluator
+from server.grid import RoundReplies
+from server.ledger import ServerLedger
+from server.run_folder import append_jsonl, resolve_run_dir, save_model, write_json
+
+logger = logging.getLogger(__name__)
+
+_SCALAR_KEYS = ("accuracy", "loss", "macro_f1", "weighted_f1", "val_accuracy", "val_loss")
+
+
+class RunRecorder:
+    """Owns the run folder; :meth:`on_round` is called after each round's aggregation."""
+
+    def __init__(self, *, cfg: RunConfig, store: FaceStore) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite)
+        self.evaluator = GlobalEvaluator(cfg=cfg, store=store)
+        self.ledger = ServerLedger(cfg)
+        self.rounds: list[dict[str, Any]] = []
+        self.initial: dict[str, Any] = {}
+        self.last_report: dict[str, Any] = {}
+        self.started = time.perf_counter()
+        self.round_ends: list[float] = []
+        write_json(self.dir / "config.json", cfg.to_flat())
+        logger.info("run folder: %s", self.dir.resolve())
+
+    def on_round(self, *, server_round: int, state_dict: dict[str, torch.Tensor],
+                 replies: RoundReplies) -> dict[str, float]:
+        """Evaluate, record and save one round (round 0 = the initial model). Returns scalar metrics."""
+        report = self.evaluator(state_dict)
+        scalars = {k: float(report[k]) for k in _SCALAR_KEYS if k in report}
+        if server_round == 0:
+            self.initial = scalars
+            logger.info("initial global model: accuracy %.4f on %s", scalars["accuracy"], report["split"])
+            return scalars
+        row: dict[str, Any] = {"round": server_round, **scalars,
+                               "clients_sampled": replies.sent,
+                               "clients_responded": len(replies.metrics),
+                               "clients_failed": len(replies.errors),
+                               "elapsed_s": round(time.perf_counter() - self.started, 2)}
+        if replies.metrics:
+            n = sum(int(m.get("num-examples", 0)) for m in replies.metrics) or 1
+            row["train_loss"] = sum(m["train-loss"] * int(m["num-examples"]) for m in replies.metrics) / n
+            row["train_accuracy"] = sum(m["train-accuracy"] * int(m["num-examples"]) for m in replies.metrics) / n
+        if replies.errors:
+            row["errors"] = [e["reason"] for e in replies.errors]
+        eps = self.ledger.record_round(server_round, replies.metrics, replies.errors)
+        if eps is not None:
+            row["epsilon_max"] = eps
+            scalars["epsilon_max"] = eps
+        self.rounds.append(row)
+        self.last_report = report
+        append_jsonl(self.dir / "metrics.jsonl", row)
+        save_model(self.dir / "model.pt", state_dict=state_dict, model=self.cfg.model,
+                   model_options=model_options(self.cfg), config=self.cfg.to_flat(), server_round=server_round)
+        self._progress(row)
+        return scalars
+
+    def _progress(self, row: Mapping[str, Any]) -> None:
+        done, total = int(row["round"]), self.cfg.num_server_rounds
+        now = time.perf_counter()
+        self.round_ends.append(now)
+        elapsed = now - self.started
+        # the first round carries the engine's start-up: estimate from later rounds when there are some
+        spans = [b - a for a, b in zip(self.round_ends, self.round_ends[1:])] or [elapsed / done]
+        eta = sum(spans) / len(spans) * (total - done)
+        eps = f" | epsilon {row['epsilon_max']:.2f}" if "epsilon_max" in row else ""
+        logger.info("round %d/%d | accuracy %.4f | loss %.4f | clients %d/%d%s | elapsed %.0fs | ETA %.0fs",
+                    done, total, row["accuracy"], row["loss"], row["clients_responded"], row["clients_sampled"],
+                    eps, elapsed, eta)
+
+    def summary(self, *, client_eval: Mapping[int, Any] | None = None) -> dict[str, Any]:
+        report = self.last_report
+        out: dict[str, Any] = {
+            "dataset": {"name": self.store.name, "source": self.store.source, "synthetic": self.store.synthetic,
+                        "report_split": self.evaluator.report_split,
+                        "sizes": {s: int(len(d)) for s, d in self.evaluator.splits.items()}},
+            "config": self.cfg.to_flat(),
+            "initial": self.initial,
+            "rounds": self.rounds,
+            "final": {k: report[k] for k in ("accuracy", "loss", "macro_f1", "weighted_f1", "macro_precision",
+                                             "macro_recall", "per_class", "confusion_matrix", "n", "split")
+                      if k in report},
+            "model": {"name": self.cfg.model, "options": model_options(self.cfg), "path": "model.pt"},
+            "seconds": round(time.perf_counter() - self.started, 2),
+        }
+        if self.ledger.enabled:
+            out["epsilon"] = self.ledger.summary()
+        if client_eval:
+            out["client_evaluation"] = [{"round": int(r), **dict(m)} for r, m in sorted(client_eval.items())]
+        return out
+
+    def finish(self, *, client_eval: Mapping[int, Any] | None = None) -> dict[str, Any]:
+        summary = self.summary(client_eval=client_eval)
+        write_json(self.dir / "summary.json", summary)
+        final = summary["final"]
+        logger.info("finished: %s accuracy %.4f, macro-F1 %.4f on %s%s; results in %s",
+                    self.store.name + (" [SYNTHETIC]" if self.store.synthetic else ""),
+                    final.get("accuracy", float("nan")), final.get("macro_f1", float("nan")),
+                    final.get("split", "?"),
+                    f", epsilon {summary['epsilon']['final_max']:.3f}" if "epsilon" in summary else "",
+                    self.dir / "summary.json")
+        return summary

@@ -1,0 +1,1 @@
+"""fedfer's simulation harness and command line (`fedfer ...`)."""

@@ -1,0 +1,51 @@
+"""Shared fixtures.
+
+Real data lives outside the project (``../shared/data`` beside the checkout, or
+``$FEDFER_SHARED_DATA``). Tests that need it use the ``shared_data`` fixture: they skip when it
+is absent, except when ``FEDFER_REQUIRE_REAL_DATA=1`` (set by ``.ci/run`` whenever the data is
+there), where a missing dataset fails the test instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path:
+    env = os.environ.get("FEDFER_SHARED_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the real-data folder (fer2013/, ckplus48/, jaffe/), or skip."""
+    path = _shared_data_dir()
+    if not path.is_dir():
+        if os.environ.get("FEDFER_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(f"real data required (FEDFER_REQUIRE_REAL_DATA=1) but {path} is missing")
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
+@pytest.fixture()
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private dataset cache folder for one test."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("FEDFER_CACHE", str(d))
+    return d
+
+
+@pytest.fixture()
+def flower_identity():
+    """Lets tests build Flower Messages in-process (Flower normally sets this per task)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    yield TaskIdentity
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved

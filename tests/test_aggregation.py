@@ -1,0 +1,29 @@
+"""FedAvg as the server runs it: aggregated weights equal a hand-computed weighted average."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+
+from fer_models.config import RunConfig
+from server.strategy import make_strategy
+
+
+def _reply(arrays: dict[str, np.ndarray], n: int) -> Message:
+    content = RecordDict({"arrays": ArrayRecord({k: torch.from_numpy(v) for k, v in arrays.items()}),
+                          "metrics": MetricRecord({"num-examples": n, "train-loss": 1.0})})
+    return Message(content=content, dst_node_id=1, message_type="train")
+
+
+def test_fedavg_weights_are_the_example_weighted_mean(flower_identity):
+    a = {"w": np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32), "b": np.array([0.0], dtype=np.float32)}
+    b = {"w": np.array([[5.0, 6.0], [7.0, 8.0]], dtype=np.float32), "b": np.array([4.0], dtype=np.float32)}
+    strategy = make_strategy(RunConfig())
+    assert isinstance(strategy, FedAvg)
+    arrays, _ = strategy.aggregate_train(1, [_reply(a, 30), _reply(b, 10)])
+    got = arrays.to_numpy_ndarrays()
+    # by hand: (30*a + 10*b) / 40
+    assert np.allclose(got[0], [[2.0, 3.0], [4.0, 5.0]])
+    assert np.allclose(got[1], [1.0])

@@ -1,0 +1,153 @@
+"""Model registry and model behaviour: shapes, gradients, Opacus validation, attention maps."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+from opacus.validators import ModuleValidator
+
+from fer_models.labels import NUM_CLASSES
+from fer_models.models import (
+    InvalidClipError,
+    ModelOptionError,
+    UnknownModelError,
+    create_model,
+    list_models,
+    model_options,
+    param_count,
+)
+from fer_models.models.registry import _REGISTRY
+
+VARIANTS = [(name, {}) for name in list_models()] + [
+    ("cnn_rnn", {"rnn": "lstm"}),
+    ("cnn_rnn", {"temporal_attention": True}),
+    ("cnn_rnn", {"rnn": "lstm", "temporal_attention": True}),
+    ("cnn_rnn", {"readout": "mean"}),
+]
+IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in VARIANTS]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: small CPU ops slow down badly with 2 threads on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _clips(b: int, t: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, t, 1, 48, 48, generator=torch.Generator().manual_seed(seed))
+
+
+def test_registry_lists_the_three_models() -> None:
+    assert list_models() == sorted(list_models())
+    assert {"cnn", "cnn_rnn", "cnn_attention"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name,kwargs", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("t", [1, 3])
+def test_forward_backward(name: str, kwargs: dict, t: int) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs)
+    x, y = _clips(4, t), torch.tensor([0, 3, 6, 2])
+    logits = model(x)
+    assert logits.shape == (4, NUM_CLASSES)
+    assert torch.isfinite(logits).all()
+    F.cross_entropy(logits, y).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: {pname} received no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: {pname} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("name,kwargs", VARIANTS, ids=IDS)
+def test_opacus_validator_accepts(name: str, kwargs: dict) -> None:
+    assert ModuleValidator.validate(create_model(name, **kwargs), strict=False) == []
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_param_count_matches_docstring(name: str) -> None:
+    cls = _REGISTRY[name]
+    model = create_model(name)
+    assert model.param_count == cls.DEFAULT_PARAM_COUNT == param_count(name)
+    assert f"{cls.DEFAULT_PARAM_COUNT:,}" in inspect.getdoc(cls)
+
+
+def test_unknown_model_lists_known_models() -> None:
+    with pytest.raises(UnknownModelError) as err:
+        create_model("resnet9000")
+    assert "resnet9000" in str(err.value)
+    for known in list_models():
+        assert known in str(err.value)
+    assert isinstance(err.value, ValueError)
+
+
+def test_unknown_option_names_model_and_options() -> None:
+    with pytest.raises(ModelOptionError) as err:
+        create_model("cnn", rnn="gru")
+    msg = str(err.value)
+    assert "'cnn'" in msg and "rnn" in msg
+    for option in model_options("cnn"):
+        assert option in msg
+
+
+def test_bad_option_values_fail_early() -> None:
+    with pytest.raises(ValueError, match="rnn must be one of"):
+        create_model("cnn_rnn", rnn="transformer")
+    with pytest.raises(ValueError, match="temporal_attention"):
+        create_model("cnn_rnn", temporal_attention=True, readout="mean")
+    with pytest.raises(ValueError, match="divisible by norm_groups"):
+        create_model("cnn", channels=(12, 24))
+    with pytest.raises(ValueError, match="too small"):
+        create_model("cnn", image_size=4)
+
+
+def test_custom_sizes() -> None:
+    model = create_model("cnn_rnn", num_classes=3, image_size=32, channels=(8, 16), hidden_size=16)
+    assert model(torch.randn(2, 5, 1, 32, 32)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("bad", [torch.randn(2, 1, 48, 48), torch.randn(2, 1, 3, 48, 48), torch.randn(2, 1, 1, 64, 64)])
+def test_bad_input_shape_is_refused(bad: torch.Tensor) -> None:
+    with pytest.raises(InvalidClipError):
+        create_model("cnn")(bad)
+
+
+def test_static_image_equals_repeated_frames_for_cnn() -> None:
+    """Frames are averaged: a clip of T identical frames gives the T=1 logits."""
+    model = create_model("cnn").eval()
+    x = _clips(3, 1)
+    torch.testing.assert_close(model(x), model(x.expand(3, 4, 1, 48, 48)), atol=1e-5, rtol=1e-4)
+
+
+def test_samples_are_independent() -> None:
+    """No layer mixes samples of a batch (a BatchNorm would fail this)."""
+    for name, kwargs in VARIANTS:
+        model = create_model(name, dropout=0.0, **kwargs)
+        x = _clips(4, 3)
+        torch.testing.assert_close(model(x)[1:2], model(x[1:2]), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("t", [1, 3])
+def test_attention_map_is_a_distribution(t: int) -> None:
+    model = create_model("cnn_attention")
+    x = _clips(2, t)
+    amap = model.attention_map(x)
+    assert amap.shape == (2, t, 6, 6)
+    assert (amap >= 0).all()
+    torch.testing.assert_close(amap.sum(dim=(-2, -1)), torch.ones(2, t))
+    up = model.attention_map(x, upsample=True)
+    assert up.shape == (2, t, 48, 48)
+    torch.testing.assert_close(up.sum(dim=(-2, -1)), torch.ones(2, t))
+
+
+def test_temporal_weights_sum_to_one() -> None:
+    model = create_model("cnn_rnn", temporal_attention=True)
+    w = model.temporal_weights(_clips(2, 4))
+    assert w.shape == (2, 4)
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(2))
+    with pytest.raises(RuntimeError, match="temporal_attention"):
+        create_model("cnn_rnn").temporal_weights(_clips(2, 4))

@@ -1,6 +1,6 @@
 """Batched, seeded data augmentation for clip batches ``(B, T, 1, H, W)`` in ``[0, 1]``.
 
-Everything is tensor ops over the whole batch (one ``affine_grid`` + ``grid_sample`` for
+Everything is tensor ops over the whole batch (one affine grid + ``grid_sample`` for
 flip/shift/rotation, broadcast masks for erasing): no PIL, no Python loop over samples. Random
 parameters come from the caller's ``torch.Generator`` only, so a generator state fixes the result.
 Apply it *before* normalisation (pixel values in ``[0, 1]``).
@@ -18,6 +18,16 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 POLICIES: tuple[str, ...] = ("none", "standard")
+
+
+def _affine_grid(theta: Tensor, h: int, w: int) -> Tensor:
+    """``F.affine_grid(theta, (N, C, h, w), align_corners=False)`` by broadcasting (2x faster on CPU)."""
+    xs = ((torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1).view(1, 1, w)
+    ys = ((torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1).view(1, h, 1)
+    t = theta.view(-1, 6, 1, 1)
+    gx = t[:, 0] * xs + t[:, 1] * ys + t[:, 2]
+    gy = t[:, 3] * xs + t[:, 4] * ys + t[:, 5]
+    return torch.stack((gx, gy), dim=-1)
 
 
 class Augmenter:
@@ -57,7 +67,9 @@ class Augmenter:
                 raise ValueError(f"{name} jitter must be in [0, 1) (got {v})")
         lo, hi = erase_area
         if not 0.0 < lo <= hi < 1.0:
-            raise ValueError(f"erase_area must be (min, max) image-area fractions with 0 < min <= max < 1 (got {erase_area})")
+            raise ValueError(
+                f"erase_area must be (min, max) image-area fractions, 0 < min <= max < 1 (got {erase_area})"
+            )
         self.policy = policy
         self.same_across_frames = same_across_frames
         self.flip_prob = float(flip_prob)
@@ -127,7 +139,7 @@ class Augmenter:
         theta[:, 1, 1] = cos.to(dt)
         theta[:, 0, 2] = (-2.0 * dx / w).to(dt)
         theta[:, 1, 2] = (-2.0 * dy / h).to(dt)
-        grid = F.affine_grid(theta, list(frames.shape), align_corners=False)
+        grid = _affine_grid(theta, h, w)
         return F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _photometric(self, frames: Tensor, b: int, t: int, g: torch.Generator) -> Tensor:

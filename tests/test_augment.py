@@ -6,8 +6,9 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from fer_models.augment import POLICIES, Augmenter
+from fer_models.augment import POLICIES, Augmenter, _affine_grid
 
 ONLY_FLIP = dict(flip_prob=1.0, max_shift=0, max_rotation=0.0, brightness=0.0, contrast=0.0, erase_prob=0.0)
 
@@ -119,3 +120,8 @@ def test_rotation_and_jitter_change_the_image_within_range() -> None:
     y = aug(x, generator=_gen())
     assert not torch.allclose(y, x)
     assert y.min() >= 0.0 and y.max() <= 1.0
+
+
+def test_fast_affine_grid_matches_torch() -> None:
+    theta = torch.randn(5, 2, 3, generator=_gen())
+    torch.testing.assert_close(_affine_grid(theta, 48, 40), F.affine_grid(theta, [5, 1, 48, 40], align_corners=False))

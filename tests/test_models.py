@@ -110,7 +110,9 @@ def test_custom_sizes() -> None:
     assert model(torch.randn(2, 5, 1, 32, 32)).shape == (2, 3)
 
 
-@pytest.mark.parametrize("bad", [torch.randn(2, 1, 48, 48), torch.randn(2, 1, 3, 48, 48), torch.randn(2, 1, 1, 64, 64)])
+@pytest.mark.parametrize(
+    "bad", [torch.randn(2, 1, 48, 48), torch.randn(2, 1, 3, 48, 48), torch.randn(2, 1, 1, 64, 64)]
+)
 def test_bad_input_shape_is_refused(bad: torch.Tensor) -> None:
     with pytest.raises(InvalidClipError):
         create_model("cnn")(bad)

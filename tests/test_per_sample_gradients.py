@@ -25,6 +25,7 @@ VARIANTS = [(name, {}) for name in list_models()] + [
 ]
 IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in VARIANTS]
 BATCH = 4
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 
 
 @pytest.fixture(autouse=True)

@@ -38,6 +38,8 @@ class FerModel(nn.Module):
             raise ValueError(f"num_classes must be >= 2 (got {num_classes}); fedfer uses {NUM_CLASSES}")
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1 (got {in_channels})")
+        if not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int (got {image_size!r}); FER2013 uses 48")
         self.num_classes = num_classes
         self.image_size = image_size
         self.in_channels = in_channels
@@ -144,7 +146,9 @@ class FrameEncoder(nn.Module):
         cin = in_channels
         for i, cout in enumerate(channels):
             block_pool = pool if (pool_last or i < len(channels) - 1) else None
-            blocks.append(FrameConvBlock(cin, cout, kernel_size=kernel_size, norm_groups=norm_groups, pool=block_pool))
+            blocks.append(
+                FrameConvBlock(cin, cout, kernel_size=kernel_size, norm_groups=norm_groups, pool=block_pool)
+            )
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.out_dim = channels[-1]

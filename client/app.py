@@ -11,6 +11,7 @@ import logging
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.mods import client_side_clipping
 from client.training import BudgetRefusal, evaluate_local, train_local
 from fer_models.config import RunConfig
 
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 #: Error code of a reply from a client that refuses to train past its privacy budget.
 BUDGET_EXCEEDED_CODE = 4701
 
-app = ClientApp()
+app = ClientApp(mods=[client_side_clipping])
 
 
 def _partition(context: Context, cfg: RunConfig) -> tuple[int, int]:
@@ -37,12 +38,15 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this client's partition."""
     cfg = RunConfig.from_flat(context.run_config)
     pid, num = _partition(context, cfg)
-    server_round = int(msg.content["config"].get("server-round", 0))  # type: ignore[union-attr]
-    proximal_mu = float(msg.content["config"].get("proximal-mu", 0.0))  # type: ignore[union-attr]
+    config = msg.content["config"]
+    # a resumed run numbers rounds from 1 again; round-offset restores the run's own numbering
+    server_round = int(config.get("server-round", 0)) + int(config.get("round-offset", 0))  # type: ignore[union-attr]
+    proximal_mu = float(config.get("proximal-mu", 0.0))  # type: ignore[union-attr]
     state = msg.content["arrays"].to_torch_state_dict()  # type: ignore[union-attr]
     try:
         result = train_local(cfg=cfg, context=context, partition_id=pid, num_partitions=num,
-                             global_state=state, server_round=server_round, proximal_mu=proximal_mu)
+                             global_state=state, server_round=server_round, proximal_mu=proximal_mu,
+                             server_config=config)
     except BudgetRefusal as refusal:
         logger.warning("client %d: %s", pid, refusal)
         return Message(Error(code=BUDGET_EXCEEDED_CODE, reason=str(refusal)), reply_to=msg)

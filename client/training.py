@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from flwr.app import Context
 
-from client.ledger import load_ledger, save_ledger, store_noise, stored_noise
+from client.ledger import (ledger_metrics, load_ledger, restore_if_missing, save_ledger, store_noise,
+                           stored_noise)
 from fer_models import engine
 from fer_models.augment import Augmenter
 from fer_models.config import RunConfig
@@ -53,7 +55,7 @@ def _noise_multiplier(cfg: RunConfig, context: Context, *, sample_rate: float, s
 
 def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_partitions: int,
                 global_state: dict[str, torch.Tensor], server_round: int,
-                proximal_mu: float = 0.0) -> LocalResult:
+                proximal_mu: float = 0.0, server_config: Any = None) -> LocalResult:
     """Train the global model on this client's share; under dp=sample compose the ledger."""
     engine.configure_threads(cfg.num_cpus)
     device = engine.select_device()
@@ -62,6 +64,7 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
     model.load_state_dict(global_state)
     model.to(device)
     seed = round_seed(cfg, partition_id, server_round)
+    torch.manual_seed(seed)  # dropout & co.: the same draws whichever process runs this client
     optimizer = engine.make_optimizer(model, name=cfg.optimizer, learning_rate=cfg.learning_rate,
                                       weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     loader = engine.index_loader(len(data), batch_size=min(cfg.batch_size, len(data)), seed=seed)
@@ -73,6 +76,9 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
     weights = engine.balanced_class_weights(data.labels) if cfg.class_balance == "weighted-loss" else None
     metrics: dict[str, float | int] = {"partition-id": partition_id}
     if cfg.dp == "sample":
+        if server_config is not None and restore_if_missing(context, server_config, partition_id=partition_id,
+                                                            accountant=cfg.accountant):
+            logger.info("client %d: privacy ledger restored from the server's checkpoint", partition_id)
         ledger = load_ledger(context, accountant=cfg.accountant)
         q = sample_rate_for(batch_size=cfg.batch_size, num_samples=len(data))
         steps = cfg.local_epochs * steps_per_epoch(q)
@@ -93,7 +99,7 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
         ledger = parts.ledger()
         save_ledger(context, ledger)
         metrics.update({"epsilon": ledger.epsilon(delta=cfg.target_delta), "noise-multiplier": noise,
-                        "sample-rate": q, "dp-steps": ledger.total_steps})
+                        "sample-rate": q, "dp-steps": ledger.total_steps, **ledger_metrics(context)})
         state = plain_state_dict(parts.model)
     else:
         stats = engine.train(model=model, data=data, optimizer=optimizer, loader=loader,

@@ -93,6 +93,7 @@ class RunConfig:
     num_gpus: float = _opt(0.0, "GPU fraction given to each simulated client", minimum=0.0)
     out_dir: str = _opt("", "run folder; empty = runs/<run-name>-<timestamp>")
     overwrite: bool = _opt(False, "allow writing into a run folder that already holds results")
+    resume_from: str = _opt("", "checkpoint (or run folder) to continue from; set by fedfer simulate --resume")
 
     # ------------------------------------------------------------------------------------------
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -23,7 +24,20 @@ from fer_models.models import check_private_compatible
 
 logger = logging.getLogger(__name__)
 
+# Known, benign warnings Opacus and PyTorch print on every private round.
+warnings.filterwarnings("ignore", message="Secure RNG turned off")
+warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
+warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+
 HistoryEntry = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
+
+#: Reply-metric prefix under which a client reports its ledger (the server checkpoints it).
+LEDGER_PREFIX = "ledger-"
+
+
+def restore_key(partition_id: int, field: str) -> str:
+    """Config key under which the server hands a client its checkpointed ledger back."""
+    return f"restore-{LEDGER_PREFIX}{partition_id}-{field}"
 
 
 class PrivacyBudgetExceeded(RuntimeError):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import pickle
+import random
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fer_models.config import RunConfig
+from fer_models.privacy import restore_key
 from fer_models.task import build_model, load_store
+from server.checkpoint import (check_resumable, load_checkpoint, restore_strategy_state, save_checkpoint)
 from server.grid import RecordingGrid
 from server.recorder import RunRecorder
 from server.strategy import make_strategy
@@ -18,6 +22,15 @@ logger = logging.getLogger(__name__)
 app = ServerApp()
 
 
+def _ledger_config(ledgers: dict[str, dict]) -> dict[str, object]:
+    """Train-config entries that hand every client its checkpointed accountant history back."""
+    out: dict[str, object] = {}
+    for pid, ledger in ledgers.items():
+        for field, value in ledger.items():
+            out[restore_key(int(pid), field)] = value
+    return out
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Federate ``num-server-rounds`` rounds; every round is evaluated, recorded and checkpointed."""
@@ -25,16 +38,38 @@ def main(grid: Grid, context: Context) -> None:
     store = load_store(cfg)
     logger.info("dataset %s", store.describe())
     recorder = RunRecorder(cfg=cfg, store=store)
-    model = build_model(cfg, image_size=store.image_size[0])
-    recording_grid = RecordingGrid(grid)
     strategy = make_strategy(cfg)
+    initial = build_model(cfg, image_size=store.image_size[0]).state_dict()
+    train_config = ConfigRecord()
+    done = 0
+    random.seed(cfg.seed)  # client sampling (fraction-train < 1) is reproducible for a seed
+    if cfg.resume_from:
+        ckpt = load_checkpoint(cfg.resume_from)
+        check_resumable(ckpt["config"], cfg)
+        done = int(ckpt["round"])
+        initial = ckpt["state_dict"]
+        restore_strategy_state(strategy, pickle.loads(ckpt["strategy"]))
+        random.setstate(ckpt["python_random"])
+        recorder.restore(ckpt["recorder"], completed_rounds=done)
+        recorder.client_ledgers = dict(ckpt["client_ledgers"])
+        train_config = ConfigRecord({"round-offset": done, **_ledger_config(recorder.client_ledgers)})
+        logger.info("resuming after round %d of %d from %s", done, cfg.num_server_rounds, cfg.resume_from)
+    remaining = cfg.num_server_rounds - done
+    recording_grid = RecordingGrid(grid)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        metrics = recorder.on_round(server_round=server_round, state_dict=arrays.to_torch_state_dict(),
-                                    replies=recording_grid.last_train)
+        state = arrays.to_torch_state_dict()
+        metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=recording_grid.last_train)
+        if server_round > 0:
+            save_checkpoint(recorder.dir, server_round=server_round + done, config=cfg.to_flat(), state_dict=state,
+                            strategy=strategy, recorder_state=recorder.state(), client_ledgers=recorder.client_ledgers)
         return MetricRecord(metrics)
 
-    result = strategy.start(grid=recording_grid, initial_arrays=ArrayRecord(model.state_dict()),  # type: ignore[arg-type]
-                            num_rounds=cfg.num_server_rounds, train_config=ConfigRecord(),
-                            evaluate_fn=evaluate_fn)
-    recorder.finish(client_eval=result.evaluate_metrics_clientapp)
+    if remaining > 0:
+        result = strategy.start(grid=recording_grid, initial_arrays=ArrayRecord(initial),  # type: ignore[arg-type]
+                                num_rounds=remaining, train_config=train_config, evaluate_fn=evaluate_fn)
+        client_eval = result.evaluate_metrics_clientapp
+    else:
+        logger.info("all %d rounds were already completed; writing the summary", cfg.num_server_rounds)
+        client_eval = {}
+    recorder.finish(client_eval=client_eval)

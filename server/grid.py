@@ -14,6 +14,8 @@ from typing import Any, Iterable
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
+from fer_models.privacy import LEDGER_PREFIX
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,6 +26,7 @@ class RoundReplies:
     sent: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)  # one dict per successful reply
     errors: list[dict[str, Any]] = field(default_factory=list)  # {"node_id", "code", "reason"}
+    ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)  # partition-id -> accountant history
 
 
 class RecordingGrid:
@@ -51,6 +54,10 @@ class RecordingGrid:
                 record.errors.append(err)
             else:
                 for rec in reply.content.metric_records.values():
+                    # clients' ledgers (lists) are for the checkpoint, not for metric averaging
+                    ledger = {k[len(LEDGER_PREFIX):]: rec.pop(k) for k in list(rec) if k.startswith(LEDGER_PREFIX)}
+                    if ledger and "partition-id" in rec:
+                        record.ledgers[str(int(rec["partition-id"]))] = ledger
                     record.metrics.append({"node_id": reply.metadata.src_node_id, **dict(rec)})
         record.errors.extend({"node_id": None, "code": -1, "reason": "no reply (timeout or dropout)"}
                              for _ in range(len(messages) - len(replies)))

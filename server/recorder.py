@@ -32,6 +32,8 @@ class RunRecorder:
         self.ledger = ServerLedger(cfg)
         self.rounds: list[dict[str, Any]] = []
         self.initial: dict[str, Any] = {}
+        self.client_ledgers: dict[str, dict[str, Any]] = {}
+        self.round_offset = 0  # rounds completed before a resume
         self.last_report: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.round_ends: list[float] = []
@@ -41,6 +43,9 @@ class RunRecorder:
     def on_round(self, *, server_round: int, state_dict: dict[str, torch.Tensor],
                  replies: RoundReplies) -> dict[str, float]:
         """Evaluate, record and save one round (round 0 = the initial model). Returns scalar metrics."""
+        if server_round == 0 and self.round_offset:  # resumed: the "initial" model is the checkpoint's
+            return {k: self.rounds[-1][k] for k in _SCALAR_KEYS if k in self.rounds[-1]}
+        server_round += self.round_offset
         report = self.evaluator(state_dict)
         scalars = {k: float(report[k]) for k in _SCALAR_KEYS if k in report}
         if server_round == 0:
@@ -58,6 +63,7 @@ class RunRecorder:
             row["train_accuracy"] = sum(m["train-accuracy"] * int(m["num-examples"]) for m in replies.metrics) / n
         if replies.errors:
             row["errors"] = [e["reason"] for e in replies.errors]
+        self.client_ledgers.update(replies.ledgers)
         eps = self.ledger.record_round(server_round, replies.metrics, replies.errors)
         if eps is not None:
             row["epsilon_max"] = eps
@@ -70,8 +76,28 @@ class RunRecorder:
         self._progress(row)
         return scalars
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the record (restored by :meth:`restore`)."""
+        return {"rounds": self.rounds, "initial": self.initial, "last_report": self.last_report,
+                "ledger": {"per_client": self.ledger.per_client, "per_round_max": self.ledger.per_round_max,
+                           "refusals": self.ledger.refusals}}
+
+    def restore(self, state: Mapping[str, Any], *, completed_rounds: int) -> None:
+        self.rounds = list(state["rounds"])
+        self.initial = dict(state["initial"])
+        self.last_report = dict(state["last_report"])
+        self.ledger.per_client = dict(state["ledger"]["per_client"])
+        self.ledger.per_round_max = list(state["ledger"]["per_round_max"])
+        self.ledger.refusals = list(state["ledger"]["refusals"])
+        self.round_offset = completed_rounds
+        # metrics.jsonl may hold rounds finished after the checkpoint was taken: rewrite it from the record
+        path = self.dir / "metrics.jsonl"
+        path.unlink(missing_ok=True)
+        for row in self.rounds:
+            append_jsonl(path, row)
+
     def _progress(self, row: Mapping[str, Any]) -> None:
-        done, total = int(row["round"]), self.cfg.num_server_rounds
+        done, total = int(row["round"]) - self.round_offset, self.cfg.num_server_rounds - self.round_offset
         now = time.perf_counter()
         self.round_ends.append(now)
         elapsed = now - self.started
@@ -80,7 +106,7 @@ class RunRecorder:
         eta = sum(spans) / len(spans) * (total - done)
         eps = f" | epsilon {row['epsilon_max']:.2f}" if "epsilon_max" in row else ""
         logger.info("round %d/%d | accuracy %.4f | loss %.4f | clients %d/%d%s | elapsed %.0fs | ETA %.0fs",
-                    done, total, row["accuracy"], row["loss"], row["clients_responded"], row["clients_sampled"],
+                    int(row["round"]), self.cfg.num_server_rounds, row["accuracy"], row["loss"], row["clients_responded"], row["clients_sampled"],
                     eps, elapsed, eta)
 
     def summary(self, *, client_eval: Mapping[int, Any] | None = None) -> dict[str, Any]:

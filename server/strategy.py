@@ -11,7 +11,7 @@ from flwr.serverapp.strategy import (DifferentialPrivacyClientSideAdaptiveClippi
                                      DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg,
                                      FedMedian, FedProx, FedTrimmedAvg, Strategy)
 
-from fer_models.config import RunConfig
+from fer_models.config import ConfigError, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ def make_strategy(cfg: RunConfig) -> Strategy:
     if cfg.dp != "client":
         return base
     sampled = clients_per_round(cfg)
+    if cfg.adaptive_clipping and cfg.noise_multiplier >= sampled / 10:
+        # Flower's adaptive clipping spends part of the noise on the clipped-count estimate
+        # (stddev = clients/20), which only works while noise-multiplier < clients per round / 10.
+        raise ConfigError(f"adaptive-clipping with noise-multiplier={cfg.noise_multiplier} needs more than "
+                          f"{int(cfg.noise_multiplier * 10)} clients per round (has {sampled}); sample more "
+                          f"clients, lower noise-multiplier, or set adaptive-clipping=false")
     if cfg.client_clipping == "server":
         if cfg.adaptive_clipping:
             return DifferentialPrivacyServerSideAdaptiveClipping(

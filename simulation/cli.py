@@ -10,6 +10,7 @@ from typing import Sequence
 
 from fer_models.config import ConfigError
 from fer_models.data import DatasetError
+from server.checkpoint import CheckpointError
 
 EXIT_USAGE = 2
 
@@ -17,6 +18,9 @@ EXIT_USAGE = 2
 COMMAND_MODULES = (
     "simulation.cmd_simulate",
     "simulation.cmd_info",
+    "simulation.cmd_report",
+    "simulation.cmd_evaluate",
+    "simulation.cmd_predict",
 )
 
 
@@ -43,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args))
-    except (ConfigError, DatasetError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"fedfer {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into e.g. `head`

@@ -1,0 +1,228 @@
+"""Reader for a manifest CSV: any labelled face images, one row each.
+
+Header ``path,label`` plus optional ``group,subject,sequence,frame,split`` (any order; other
+columns are ignored). ``path`` is relative to the CSV's folder or absolute; ``label`` is a
+canonical emotion, an alias (``anger``, ``sadness`` ...) or an index 0..6. Images of any size and
+mode are converted to grayscale, centre-cropped to a square (the shorter side) and resized to
+48x48 (Lanczos), so already-cropped faces should be given. Splits: the ``split`` column
+(train/val/test) when present, else subject-disjoint (seeded) when ``subject`` is present, else a
+seeded split of the images stratified by class. ``sequence`` ids must be unique across the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fer_models.data.errors import DatasetError
+from fer_models.data.store import SPLIT_NAMES, FaceStore
+from fer_models.data.subjects import SPLIT_SEED, image_split, subject_split
+from fer_models.labels import NUM_CLASSES, UnknownLabelError, label_index
+
+logger = logging.getLogger(__name__)
+
+SIDE = 48
+REQUIRED: tuple[str, ...] = ("path", "label")
+OPTIONAL: tuple[str, ...] = ("group", "subject", "sequence", "frame", "split")
+SPLIT_ALIASES: dict[str, str] = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                                 "validation": "val", "test": "test"}
+_HEADER = f"expected a header {','.join(REQUIRED)}[,{','.join(OPTIONAL)}]"
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    file: Path
+    label: int
+    fields: dict[str, str]
+
+
+def looks_like_manifest(path: Path) -> bool:
+    """True when ``path`` is a CSV whose header has ``path`` and ``label`` columns."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    names = {h.strip().lower() for h in header}
+    return set(REQUIRED) <= names
+
+
+def square_resize(gray: np.ndarray, *, side: int = SIDE) -> np.ndarray:
+    """Centre-crop a 2-D ``uint8`` image to a square of its shorter side, then resize to ``side``."""
+    h, w = gray.shape
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    square = gray[top:top + s, left:left + s]
+    if square.shape == (side, side):
+        return np.ascontiguousarray(square)
+    image = Image.fromarray(np.ascontiguousarray(square), "L")
+    return np.asarray(image.resize((side, side), Image.Resampling.LANCZOS))
+
+
+def _parse_label(text: str, *, where: str) -> int:
+    text = text.strip()
+    if text.isdigit():
+        value = int(text)
+        if value < NUM_CLASSES:
+            return value
+    try:
+        return label_index(text)
+    except UnknownLabelError as exc:
+        raise DatasetError(f"{where}: label {text!r} is not an emotion: {exc}, or an index "
+                           f"0..{NUM_CLASSES - 1}") from None
+
+
+def _columns(header: list[str], *, csv_path: Path) -> dict[str, int]:
+    found = {h.strip().lower(): i for i, h in enumerate(header)}
+    missing = [c for c in REQUIRED if c not in found]
+    if missing:
+        raise DatasetError(f"{csv_path} line 1: missing column(s) {', '.join(missing)}; found "
+                           f"{', '.join(repr(h) for h in header) or '(none)'}; {_HEADER}")
+    return {c: found[c] for c in REQUIRED + OPTIONAL if c in found}
+
+
+def _read_rows(csv_path: Path) -> tuple[list[_Row], dict[str, int]]:
+    rows: list[_Row] = []
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise DatasetError(f"{csv_path} is empty: {_HEADER}")
+        cols = _columns(header, csv_path=csv_path)
+        width = max(cols.values()) + 1
+        for row in reader:
+            where = f"{csv_path} line {reader.line_num}"
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) < width:
+                raise DatasetError(f"{where}: got {len(row)} fields, expected {width} (columns "
+                                   f"{', '.join(header)})")
+            fields = {name: row[i].strip() for name, i in cols.items()}
+            if not fields["path"]:
+                raise DatasetError(f"{where}: empty path; expected an image path")
+            file = Path(fields["path"]).expanduser()
+            rows.append(_Row(reader.line_num, file if file.is_absolute() else csv_path.parent / file,
+                             _parse_label(fields["label"], where=where), fields))
+    if not rows:
+        raise DatasetError(f"{csv_path} has a header but no rows: expected one row per image")
+    return rows, cols
+
+
+def image_fingerprint(*, path: str | Path) -> str:
+    """Digest of (path, size, mtime) of every image a manifest lists, so its cache notices edits."""
+    csv_path = Path(path)
+    rows, _ = _read_rows(csv_path)
+    digest = hashlib.sha256()
+    for row in rows:
+        try:
+            st = os.stat(row.file)
+        except OSError:
+            raise DatasetError(f"{csv_path} line {row.line}: image {row.file} does not exist; "
+                               f"paths are relative to {csv_path.parent} or absolute") from None
+        digest.update(f"{row.file}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _load_image(row: _Row, *, csv_path: Path) -> np.ndarray:
+    where = f"{csv_path} line {row.line}"
+    if not row.file.is_file():
+        raise DatasetError(f"{where}: image {row.file} does not exist; paths are relative to "
+                           f"{csv_path.parent} or absolute")
+    try:
+        with Image.open(row.file) as image:
+            gray = np.asarray(image.convert("L"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"{where}: cannot decode image {row.file} ({exc}); expected a readable "
+                           f"image file (png, jpg, bmp, tiff ...)") from None
+    return square_resize(gray)
+
+
+def _text_column(rows: list[_Row], name: str) -> np.ndarray:
+    return np.array([r.fields[name] for r in rows])
+
+
+def _frames(rows: list[_Row], *, csv_path: Path) -> np.ndarray:
+    values = []
+    for r in rows:
+        text = r.fields["frame"]
+        if text and not text.lstrip("-").isdigit():
+            raise DatasetError(f"{csv_path} line {r.line}: frame {text!r} is not an integer; "
+                               f"expected the frame number within its sequence (or empty)")
+        values.append(int(text) if text else -1)
+    return np.array(values, dtype=np.int64)
+
+
+def _splits(rows: list[_Row], cols: dict[str, int], *, csv_path: Path, seed: int) -> np.ndarray:
+    if "split" in cols:
+        codes = []
+        for r in rows:
+            name = SPLIT_ALIASES.get(r.fields["split"].lower())
+            if name is None:
+                raise DatasetError(f"{csv_path} line {r.line}: split {r.fields['split']!r} is not one "
+                                   f"of {', '.join(SPLIT_NAMES)}")
+            codes.append(SPLIT_NAMES.index(name))
+        return np.array(codes, dtype=np.int8)
+    if "subject" in cols:
+        for r in rows:
+            if not r.fields["subject"]:
+                raise DatasetError(f"{csv_path} line {r.line}: empty subject; every row needs its "
+                                   f"subject to split by subject (or give a split column)")
+        return subject_split(_text_column(rows, "subject"), seed=seed)
+    return image_split(np.array([r.label for r in rows]), seed=seed)
+
+
+def _check_sequences(rows: list[_Row], splits: np.ndarray, *, csv_path: Path) -> None:
+    seen: dict[str, tuple[int, int, int]] = {}
+    for r, split in zip(rows, splits.tolist()):
+        seq = r.fields["sequence"]
+        if not seq:
+            continue
+        first = seen.setdefault(seq, (r.line, r.label, split))
+        if first[1] != r.label:
+            raise DatasetError(f"{csv_path} line {r.line}: sequence {seq!r} has another label than on "
+                               f"line {first[0]}; every frame of a sequence must share its label")
+        if first[2] != split:
+            raise DatasetError(f"{csv_path} line {r.line}: sequence {seq!r} is in split "
+                               f"{SPLIT_NAMES[split]} but in {SPLIT_NAMES[first[2]]} on line "
+                               f"{first[0]}; a sequence must stay in one split")
+
+
+def read_manifest(*, path: str | Path, seed: int = SPLIT_SEED) -> FaceStore:
+    """Read a manifest CSV into a store named after the CSV file (e.g. ``faces`` for faces.csv)."""
+    csv_path = Path(path)
+    if not csv_path.is_file():
+        raise DatasetError(f"{csv_path} is not a file: expected a manifest CSV; {_HEADER}")
+    rows, cols = _read_rows(csv_path)
+    logger.info("%s: decoding %d images", csv_path, len(rows))
+    images = np.stack([_load_image(r, csv_path=csv_path) for r in rows])
+    splits = _splits(rows, cols, csv_path=csv_path, seed=seed)
+    meta: dict[str, np.ndarray] = {"path": np.array([r.fields["path"] for r in rows])}
+    for name in ("group", "subject", "sequence"):
+        if name in cols:
+            meta[name] = _text_column(rows, name)
+    if "sequence" in cols:
+        _check_sequences(rows, splits, csv_path=csv_path)
+    if "frame" in cols:
+        meta["frame"] = _frames(rows, csv_path=csv_path)
+    store = FaceStore(
+        name=csv_path.stem,
+        images=torch.from_numpy(images),
+        labels=torch.tensor([r.label for r in rows], dtype=torch.int64),
+        splits=torch.from_numpy(splits),
+        source=str(csv_path),
+        meta=meta,
+    )
+    logger.info("read %s", store.describe())
+    return store
+
+
+__all__ = ["read_manifest", "looks_like_manifest", "square_resize", "image_fingerprint"]

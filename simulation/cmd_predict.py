@@ -1,0 +1,104 @@
+"""``fedfer predict IMAGE ... --model MODEL_OR_RUN_DIR``: the most likely emotions of face images.
+
+Preprocessing is the manifest reader's (:func:`fer_models.data.manifest.square_resize`): the
+image is converted to 8-bit grayscale, centre-cropped to a square of its shorter side and resized
+to the model's input size (48x48, Lanczos); then scaled to [0, 1] and normalised like training
+(:func:`fer_models.samples.normalize`), and repeated over the model's clip length. No face
+detection and no EXIF rotation is done: give upright images that the face roughly fills.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from fer_models.labels import EMOTIONS, NUM_CLASSES
+
+
+class ImageReadError(ValueError):
+    """An input image that is missing or cannot be decoded."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict the emotion of face images with a saved model")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any size, colour or grey)")
+    p.add_argument("--model", required=True, type=Path, metavar="MODEL_OR_RUN_DIR",
+                   help="model.pt or the run folder holding it")
+    p.add_argument("--top", type=int, default=3, help=f"emotions to show per image (1..{NUM_CLASSES}, default 3)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def prepare_face(*, image: Image.Image, size: int = 48) -> np.ndarray:
+    """Grayscale, centre-crop to a square, resize to ``size`` x ``size``: ``uint8 (size, size)``."""
+    from fer_models.data.manifest import square_resize
+
+    return square_resize(np.asarray(image.convert("L")), side=size)
+
+
+def read_face(*, path: Path, size: int = 48) -> np.ndarray:
+    """:func:`prepare_face` of an image file; :class:`ImageReadError` naming the file if it fails."""
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as image:
+            return prepare_face(image=image, size=size)
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: cannot read the image ({exc}); give a JPEG, PNG, BMP or TIFF "
+                             f"file") from None
+
+
+@torch.no_grad()
+def predict_faces(*, model: nn.Module, faces: np.ndarray, clip_length: int = 1) -> np.ndarray:
+    """Class probabilities ``(N, 7)`` for ``uint8 (N, H, W)`` faces."""
+    from fer_models.samples import normalize
+
+    if faces.ndim != 3 or faces.dtype != np.uint8:
+        raise ValueError(f"faces must be uint8 (N, H, W), got {faces.dtype} {faces.shape}")
+    model.eval()
+    device = next(model.parameters()).device
+    x = normalize(torch.from_numpy(faces).to(torch.float32).div_(255.0))  # (N, H, W)
+    x = x[:, None, None].repeat(1, clip_length, 1, 1, 1).to(device)  # (N, T, 1, H, W)
+    return torch.softmax(model(x), dim=1).cpu().numpy()
+
+
+def top_k(*, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """The ``k`` most likely emotions of one probability vector, most likely first."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"emotion": EMOTIONS[i], "probability": float(probs[i])} for i in order]
+
+
+def _print_table(paths: Sequence[Path], results: Sequence[list[dict[str, Any]]]) -> None:
+    for path, top in zip(paths, results):
+        print(path)
+        for item in top:
+            print(f"  {item['emotion']:<9} {item['probability']:.3f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulation.model_io import load_model_file
+
+    if not 1 <= args.top <= NUM_CLASSES:
+        raise ValueError(f"--top must be between 1 and {NUM_CLASSES}, got {args.top}")
+    missing = [p for p in args.images if not p.is_file()]
+    if missing:  # before the model is loaded: fail fast on a typo
+        raise ImageReadError(f"no such image file: {', '.join(str(p) for p in missing)}")
+    model, info = load_model_file(path=args.model)
+    size = int(getattr(model, "image_size", 48))
+    faces = np.stack([read_face(path=p, size=size) for p in args.images])
+    probs = predict_faces(model=model, faces=faces, clip_length=int(info["config"].get("clip-length", 1)))
+    results = [top_k(probs=p, k=args.top) for p in probs]
+    if args.json:
+        print(json.dumps({"model": str(info["path"]), "round": info["round"],
+                          "images": [{"image": str(p), "top": r} for p, r in zip(args.images, results)]},
+                         indent=2))
+    else:
+        _print_table(args.images, results)
+    return 0

@@ -1,0 +1,130 @@
+"""``fedfer evaluate`` and ``fedfer predict`` on a model trained briefly on synthetic faces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fer_models import engine
+from fer_models.config import RunConfig
+from fer_models.data import load_dataset
+from fer_models.models import create_model
+from fer_models.samples import static_clips
+from fer_models.task import build_model
+from server.run_folder import save_model
+from simulation.cli import main
+from simulation.cmd_predict import prepare_face
+
+SETTINGS = {"data-format": "synthetic", "synthetic-per-class": 20, "synthetic-eval-per-class": 10,
+            "eval-batch-size": 32}
+
+
+def _store():
+    return load_dataset(data_format="synthetic", synthetic_per_class=20, synthetic_eval_per_class=10)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder holding a model.pt trained for a few steps on the synthetic faces."""
+    cfg = RunConfig.from_flat(SETTINGS)
+    store = _store()
+    data = static_clips(store, store.indices("train"), clip_length=1)
+    model = build_model(cfg)
+    optimizer = engine.make_optimizer(model, name="adamw", learning_rate=3e-3, weight_decay=0.0)
+    engine.train(model=model, data=data, optimizer=optimizer, epochs=1, device=torch.device("cpu"),
+                 loader=engine.index_loader(len(data), batch_size=32, seed=0))
+    run = tmp_path_factory.mktemp("run")
+    save_model(run / "model.pt", state_dict=model.state_dict(), model="cnn", model_options={},
+               config=cfg.to_flat(), server_round=1)
+    return run
+
+
+def _independent_accuracy(run: Path, split: str) -> float:
+    saved = torch.load(run / "model.pt", weights_only=True)
+    model = create_model("cnn")
+    model.load_state_dict(saved["state_dict"])
+    store = _store()
+    res = engine.evaluate(model=model, data=static_clips(store, store.indices(split), clip_length=1),
+                          batch_size=16, device=torch.device("cpu"))
+    return res.accuracy
+
+
+def test_evaluate_matches_an_independent_engine_evaluation(run_dir: Path) -> None:
+    assert main(["evaluate", str(run_dir)]) == 0
+    out = run_dir / "evaluations" / "synthetic-test"
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["split"] == "test" and result["n"] == 70
+    assert result["accuracy"] == pytest.approx(_independent_accuracy(run_dir, "test"), abs=1e-12)
+    for key in ("macro_f1", "weighted_f1", "per_class", "confusion_matrix", "loss"):
+        assert key in result
+    assert (out / "confusion_matrix.png").stat().st_size > 5_000
+
+
+def test_evaluate_scores_the_requested_split(run_dir: Path, tmp_path: Path) -> None:
+    assert main(["evaluate", str(run_dir / "model.pt"), "--split", "val", "--out", str(tmp_path / "v"),
+                 "--batch-size", "7"]) == 0
+    result = json.loads((tmp_path / "v" / "evaluation.json").read_text())
+    assert result["split"] == "val"
+    assert result["accuracy"] == pytest.approx(_independent_accuracy(run_dir, "val"), abs=1e-12)
+    assert main(["evaluate", str(run_dir), "--split", "all", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "evaluation.json").read_text())["n"] == 280
+
+
+def test_evaluate_never_overwrites_without_the_flag(run_dir: Path, tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "e")
+    assert main(["evaluate", str(run_dir), "--out", out]) == 0
+    assert main(["evaluate", str(run_dir), "--out", out]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--out", out, "--overwrite"]) == 0
+
+
+def test_evaluate_on_a_damaged_model_exits_2(tmp_path: Path, capsys) -> None:
+    (tmp_path / "model.pt").write_bytes(b"\x80\x04garbage")
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "damaged" in capsys.readouterr().err
+
+
+def _rgb_png(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, size=(80, 100, 3), dtype=np.uint8), "RGB").save(path)
+    return path
+
+
+def test_predict_prints_three_sorted_probabilities(run_dir: Path, tmp_path: Path, capsys) -> None:
+    image = _rgb_png(tmp_path / "face.png")
+    assert main(["predict", str(image), "--model", str(run_dir), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["images"][0]["top"]
+    probs = [t["probability"] for t in top]
+    assert len(top) == 3 and all(0.0 <= p <= 1.0 for p in probs)
+    assert probs == sorted(probs, reverse=True)
+    assert main(["predict", str(image), "--model", str(run_dir / "model.pt")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == str(image) and len(lines) == 4
+    assert [line.split()[0] for line in lines[1:]] == [t["emotion"] for t in top]
+
+
+def test_predict_missing_image_exits_2_naming_the_file(run_dir: Path, tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nobody.jpg"
+    assert main(["predict", str(missing), "--model", str(run_dir)]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_predict_unreadable_image_exits_2_naming_the_file(run_dir: Path, tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    assert main(["predict", str(broken), "--model", str(run_dir)]) == 2
+    assert str(broken) in capsys.readouterr().err
+
+
+def test_prepare_face_centre_crops_then_resizes_to_48(tmp_path: Path) -> None:
+    pixels = np.zeros((80, 100, 3), dtype=np.uint8)
+    pixels[:, :10] = 255  # bright margins outside the centred 80x80 square
+    pixels[:, 90:] = 255
+    face = prepare_face(image=Image.fromarray(pixels, "RGB"))
+    assert face.shape == (48, 48) and face.dtype == np.uint8
+    assert face.max() == 0

@@ -17,8 +17,7 @@ from fer_models.augment import Augmenter
 from fer_models.config import RunConfig
 from fer_models.privacy import (PrivacyLedger, make_private, noise_for_target, plain_state_dict,
                                 sample_rate_for, steps_per_epoch)
-from fer_models.samples import static_clips
-from fer_models.task import build_model, client_data, load_store
+from fer_models.task import build_model, client_data, clips_for, load_store
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
     generator = torch.Generator().manual_seed(seed)
     augment = None
     if cfg.augment != "none":
-        augmenter = Augmenter(policy=cfg.augment)
+        augmenter = Augmenter(policy=cfg.augment, same_across_frames=data.real_clips)
         augment = lambda x: augmenter(x, generator=generator)  # noqa: E731
     weights = engine.balanced_class_weights(data.labels) if cfg.class_balance == "weighted-loss" else None
     metrics: dict[str, float | int] = {"partition-id": partition_id}
@@ -124,6 +123,6 @@ def evaluate_local(*, cfg: RunConfig, partition_id: int, num_partitions: int,
     model = build_model(cfg)
     model.load_state_dict(global_state)
     model.to(device)
-    res = engine.evaluate(model=model, data=static_clips(store, np.sort(idx), clip_length=cfg.clip_length),
+    res = engine.evaluate(model=model, data=clips_for(cfg, store, np.sort(idx)),
                           batch_size=cfg.eval_batch_size, device=device)
     return {"num-examples": res.num_examples, "eval-loss": res.loss, "eval-accuracy": res.accuracy}

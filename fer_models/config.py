@@ -32,8 +32,11 @@ class RunConfig:
     # --- run and data -----------------------------------------------------------------------
     run_name: str = _opt("fedfer", "name of the run; the run folder is runs/<name>-<timestamp>")
     seed: int = _opt(0, "seed for data generation, partitioning, model init and sampling", minimum=0)
-    data_path: str = _opt("", "dataset path (FER2013 CSV or image folder); empty = embedded synthetic faces")
-    data_format: str = _opt("auto", "dataset format", choices=("auto", "csv", "folder", "synthetic"))
+    data_path: str = _opt("", "dataset path (FER2013 CSV or folder, CK+, JAFFE, manifest CSV), or several as "
+                          "name=path,name=path (one group each); empty = embedded synthetic faces")
+    data_format: str = _opt("auto", "dataset format", choices=("auto", "csv", "folder", "ckplus", "jaffe",
+                                                               "manifest", "synthetic"))
+    leave_out_group: str = _opt("", "with several datasets: train without this group and report the model on it")
     synthetic_per_class: int = _opt(240, "synthetic faces per class in the train split", minimum=1)
     synthetic_eval_per_class: int = _opt(60, "synthetic faces per class in each of val and test", minimum=1)
     max_train_samples: int = _opt(0, "use at most this many training images (stratified, seeded); 0 = all",
@@ -43,6 +46,8 @@ class RunConfig:
     model: str = _opt("cnn", "model name from the registry (fedfer models lists them)")
     rnn: str = _opt("gru", "recurrent cell of cnn_rnn", choices=("gru", "lstm"))
     clip_length: int = _opt(1, "frames per sample T (1 = static images)", minimum=1, maximum=64)
+    clip_source: str = _opt("pseudo", "clips of T frames: real sequences (CK+), pseudo = T augmented views of "
+                            "one image, none = T forced to 1", choices=("real", "pseudo", "none"))
     # --- federation -----------------------------------------------------------------------------
     num_clients: int = _opt(4, "number of clients (simulated SuperNodes / partitions)", minimum=1)
     num_server_rounds: int = _opt(8, "federated rounds", minimum=1)

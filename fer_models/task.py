@@ -17,7 +17,8 @@ from fer_models.config import RunConfig
 from fer_models.data import FaceStore, load_dataset
 from fer_models.data.partition import make_partitioner
 from fer_models.models import create_model
-from fer_models.samples import ClipSet, static_clips, stratified_subsample
+from fer_models.data.clips import make_clips
+from fer_models.samples import ClipSet, stratified_subsample
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def load_store(cfg: RunConfig) -> FaceStore:
     fmt = "synthetic" if cfg.uses_synthetic else cfg.data_format
     return load_dataset(data_path=cfg.data_path, data_format=fmt, cache_dir=cfg.cache_dir, seed=cfg.seed,
                         synthetic_per_class=cfg.synthetic_per_class,
-                        synthetic_eval_per_class=cfg.synthetic_eval_per_class)
+                        synthetic_eval_per_class=cfg.synthetic_eval_per_class, leave_out=cfg.leave_out_group)
 
 
 def model_options(cfg: RunConfig) -> dict[str, object]:
@@ -49,17 +50,29 @@ def train_pool(cfg: RunConfig, store: FaceStore) -> np.ndarray:
     return idx[keep]
 
 
+def _units(cfg: RunConfig, store: FaceStore, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indivisible units of the pool: whole sequences for real clips (a clip never straddles two
+    clients), single images otherwise. Returns (unit id per pool position, first pool position per unit)."""
+    seq = store.meta.get("sequence")
+    if cfg.clip_source != "real" or seq is None:
+        return np.arange(len(pool)), np.arange(len(pool))
+    keys = np.array([s if s else f"#img{i}" for s, i in zip(seq[pool].astype(str), pool)])
+    _, first, unit = np.unique(keys, return_index=True, return_inverse=True)
+    return unit, first
+
+
 @functools.lru_cache(maxsize=8)
 def _partition(cfg: RunConfig, num_partitions: int) -> tuple[np.ndarray, ...]:
     store = load_store(cfg)
     pool = train_pool(cfg, store)
-    labels = store.labels[torch.from_numpy(pool)].numpy()
+    unit, first = _units(cfg, store, pool)
+    labels = store.labels[torch.from_numpy(pool[first])].numpy()
     groups = store.meta.get("group")
     partitioner = make_partitioner(name=cfg.partition, num_partitions=num_partitions, seed=cfg.seed,
                                    min_size=cfg.min_client_samples, alpha=cfg.dirichlet_alpha,
                                    classes_per_client=cfg.classes_per_client)
-    parts = partitioner.partition(labels, groups=None if groups is None else groups[pool])
-    return tuple(pool[p] for p in parts)
+    parts = partitioner.partition(labels, groups=None if groups is None else groups[pool[first]])
+    return tuple(np.sort(pool[np.isin(unit, p)]) for p in parts)
 
 
 def client_partitions(cfg: RunConfig, *, num_partitions: int) -> tuple[np.ndarray, ...]:
@@ -72,14 +85,23 @@ def client_data(cfg: RunConfig, *, partition_id: int, num_partitions: int) -> Cl
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id {partition_id} outside 0..{num_partitions - 1}")
     store = load_store(cfg)
-    return static_clips(store, client_partitions(cfg, num_partitions=num_partitions)[partition_id],
-                        clip_length=cfg.clip_length)
+    return clips_for(cfg, store, client_partitions(cfg, num_partitions=num_partitions)[partition_id])
+
+
+def clips_for(cfg: RunConfig, store: FaceStore, indices: np.ndarray) -> ClipSet:
+    """Samples made of the given images: real sequences, pseudo-clips or single frames (clip-source)."""
+    return make_clips(store, np.asarray(indices), clip_length=cfg.clip_length, clip_source=cfg.clip_source)
 
 
 def eval_splits(cfg: RunConfig, store: FaceStore) -> dict[str, ClipSet]:
     """Held-out splits the server evaluates on: ``val`` (PublicTest) and ``test`` (PrivateTest)."""
-    return {s: static_clips(store, store.indices(s), clip_length=cfg.clip_length)
-            for s in ("val", "test") if store.has_split(s)}
+    return {s: clips_for(cfg, store, store.indices(s)) for s in ("val", "test") if store.has_split(s)}
+
+
+def sample_groups(store: FaceStore, clips: ClipSet) -> np.ndarray | None:
+    """The group (dataset) of each sample of ``clips`` (that of its first frame), or None without groups."""
+    groups = store.meta.get("group")
+    return None if groups is None else groups[clips.frames[:, 0].numpy()]
 
 
 def report_split(cfg: RunConfig, store: FaceStore) -> str:

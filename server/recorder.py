@@ -122,6 +122,8 @@ class RunRecorder:
                                              "macro_recall", "per_class", "confusion_matrix", "n", "split")
                       if k in report},
             "model": {"name": self.cfg.model, "options": model_options(self.cfg), "path": "model.pt"},
+            **({"groups": report["groups"], "group_gap": report["group_gap"]} if "groups" in report else {}),
+            **({"left_out_group": self.cfg.leave_out_group} if self.cfg.leave_out_group else {}),
             "seconds": round(time.perf_counter() - self.started, 2),
         }
         if self.ledger.enabled:

@@ -18,6 +18,7 @@ EXIT_USAGE = 2
 COMMAND_MODULES = (
     "simulation.cmd_simulate",
     "simulation.cmd_info",
+    "simulation.cmd_partition",
     "simulation.cmd_report",
     "simulation.cmd_evaluate",
     "simulation.cmd_predict",

@@ -84,7 +84,7 @@ def evaluate_saved_model(*, model_path: Path, store: FaceStore, split: str,
     """Metrics of a saved model on one split: the keys of summary.json's ``final`` plus provenance."""
     from fer_models import engine
     from fer_models.metrics import classification_report
-    from fer_models.samples import static_clips
+    from fer_models.data.clips import make_clips
     from simulation.model_io import load_model_file
 
     model, info = load_model_file(path=model_path, image_size=store.image_size[0])
@@ -92,8 +92,8 @@ def evaluate_saved_model(*, model_path: Path, store: FaceStore, split: str,
     batch = batch_size or int(_setting(config, "eval-batch-size"))
     if batch < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch}")
-    data = static_clips(store, split_indices(store=store, split=split),
-                        clip_length=int(_setting(config, "clip-length")))
+    data = make_clips(store, split_indices(store=store, split=split), clip_length=int(_setting(config, "clip-length")),
+                      clip_source=str(config.get("clip-source", "pseudo")))
     if len(data) == 0:
         raise DatasetError(f"{store.name}: the {split} split is empty")
     device = engine.select_device()

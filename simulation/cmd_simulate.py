@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from server.run_folder import resolve_run_dir
     from server.strategy import make_strategy
     from simulation.launcher import run_simulation
+    from simulation.partition_report import describe_partition, format_table, write_partition_files
 
     cfg = _resume_config(args) if args.resume else resolve_run_config(args)
     make_strategy(cfg)  # settings the strategy refuses stop here, before the engine starts
@@ -56,14 +57,17 @@ def run(args: argparse.Namespace) -> int:
     store = load_store(cfg)  # decode (and cache) once, and fail on bad data before the engine starts
     logger.info("dataset %s", store.describe())
     parts = client_partitions(cfg, num_partitions=cfg.num_clients)
-    logger.info("%d clients, samples per client: %s", len(parts), ", ".join(str(len(p)) for p in parts))
     run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite)
+    report = describe_partition(cfg=cfg, store=store, parts=parts)
+    logger.info("client partition:\n%s", format_table(report, max_rows=20))
+    write_partition_files(report=report, run_dir=run_dir)
     cfg = cfg.replace(overwrite=True)  # the folder is checked; the server may now write into it
     run_simulation(cfg)
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         logger.error("the run ended without writing %s; see the log above", summary_path)
         return 1
+    _write_figures(cfg=cfg, run_dir=run_dir)
     summary = json.loads(summary_path.read_text())
     final = summary["final"]
     tag = " (SYNTHETIC faces)" if summary["dataset"]["synthetic"] else ""
@@ -73,3 +77,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"privacy: max epsilon {summary['epsilon']['final_max']:.3f} at delta {summary['epsilon']['delta']}")
     print(f"results: {run_dir}")
     return 0
+
+
+def _write_figures(*, cfg: "RunConfig", run_dir: Path) -> None:
+    """The attention grid (attention models) and report.md with its plots; a failure here only warns."""
+    from simulation.report import write_report
+
+    try:
+        if cfg.model == "cnn_attention":
+            _attention_grid(cfg=cfg, run_dir=run_dir)
+        written = write_report(run_dir=run_dir)
+        logger.info("report: %s (%d files)", run_dir / "report.md", len(written))
+    except Exception as exc:  # noqa: BLE001 - the run's results are already saved
+        logger.warning("could not draw the report (%s: %s); `fedfer report %s` retries", type(exc).__name__, exc,
+                       run_dir)
+
+
+def _attention_grid(*, cfg: "RunConfig", run_dir: Path, count: int = 16) -> None:
+    import numpy as np
+    import torch
+
+    from fer_models.samples import static_clips
+    from fer_models.task import load_store, report_split
+    from simulation.model_io import load_model_file
+    from simulation.report import plot_attention_grid
+
+    model, _ = load_model_file(path=run_dir)
+    store = load_store(cfg)
+    idx = np.random.default_rng(cfg.seed).choice(store.indices(report_split(cfg, store)), size=count, replace=False)
+    clips = static_clips(store, np.sort(idx), clip_length=cfg.clip_length)
+    x, y = clips.batch(torch.arange(len(clips)))
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+        maps = model.attention_map(x, upsample=True)[:, 0]
+    plot_attention_grid(images=store.images[clips.frames[:, 0]].numpy(), maps=maps.numpy(), labels=y.tolist(),
+                        predictions=pred.tolist(), path=run_dir / "attention.png")

@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = _resume_config(args) if args.resume else resolve_run_config(args)
     make_strategy(cfg)  # settings the strategy refuses stop here, before the engine starts
+    model = build_model(cfg)  # an unknown model or option, too
     if cfg.dp == "sample":
-        check_private_compatible(build_model(cfg))
+        check_private_compatible(model)
     store = load_store(cfg)  # decode (and cache) once, and fail on bad data before the engine starts
     logger.info("dataset %s", store.describe())
     parts = client_partitions(cfg, num_partitions=cfg.num_clients)

@@ -56,6 +56,8 @@ class RunConfig:
     fraction_evaluate: float = _opt(0.0, "fraction of clients sampled for client-side evaluation",
                                     minimum=0.0, maximum=1.0)
     min_train_clients: int = _opt(1, "minimum clients that must train in a round", minimum=1)
+    min_available_clients: int = _opt(0, "wait until this many clients are connected before a round; "
+                                      "0 = min-train-clients (simulated clients are all there at once)", minimum=0)
     strategy: str = _opt("fedavg", "aggregation strategy", choices=("fedavg", "fedprox", "fedadam",
                                                                     "fedmedian", "fedtrimmedavg"))
     proximal_mu: float = _opt(0.01, "FedProx proximal term weight", minimum=0.0)

@@ -26,7 +26,7 @@ def make_strategy(cfg: RunConfig) -> Strategy:
     common = dict(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
                   min_train_nodes=cfg.min_train_clients,
                   min_evaluate_nodes=1 if cfg.fraction_evaluate > 0 else 0,
-                  min_available_nodes=cfg.num_clients)
+                  min_available_nodes=cfg.min_available_clients or cfg.min_train_clients)
     base: Strategy
     if cfg.strategy == "fedavg":
         base = FedAvg(**common)

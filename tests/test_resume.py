@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 from server.checkpoint import CheckpointError, load_checkpoint
+from tests.procs import kill_session
 
 pytestmark = pytest.mark.simulation
 
@@ -36,20 +36,6 @@ def _cmd(*extra: str) -> list[str]:
 
 def _sets() -> list[str]:
     return [a for s in SETTINGS for a in ("--set", s)]
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL every process of the session the interrupted run started (Ray's helpers included)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: session id
-            try:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +59,7 @@ def runs(tmp_path_factory):
                     pass
             time.sleep(0.2)
     finally:
-        _kill_session(child.pid)
+        kill_session(child.pid)
         child.wait(timeout=60)
     interrupted_at = load_checkpoint(cut)["round"]
     assert 2 <= interrupted_at < 4, "the run was not interrupted mid-way"

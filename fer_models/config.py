@@ -58,6 +58,8 @@ class RunConfig:
     min_train_clients: int = _opt(1, "minimum clients that must train in a round", minimum=1)
     min_available_clients: int = _opt(0, "wait until this many clients are connected before a round; "
                                       "0 = min-train-clients (simulated clients are all there at once)", minimum=0)
+    round_timeout: float = _opt(3600.0, "seconds the server waits for clients' replies in a round; clients "
+                                "that miss it count as dropped for that round", minimum=1.0)
     strategy: str = _opt("fedavg", "aggregation strategy", choices=("fedavg", "fedprox", "fedadam",
                                                                     "fedmedian", "fedtrimmedavg"))
     proximal_mu: float = _opt(0.01, "FedProx proximal term weight", minimum=0.0)

@@ -67,7 +67,8 @@ def main(grid: Grid, context: Context) -> None:
 
     if remaining > 0:
         result = strategy.start(grid=recording_grid, initial_arrays=ArrayRecord(initial),  # type: ignore[arg-type]
-                                num_rounds=remaining, train_config=train_config, evaluate_fn=evaluate_fn)
+                                num_rounds=remaining, timeout=cfg.round_timeout, train_config=train_config,
+                                evaluate_fn=evaluate_fn)
         client_eval = result.evaluate_metrics_clientapp
     else:
         logger.info("all %d rounds were already completed; writing the summary", cfg.num_server_rounds)

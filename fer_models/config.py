@@ -45,6 +45,7 @@ class RunConfig:
     # --- model --------------------------------------------------------------------------------
     model: str = _opt("cnn", "model name from the registry (fedfer models lists them)")
     rnn: str = _opt("gru", "recurrent cell of cnn_rnn", choices=("gru", "lstm"))
+    temporal_attention: bool = _opt(False, "cnn_rnn: attention over the RNN outputs instead of the last one")
     clip_length: int = _opt(1, "frames per sample T (1 = static images)", minimum=1, maximum=64)
     clip_source: str = _opt("pseudo", "clips of T frames: real sequences (CK+), pseudo = T augmented views of "
                             "one image, none = T forced to 1", choices=("real", "pseudo", "none"))

@@ -33,7 +33,9 @@ def load_store(cfg: RunConfig) -> FaceStore:
 
 def model_options(cfg: RunConfig) -> dict[str, object]:
     """Keyword options of ``create_model`` that come from the config."""
-    return {"rnn": cfg.rnn} if cfg.model == "cnn_rnn" else {}
+    if cfg.model == "cnn_rnn":
+        return {"rnn": cfg.rnn, "temporal_attention": cfg.temporal_attention}
+    return {}
 
 
 def build_model(cfg: RunConfig, *, image_size: int = 48) -> nn.Module:

@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "simulation.cmd_report",
     "simulation.cmd_evaluate",
     "simulation.cmd_predict",
+    "simulation.cmd_deploy",
+    "simulation.cmd_certs",
 )
 
 

@@ -1,0 +1,86 @@
+"""``fedfer deploy-local``: the run on Flower's Deployment Engine, SuperLink + N SuperNodes on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from simulation.cli_common import add_run_args, resolve_run_config
+
+logger = logging.getLogger("fedfer")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("deploy-local", help="run on Flower's Deployment Engine: a SuperLink and N SuperNode "
+                       "processes on loopback (a one-machine trial of a multi-machine deployment)")
+    add_run_args(p)
+    p.add_argument("--nodes", type=int, required=True, metavar="N", help="SuperNodes to start (= num-clients)")
+    p.add_argument("--tls", action="store_true", help="TLS with a throwaway CA made for this run")
+    p.add_argument("--auth", action="store_true", help="SuperNode authentication: per-node keys registered "
+                   "with the SuperLink (implies --tls)")
+    p.add_argument("--round-timeout", type=float, metavar="S", help="seconds a round waits for replies "
+                   "(sets round-timeout); nodes that miss it count as dropped")
+    p.add_argument("--port", type=int, help="SuperLink port (default: a free one)")
+    p.add_argument("--timeout", type=float, default=6 * 3600.0, help="give up after this many seconds")
+    p.add_argument("--no-report", action="store_true", help="skip drawing report.md and its plots")
+    p.set_defaults(func=run)
+
+
+def deploy_config(args: argparse.Namespace):
+    """The run config for N SuperNodes: num-clients = N, min-available-clients = N unless set, out-dir absolute."""
+    from fer_models.config import ConfigError
+    from simulation.experiment import parse_sets
+
+    if args.nodes < 1:
+        raise ConfigError("--nodes must be at least 1")
+    explicit = parse_sets(args.sets)
+    if "num-clients" in explicit and int(explicit["num-clients"]) != args.nodes:
+        raise ConfigError(f"num-clients={explicit['num-clients']} differs from --nodes {args.nodes}: each "
+                          f"SuperNode is one client")
+    extra = [f"num-clients={args.nodes}"]
+    if "min-available-clients" not in explicit:
+        extra.append(f"min-available-clients={args.nodes}")  # round 1 waits for every SuperNode
+    if args.round_timeout is not None:
+        extra.append(f"round-timeout={args.round_timeout}")
+    ns = argparse.Namespace(**{**vars(args), "sets": [*extra, *args.sets]})
+    cfg = resolve_run_config(ns)
+    return cfg.replace(out_dir=str(Path(cfg.out_dir).resolve()))
+
+
+def run(args: argparse.Namespace) -> int:
+    from server.run_folder import resolve_run_dir
+    from server.strategy import make_strategy
+    from simulation.deploy import DeployError, LocalDeployment, Terminated, signals_raise
+
+    cfg = deploy_config(args)
+    make_strategy(cfg)  # settings the strategy refuses stop here, before any process starts
+    run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite)
+    cfg = cfg.replace(overwrite=True)  # the folder is checked; the ServerApp may now write into it
+    work = run_dir / "deploy"
+    logger.info("deploying %d SuperNodes; logs, certificates, keys and FLWR_HOME in %s", args.nodes, work)
+    deployment = LocalDeployment(work_dir=work, num_nodes=args.nodes, tls=args.tls, auth=args.auth,
+                                 superlink_port=args.port)
+    try:
+        with signals_raise():
+            try:
+                deployment.start()
+                summary = deployment.run(cfg.to_flat(), summary=run_dir / "summary.json", timeout=args.timeout)
+            finally:
+                deployment.shutdown()
+    except DeployError as exc:
+        print(f"fedfer deploy-local: error: {exc}")
+        return 1
+    except Terminated:
+        print("fedfer deploy-local: terminated; every process of the deployment was stopped")
+        return 143
+    if not args.no_report:
+        from simulation.cmd_simulate import _write_figures
+
+        _write_figures(cfg=cfg, run_dir=run_dir)
+    final = summary["final"]
+    tag = " (SYNTHETIC faces)" if summary["dataset"]["synthetic"] else ""
+    print(f"\n{summary['dataset']['name']}{tag}: final {final['split']} accuracy {final['accuracy']:.4f}, "
+          f"macro-F1 {final['macro_f1']:.4f} after {len(summary['rounds'])} rounds on {args.nodes} SuperNodes")
+    print(f"results: {run_dir}")
+    return 0

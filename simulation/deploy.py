@@ -1,0 +1,479 @@
+"""A local deployment: one ``flower-superlink`` and N ``flower-supernode`` processes on loopback.
+
+This is Flower's Deployment Engine on one machine, the same processes that run across machines
+(see README, "Running across machines"): the SuperLink serves its Fleet, Control and Runtime APIs
+on one port; every SuperNode connects to it with its own ``--node-config "partition-id=<i>
+num-partitions=<N>"`` and serves its own runtime API on a port of its own; the run is submitted
+with ``flwr run <project> <connection> --run-config <file.toml> --stream`` through a private
+``FLWR_HOME`` whose ``config.toml`` names the connection.
+
+Every process is started in a session (process group) of its own and carries a unique
+``FEDFER_DEPLOYMENT`` environment marker; :meth:`LocalDeployment.shutdown` stops the groups and then
+every process still carrying the marker (Flower detaches its SuperExec, ServerApp and ClientApp
+helpers into sessions of their own), so nothing outlives the deployment, also on Ctrl-C/SIGTERM
+(:func:`signals_raise`) or on failure. Each process logs to ``<work>/logs/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, TextIO
+
+from simulation.certs import TlsFiles, generate_certificates
+from simulation.node_keys import NodeKeys, generate_node_keys
+
+logger = logging.getLogger(__name__)
+
+#: Environment marker carried by every process a deployment starts (and their children).
+MARK_ENV = "FEDFER_DEPLOYMENT"
+CONNECTION = "fedfer-local"
+HOST = "127.0.0.1"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BINARIES = ("flower-superlink", "flower-supernode", "flwr")
+
+
+class DeployError(RuntimeError):
+    """The local deployment could not start or a process of it failed."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (raised by the handler :func:`signals_raise` installs)."""
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """While inside: SIGINT raises KeyboardInterrupt and SIGTERM raises :class:`Terminated`, so
+    ``finally`` blocks (and :meth:`LocalDeployment.shutdown`) run. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _term(signum: int, _frame: object) -> None:
+        raise Terminated(f"signal {signum}")
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live (non-zombie) processes whose session id is ``sid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def marked_pids(mark: str) -> list[int]:
+    """Live processes whose environment holds ``FEDFER_DEPLOYMENT=<mark>``."""
+    needle = f"{MARK_ENV}={mark}".encode()
+    found = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in env.read_bytes().split(b"\0") and int(env.parent.name) != os.getpid():
+                stat = (env.parent / "stat").read_text().rsplit(")", 1)[1].split()
+                if stat[0] != "Z":
+                    found.append(int(env.parent.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def _signal_pids(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+@dataclass
+class Proc:
+    """One started process (leader of its own session) and its log file."""
+
+    name: str
+    popen: subprocess.Popen
+    log: Path
+    _fh: TextIO | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the whole session, wait up to ``grace`` s, then SIGKILL what is left."""
+        _signal_pids(session_pids(self.pid) or ([self.pid] if self.alive() else []), signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (self.alive() or session_pids(self.pid)):
+            time.sleep(0.1)
+        _signal_pids(session_pids(self.pid), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=2)
+        self.close()
+
+    def kill(self) -> None:
+        """SIGKILL the whole session at once (a node that crashes / loses power)."""
+        _signal_pids(session_pids(self.pid), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+        self.close()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def check_port_free(port: int, host: str = HOST, *, what: str = "port") -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise DeployError(f"{what} {host}:{port} is already taken by another process; free it or "
+                                  f"choose another port") from exc
+            raise DeployError(f"cannot bind {what} {host}:{port}: {exc}") from exc
+
+
+def _port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def find_binaries(bindir: Path | None = None) -> dict[str, Path]:
+    """Paths of flower-superlink / flower-supernode / flwr: beside this Python first, then PATH."""
+    bindir = bindir or Path(sys.executable).parent
+    found: dict[str, Path] = {}
+    for name in BINARIES:
+        path = shutil.which(name, path=str(bindir)) or shutil.which(name)
+        if path is None:
+            raise DeployError(f"`{name}` not found beside {sys.executable} nor on PATH: install Flower "
+                              f"(pip install 'flwr[simulation]>=1.41') in this environment")
+        found[name] = Path(path)
+    return found
+
+
+def _toml_value(value: object) -> str:
+    from simulation.launcher import _toml_value as tv
+
+    return tv(value)  # type: ignore[arg-type]
+
+
+# --- the deployment -----------------------------------------------------------------------------
+
+@dataclass
+class LocalDeployment:
+    """SuperLink + SuperNodes on loopback; use as a context manager (always shuts down)."""
+
+    work_dir: Path
+    num_nodes: int
+    tls: bool = False
+    auth: bool = False
+    superlink_port: int | None = None  # None = a free port chosen now
+    startup_timeout: float = 60.0
+    echo: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    mark: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        if self.num_nodes < 1:
+            raise DeployError("a deployment needs at least one SuperNode")
+        if self.auth and not self.tls:
+            logger.info("SuperNode authentication needs TLS: enabling --tls")
+            self.tls = True
+        self.work_dir = Path(self.work_dir).resolve()
+        self.logs = self.work_dir / "logs"
+        self.flwr_home = self.work_dir / "flwr-home"
+        self.bins = find_binaries()
+        self.tls_files: TlsFiles | None = None
+        self.node_keys: dict[int, NodeKeys] = {}
+        self.superlink: Proc | None = None
+        self.nodes: dict[int, Proc] = {}
+        self.node_ports: dict[int, int] = {}
+        self.runs: list[Proc] = []
+        self.started: list[Proc] = []
+
+    # -- environment --------------------------------------------------------------------------
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        path = os.pathsep.join([str(self.bins["flwr"].parent), os.environ.get("PATH", "")])
+        return {**os.environ, "PATH": path, "FLWR_HOME": str(self.flwr_home), MARK_ENV: self.mark,
+                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+    def _spawn(self, name: str, cmd: list[str], *, cwd: Path | None = None) -> Proc:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{name}.log"
+        fh = open(log, "a", encoding="utf-8")  # noqa: SIM115 - closed by Proc.close
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        try:
+            popen = subprocess.Popen(cmd, cwd=cwd or self.work_dir, env=self.env(), stdin=subprocess.DEVNULL,
+                                     stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            fh.close()
+            raise DeployError(f"cannot start {name} ({cmd[0]}): {exc}") from exc
+        proc = Proc(name=name, popen=popen, log=log, _fh=fh)
+        self.started.append(proc)
+        return proc
+
+    def _died(self, proc: Proc, doing: str) -> DeployError:
+        return DeployError(f"{proc.name} exited with code {proc.popen.returncode} while {doing}; last lines of "
+                           f"{proc.log}:\n{tail(proc.log)}")
+
+    @property
+    def address(self) -> str:
+        assert self.superlink_port is not None
+        return f"{HOST}:{self.superlink_port}"
+
+    # -- steps ------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Work folder, certificates, keys, ports and the flwr connection in FLWR_HOME/config.toml."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self.tls_files = generate_certificates(self.work_dir / "certs", overwrite=True)
+        if self.auth:
+            for i in range(self.num_nodes):
+                self.node_keys[i] = generate_node_keys(self.work_dir / "keys", f"node-{i}")
+        if self.superlink_port is None:
+            self.superlink_port = free_port()
+        check_port_free(self.superlink_port, what="SuperLink port")
+        for i in range(self.num_nodes):
+            port = free_port()
+            while port == self.superlink_port or port in self.node_ports.values():
+                port = free_port()
+            self.node_ports[i] = port
+        lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
+                 f'address = "{self.address}"']
+        if self.tls_files:
+            lines.append(f"root-certificates = {_toml_value(str(self.tls_files.ca_cert))}")
+        else:
+            lines.append("insecure = true")
+        (self.flwr_home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def start_superlink(self) -> Proc:
+        assert self.superlink_port is not None
+        cmd = [str(self.bins["flower-superlink"]), "--host", HOST, "--port", str(self.superlink_port),
+               "--disable-runtime-dependency-installation"]
+        if self.tls_files:
+            cmd += ["--ssl-ca-certfile", str(self.tls_files.ca_cert), "--ssl-certfile",
+                    str(self.tls_files.server_cert), "--ssl-keyfile", str(self.tls_files.server_key)]
+        else:
+            cmd += ["--insecure"]
+        if self.auth:
+            cmd += ["--enable-supernode-auth"]
+        self.superlink = self._spawn("superlink", cmd)
+        deadline = time.monotonic() + self.startup_timeout
+        while not _port_open(self.superlink_port):
+            if not self.superlink.alive():
+                raise self._died(self.superlink, f"starting on {self.address}")
+            if time.monotonic() > deadline:
+                raise DeployError(f"the SuperLink did not open {self.address} within {self.startup_timeout:.0f}s; "
+                                  f"last lines of {self.superlink.log}:\n{tail(self.superlink.log)}")
+            time.sleep(0.2)
+        self.echo(f"[deploy] SuperLink on {self.address} ({'TLS' if self.tls else 'insecure'}"
+                  f"{', SuperNode auth' if self.auth else ''}); log {self.superlink.log}")
+        return self.superlink
+
+    def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Run a short ``flwr`` command against this deployment (its own FLWR_HOME)."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / "flwr-cli.log", "a", encoding="utf-8") as fh:
+            fh.write(f"$ flwr {' '.join(args)}\n")
+            fh.flush()
+            res = subprocess.run([str(self.bins["flwr"]), *args], cwd=self.work_dir, env=self.env(),
+                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                                 start_new_session=True)
+            fh.write(res.stdout + res.stderr)
+        return res
+
+    def register_nodes(self) -> None:
+        """Register every node's public key with the SuperLink (``flwr supernode register``)."""
+        for i, keys in self.node_keys.items():
+            res = self.flwr("supernode", "register", str(keys.public_key), CONNECTION, "--format", "json")
+            if res.returncode != 0:
+                raise DeployError(f"registering {keys.public_key} failed (exit {res.returncode}):\n"
+                                  f"{(res.stdout + res.stderr)[-2000:]}")
+        if self.node_keys:
+            self.echo(f"[deploy] registered {len(self.node_keys)} SuperNode public keys")
+
+    def start_supernode(self, i: int, *, private_key: Path | None = None, name: str | None = None,
+                        port: int | None = None) -> Proc:
+        """Start SuperNode ``i`` (partition i of N); with auth it uses its registered key unless
+        ``private_key`` says otherwise."""
+        port = port or self.node_ports.get(i) or free_port()
+        check_port_free(port, what=f"SuperNode {i} runtime port")
+        cmd = [str(self.bins["flower-supernode"]), "--superlink", self.address, "--port", str(port),
+               "--node-config", f"partition-id={i} num-partitions={self.num_nodes}"]
+        cmd += ["--root-certificates", str(self.tls_files.ca_cert)] if self.tls_files else ["--insecure"]
+        key = private_key or (self.node_keys[i].private_key if i in self.node_keys else None)
+        if key is not None:
+            cmd += ["--auth-supernode-private-key", str(key)]
+        proc = self._spawn(name or f"supernode-{i}", cmd)
+        if name is None:
+            old = self.nodes.get(i)
+            if old is not None:
+                old.close()
+            self.nodes[i] = proc
+        return proc
+
+    def wait_nodes_connected(self, procs: list[Proc] | None = None, *, timeout: float | None = None) -> None:
+        """Wait until each SuperNode logged its node id; a node that exits meanwhile is an error."""
+        procs = procs if procs is not None else list(self.nodes.values())
+        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        pending = list(procs)
+        while pending:
+            for proc in list(pending):
+                if not proc.alive():
+                    raise self._died(proc, f"connecting to the SuperLink at {self.address}")
+                if "SuperNode ID" in proc.log.read_text(errors="replace"):
+                    pending.remove(proc)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                logger.warning("SuperNodes %s have not logged a node id after %.0fs; the ServerApp waits for them",
+                               [p.name for p in pending], timeout or self.startup_timeout)
+                return
+            time.sleep(0.3)
+        self.echo(f"[deploy] {len(procs)} SuperNode(s) connected: " +
+                  ", ".join(f"{p.name} (log {p.log.name})" for p in procs))
+
+    def start(self) -> None:
+        """prepare → SuperLink → (register keys) → SuperNodes, all connected."""
+        self.prepare()
+        self.start_superlink()
+        self.register_nodes()
+        for i in range(self.num_nodes):
+            self.start_supernode(i)
+        self.wait_nodes_connected()
+
+    def write_run_config(self, run_config: Mapping[str, object]) -> Path:
+        path = self.work_dir / "run-config.toml"
+        path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8")
+        return path
+
+    def submit(self, run_config: Mapping[str, object], *, app_dir: Path = PROJECT_ROOT) -> Proc:
+        """``flwr run APP CONNECTION --run-config run-config.toml --stream`` (output in logs/flwr-run.log)."""
+        cfg_file = self.write_run_config(run_config)
+        cmd = [str(self.bins["flwr"]), "run", str(app_dir), CONNECTION, "--run-config", str(cfg_file), "--stream"]
+        proc = self._spawn("flwr-run", cmd, cwd=app_dir)
+        self.runs.append(proc)
+        return proc
+
+    def check_alive(self) -> None:
+        if self.superlink is not None and not self.superlink.alive():
+            raise self._died(self.superlink, "the run was in progress")
+
+    def run(self, run_config: Mapping[str, object], *, summary: Path, timeout: float = 3600.0,
+            stream: bool = True, on_poll: Callable[[], None] | None = None) -> dict:
+        """Submit the run, stream its log, wait for ``summary`` (the run folder's summary.json)."""
+        started = time.monotonic()
+        proc = self.submit(run_config)
+        pos = 0
+        ended_at: float | None = None
+        while True:
+            if stream:
+                pos = self._echo_new(proc.log, pos)
+            if summary.is_file():
+                with contextlib.suppress(json.JSONDecodeError):
+                    result = json.loads(summary.read_text())
+                    if stream:
+                        time.sleep(0.5)
+                        self._echo_new(proc.log, pos)
+                    return result
+            self.check_alive()
+            if on_poll is not None:
+                on_poll()
+            now = time.monotonic()
+            if not proc.alive() and ended_at is None:
+                ended_at = now  # --stream may return just before the ServerApp's last write lands
+            if ended_at is not None and now - ended_at > 60:
+                raise DeployError(f"`flwr run` ended (exit {proc.popen.returncode}) without {summary}; last lines of "
+                                  f"{proc.log}:\n{tail(proc.log)}\nSuperLink log: {self.superlink.log if self.superlink else '-'}")
+            if now - started > timeout:
+                raise DeployError(f"the run did not finish within {timeout:.0f}s; see {self.logs}")
+            time.sleep(0.5)
+
+    def _echo_new(self, log: Path, pos: int) -> int:
+        try:
+            with open(log, "r", encoding="utf-8", errors="replace") as fh:
+                fh.seek(pos)
+                chunk = fh.read()
+        except OSError:
+            return pos
+        end = chunk.rfind("\n") + 1
+        for line in chunk[:end].splitlines():
+            self.echo(line)
+        return pos + len(chunk[:end].encode("utf-8"))
+
+    # -- teardown ---------------------------------------------------------------------------------
+    def remaining_pids(self) -> list[int]:
+        """Processes of this deployment still alive (its sessions and every marked process)."""
+        pids = set(marked_pids(self.mark))
+        for proc in self.started:
+            pids.update(session_pids(proc.pid))
+        return sorted(pids)
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Stop every process this deployment started: runs, SuperNodes, SuperLink, then stragglers."""
+        for proc in reversed(self.started):
+            with contextlib.suppress(Exception):
+                proc.stop(grace=grace if proc is self.superlink else min(grace, 3.0))
+        for _ in range(20):
+            left = self.remaining_pids()
+            if not left:
+                break
+            _signal_pids(left, signal.SIGKILL)
+            time.sleep(0.1)
+        for proc in self.started:
+            proc.close()
+        left = self.remaining_pids()
+        if left:
+            logger.warning("processes of the deployment still alive after shutdown: %s", left)
+
+    def __enter__(self) -> "LocalDeployment":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()

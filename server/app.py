@@ -59,7 +59,8 @@ def main(grid: Grid, context: Context) -> None:
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         state = arrays.to_torch_state_dict()
-        metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=recording_grid.last_train)
+        metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=recording_grid.last_train,
+                                    client_eval=recording_grid.last_evaluate if cfg.fraction_evaluate > 0 else None)
         if server_round > 0:
             save_checkpoint(recorder.dir, server_round=server_round + done, config=cfg.to_flat(), state_dict=state,
                             strategy=strategy, recorder_state=recorder.state(), client_ledgers=recorder.client_ledgers)

@@ -40,8 +40,8 @@ class RunRecorder:
         write_json(self.dir / "config.json", cfg.to_flat())
         logger.info("run folder: %s", self.dir.resolve())
 
-    def on_round(self, *, server_round: int, state_dict: dict[str, torch.Tensor],
-                 replies: RoundReplies) -> dict[str, float]:
+    def on_round(self, *, server_round: int, state_dict: dict[str, torch.Tensor], replies: RoundReplies,
+                 client_eval: RoundReplies | None = None) -> dict[str, float]:
         """Evaluate, record and save one round (round 0 = the initial model). Returns scalar metrics."""
         if server_round == 0 and self.round_offset:  # resumed: the "initial" model is the checkpoint's
             return {k: self.rounds[-1][k] for k in _SCALAR_KEYS if k in self.rounds[-1]}
@@ -63,6 +63,14 @@ class RunRecorder:
             row["train_accuracy"] = sum(m["train-accuracy"] * int(m["num-examples"]) for m in replies.metrics) / n
         if replies.errors:
             row["errors"] = [e["reason"] for e in replies.errors]
+        if client_eval is not None and client_eval.metrics:
+            n = sum(int(m["num-examples"]) for m in client_eval.metrics) or 1
+            row["client_eval_accuracy"] = sum(m["eval-accuracy"] * int(m["num-examples"]) for m in client_eval.metrics) / n
+            row["client_eval_loss"] = sum(m["eval-loss"] * int(m["num-examples"]) for m in client_eval.metrics) / n
+        for key in ("macro_precision", "macro_recall", "group_gap"):
+            if key in report:
+                row[key] = report[key]
+        row.update({k: report[k] for k in ("per_class", "confusion_matrix", "groups") if k in report})
         self.client_ledgers.update(replies.ledgers)
         eps = self.ledger.record_round(server_round, replies.metrics, replies.errors)
         if eps is not None:

@@ -166,7 +166,10 @@ def free_port(host: str = HOST) -> int:
 
 
 def check_port_free(port: int, host: str = HOST, *, what: str = "port") -> None:
+    """Raise DeployError when another process listens on ``host:port`` (as the servers do, this binds
+    with SO_REUSEADDR, so connections of a stopped process in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

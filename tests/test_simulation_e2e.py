@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory) -> Path:
     cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--out", str(out),
            "--set", "num-clients=2", "--set", f"num-server-rounds={ROUNDS}",
            "--set", "synthetic-per-class=100", "--set", "synthetic-eval-per-class=20",
-           "--set", "local-epochs=4", "--set", "batch-size=32"]
+           "--set", "local-epochs=4", "--set", "batch-size=32", "--set", "fraction-evaluate=1.0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, f"simulate failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     return out
@@ -56,6 +56,14 @@ def test_every_round_is_recorded_with_both_clients(summary, run_dir):
         assert 0.0 <= r["accuracy"] <= 1.0 and r["loss"] > 0
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == ROUNDS
+
+
+def test_each_round_has_per_class_metrics_and_client_side_evaluation(summary):
+    for r in summary["rounds"]:
+        assert set(r["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+        assert sum(map(sum, r["confusion_matrix"])) == summary["final"]["n"]
+        assert 0.0 <= r["client_eval_accuracy"] <= 1.0
+    assert [e["round"] for e in summary["client_evaluation"]] == list(range(1, ROUNDS + 1))
 
 
 def test_federated_training_improves_on_the_initial_model(summary):

@@ -1,0 +1,129 @@
+"""`fedfer deploy-local`: Flower's Deployment Engine on loopback (SuperLink + SuperNode processes).
+
+Each test gives its deployment a private work folder (FLWR_HOME, logs, certificates, keys inside),
+stops exactly the processes it started (their sessions and every process carrying the deployment's
+environment marker) and asserts that none of them is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fer_models.config import RunConfig
+from simulation.deploy import LocalDeployment
+from simulation.node_keys import generate_node_keys
+from tests.procs import kill_env, kill_session, pids_with_env, session_pids
+
+pytestmark = pytest.mark.simulation
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["synthetic-per-class=30", "synthetic-eval-per-class=10", "num-server-rounds=2"]
+
+
+def _assert_no_process_left(deployment: LocalDeployment) -> None:
+    deadline = time.time() + 10
+    while (deployment.remaining_pids() or pids_with_env("FLWR_HOME", str(deployment.flwr_home))) \
+            and time.time() < deadline:
+        time.sleep(0.2)
+    assert deployment.remaining_pids() == [], "processes of the deployment are still alive"
+    assert pids_with_env("FLWR_HOME", str(deployment.flwr_home)) == []
+
+
+def test_deploy_local_two_nodes_with_tls_trains_and_leaves_no_process(tmp_path):
+    out = tmp_path / "run"
+    home = out / "deploy" / "flwr-home"
+    cmd = [sys.executable, "-m", "simulation.cli", "deploy-local", "--nodes", "2", "--tls", "--no-report",
+           "--out", str(out), *[a for kv in SMALL for a in ("--set", kv)]]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=300)
+    finally:
+        kill_session(proc.pid)
+        kill_env("FLWR_HOME", str(home))
+    assert proc.returncode == 0, log[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["final"]["accuracy"] <= 1.0
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert summary["config"]["num-clients"] == 2 and summary["config"]["min-available-clients"] == 2
+    assert "final test accuracy" in log and "2 SuperNodes" in log
+    logs = out / "deploy" / "logs"
+    assert "Uvicorn running on https://" in (logs / "superlink.log").read_text()  # TLS on
+    assert "--root-certificates" in (logs / "supernode-0.log").read_text()
+    assert "partition-id=1 num-partitions=2" in (logs / "supernode-1.log").read_text()
+    assert 'root-certificates = "' in (home / "config.toml").read_text()
+    time.sleep(1)
+    assert session_pids(proc.pid) == [] and pids_with_env("FLWR_HOME", str(home)) == [], \
+        "processes started by `fedfer deploy-local` are still alive"
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_a_supernode_killed_mid_round_is_recorded_as_dropout_and_a_restarted_one_rejoins(tmp_path):
+    out = tmp_path / "run"
+    cfg = RunConfig.from_flat({"synthetic-per-class": 30, "synthetic-eval-per-class": 10, "num-clients": 3,
+                               "num-server-rounds": 3, "min-train-clients": 2, "min-available-clients": 3,
+                               "round-timeout": 20.0, "local-epochs": 1, "out-dir": str(out),
+                               "overwrite": True})
+    deployment = LocalDeployment(work_dir=tmp_path / "deploy", num_nodes=3, echo=lambda line: None)
+    events: dict[str, float] = {}
+
+    def kill_then_restart_during_round_2() -> None:
+        if "killed" in events or not _rows(out / "metrics.jsonl"):
+            return
+        # round 1 is recorded: round 2's messages are out; node 2 dies with its work unfinished
+        deployment.nodes[2].kill()
+        events["killed"] = time.time()
+        deployment.start_supernode(2)  # the node comes back (a new node id) and joins a later round
+
+    try:
+        deployment.start()
+        summary = deployment.run(cfg.to_flat(), summary=out / "summary.json", timeout=300,
+                                 on_poll=kill_then_restart_during_round_2)
+    finally:
+        deployment.shutdown()
+    assert "killed" in events
+    rows = _rows(out / "metrics.jsonl")
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert rows[0]["clients_responded"] == 3 and rows[0]["clients_failed"] == 0
+    dropped = rows[1]
+    assert dropped["clients_sampled"] == 3
+    assert dropped["clients_responded"] == 2 and dropped["clients_failed"] >= 1, rows
+    assert dropped["errors"], rows
+    assert rows[2]["clients_responded"] == 3, f"the restarted node did not rejoin round 3: {rows}"
+    assert summary["final"]["accuracy"] >= 0.0 and len(summary["rounds"]) == 3
+    _assert_no_process_left(deployment)
+
+
+def test_unregistered_supernodes_are_refused_when_auth_is_on(tmp_path):
+    deployment = LocalDeployment(work_dir=tmp_path / "deploy", num_nodes=1, auth=True, echo=lambda line: None)
+    try:
+        deployment.start()  # node 0's key is registered: it connects
+        assert deployment.tls and "--enable-supernode-auth" in deployment.superlink.log.read_text()
+        rogue_key = generate_node_keys(tmp_path / "rogue-keys", "rogue").private_key
+        rogue = deployment.start_supernode(1, private_key=rogue_key, name="rogue")
+        keyless = deployment.start_supernode(1, name="keyless")
+        for proc in (rogue, keyless):
+            proc.popen.wait(timeout=60)
+            assert proc.popen.returncode != 0, proc.log.read_text()[-2000:]
+            assert "Failed to initialize the connection to the SuperLink" in proc.log.read_text()
+        assert "registered via the CLI" in keyless.log.read_text()
+        assert deployment.nodes[0].alive()
+        listing = deployment.flwr("supernode", "list", "--format", "json")
+        assert listing.returncode == 0, listing.stderr
+        nodes = json.loads(listing.stdout[listing.stdout.index("{"):])["nodes"]
+        assert len(nodes) == 1 and nodes[0]["status"] == "online", nodes
+    finally:
+        deployment.shutdown()
+    _assert_no_process_left(deployment)

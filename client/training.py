@@ -15,6 +15,7 @@ from client.ledger import (ledger_metrics, load_ledger, restore_if_missing, save
 from fer_models import engine
 from fer_models.augment import Augmenter
 from fer_models.config import RunConfig
+from fer_models.dp_recipe import WeightEMA
 from fer_models.privacy import (PrivacyLedger, make_private, noise_for_target, plain_state_dict,
                                 sample_rate_for, steps_per_epoch)
 from fer_models.task import build_model, client_data, clips_for, load_store
@@ -74,6 +75,8 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
         augment = lambda x: augmenter(x, generator=generator)  # noqa: E731
     weights = engine.balanced_class_weights(data.labels) if cfg.class_balance == "weighted-loss" else None
     metrics: dict[str, float | int] = {"partition-id": partition_id}
+    recipe = dict(views=cfg.augment_multiplicity,
+                  ema=WeightEMA(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None)
     if cfg.dp == "sample":
         if server_config is not None and restore_if_missing(context, server_config, partition_id=partition_id,
                                                             accountant=cfg.accountant):
@@ -94,17 +97,20 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
                              max_grad_norm=cfg.max_grad_norm, ledger=ledger,
                              grad_sample_mode=cfg.grad_sample_mode, noise_seed=seed)
         stats = engine.train(model=parts.model, data=data, optimizer=parts.optimizer, loader=parts.loader,
-                             epochs=cfg.local_epochs, device=device, augment=augment, class_weights=weights)
+                             epochs=cfg.local_epochs, device=device, augment=augment, class_weights=weights,
+                             physical_batch_size=cfg.physical_batch_size, **recipe)
         ledger = parts.ledger()
         save_ledger(context, ledger)
         metrics.update({"epsilon": ledger.epsilon(delta=cfg.target_delta), "noise-multiplier": noise,
                         "sample-rate": q, "dp-steps": ledger.total_steps, **ledger_metrics(context)})
-        state = plain_state_dict(parts.model)
+        trained = parts.model
     else:
         stats = engine.train(model=model, data=data, optimizer=optimizer, loader=loader,
                              epochs=cfg.local_epochs, device=device, augment=augment,
-                             class_weights=weights, proximal_mu=proximal_mu)
-        state = plain_state_dict(model)
+                             class_weights=weights, proximal_mu=proximal_mu, **recipe)
+        trained = model
+    # the EMA of the weights is post-processing of the (private) iterates: it is what leaves the client
+    state = recipe["ema"].state_dict() if recipe["ema"] is not None else plain_state_dict(trained)
     metrics.update({"num-examples": stats.num_examples, "train-loss": stats.loss,
                     "train-accuracy": stats.accuracy, "train-seconds": stats.seconds,
                     "samples-seen": stats.samples_seen})

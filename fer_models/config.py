@@ -94,6 +94,12 @@ class RunConfig:
     accountant: str = _opt("rdp", "privacy accountant", choices=("rdp", "prv"))
     epsilon_budget: float = _opt(0.0, "a client refuses to train past this epsilon; 0 = target-epsilon, or none",
                                  minimum=0.0)
+    augment_multiplicity: int = _opt(1, "K augmented views per sample in each step, gradients averaged per "
+                                      "sample before clipping (De et al. 2022); needs augment != none", minimum=1)
+    ema_decay: float = _opt(0.0, "exponential moving average of the weights (what a client sends); 0 = off",
+                            minimum=0.0, maximum=0.99999)
+    physical_batch_size: int = _opt(0, "dp=sample: split each logical batch into physical batches of at most "
+                                    "this size (Opacus BatchMemoryManager); 0 = no split", minimum=0)
     grad_sample_mode: str = _opt("hooks", "how Opacus computes per-sample gradients",
                                  choices=("hooks", "functorch", "ew"))
     client_clipping: str = _opt("server", "dp=client: where updates are clipped", choices=("server", "client"))
@@ -136,6 +142,9 @@ class RunConfig:
         """Cross-field checks that a single value cannot express."""
         if self.dp == "sample" and self.target_epsilon == 0.0 and self.noise_multiplier == 0.0:
             raise ConfigError("dp=sample needs noise-multiplier > 0 or target-epsilon > 0")
+        if self.augment_multiplicity > 1 and self.augment == "none":
+            raise ConfigError(f"augment-multiplicity={self.augment_multiplicity} needs augment=standard (with "
+                              f"augment=none the views would be identical)")
         if self.min_train_clients > self.num_clients:
             raise ConfigError(f"min-train-clients={self.min_train_clients} exceeds "
                               f"num-clients={self.num_clients}")

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fer_models.dp_recipe import WeightEMA, average_views
 from fer_models.labels import NUM_CLASSES
 from fer_models.samples import Augment, ClipSet
 
@@ -102,10 +103,15 @@ class _IndexDataset(torch.utils.data.Dataset):
 def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
           loader: Iterable[torch.Tensor], epochs: int, device: torch.device,
           augment: Augment | None = None, class_weights: torch.Tensor | None = None,
-          proximal_mu: float = 0.0) -> TrainStats:
+          proximal_mu: float = 0.0, views: int = 1, ema: WeightEMA | None = None,
+          physical_batch_size: int = 0) -> TrainStats:
     """Run ``epochs`` passes of ``loader`` (index batches) over ``data``; returns running stats.
 
     ``proximal_mu > 0`` adds FedProx's term ``mu/2 * ||w - w_start||^2`` (non-private runs only).
+    ``views = K > 1``: every sample is fed as K augmented views and its gradient is the mean over
+    them (under DP before clipping: see :func:`fer_models.dp_recipe.average_views`). ``ema`` is
+    updated after every optimizer step. ``physical_batch_size > 0`` (DP only) splits each logical
+    Poisson batch into physical batches of at most that size with Opacus's BatchMemoryManager.
     """
     model.train()
     weights = class_weights.to(device) if class_weights is not None else None
@@ -113,14 +119,15 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
     total_loss, correct, seen, steps = 0.0, 0, 0, 0
     start = time.perf_counter()
     for epoch in range(epochs):
-        for (idx,) in loader:
+        for (idx,) in _physical(loader, optimizer, physical_batch_size):
             idx = idx.reshape(-1)
             optimizer.zero_grad(set_to_none=True)
             if idx.numel() == 0:  # an empty Poisson batch still counts as a (noise-only) DP step
                 optimizer.step()
                 steps += 1
                 continue
-            x, y = data.batch(idx, augment=augment)
+            rows = idx.repeat_interleave(views) if views > 1 else idx
+            x, y = data.batch(rows, augment=augment)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
             per_sample = F.cross_entropy(logits, y, reduction="none")
@@ -131,17 +138,29 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
                 loss = loss + 0.5 * proximal_mu * prox
             loss.backward()
+            average_views(model, views=views)
             optimizer.step()
+            if ema is not None and not getattr(optimizer, "_is_last_step_skipped", False):
+                ema.update(model)
             steps += 1
             n = int(y.shape[0])
-            seen += n
-            total_loss += float(per_sample.detach().sum())
-            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += n // views
+            total_loss += float(per_sample.detach().sum()) / views
+            correct += int((logits.detach().argmax(1) == y).sum()) // views
         logger.debug("epoch %d/%d: %d steps, running loss %.4f", epoch + 1, epochs, steps,
                      total_loss / max(seen, 1))
     seconds = time.perf_counter() - start
     return TrainStats(loss=total_loss / max(seen, 1), accuracy=correct / max(seen, 1),
                       num_examples=len(data), samples_seen=seen, steps=steps, seconds=seconds)
+
+
+def _physical(loader: Iterable, optimizer: torch.optim.Optimizer, physical_batch_size: int) -> Iterable:
+    """The loader itself, or (DP with a physical batch cap) Opacus's memory-managed version of it."""
+    if physical_batch_size <= 0 or not hasattr(optimizer, "signal_skip_step"):
+        return loader
+    from opacus.utils.batch_memory_manager import wrap_data_loader
+
+    return wrap_data_loader(data_loader=loader, max_batch_size=physical_batch_size, optimizer=optimizer)
 
 
 @torch.no_grad()

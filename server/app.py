@@ -31,6 +31,13 @@ def _ledger_config(ledgers: dict[str, dict]) -> dict[str, object]:
     return out
 
 
+def _relax_min_available(strategy: object, minimum: int) -> None:
+    while strategy is not None:
+        if hasattr(strategy, "min_available_nodes"):
+            strategy.min_available_nodes = minimum  # type: ignore[attr-defined]
+        strategy = getattr(strategy, "strategy", None)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Federate ``num-server-rounds`` rounds; every round is evaluated, recorded and checkpointed."""
@@ -62,6 +69,9 @@ def main(grid: Grid, context: Context) -> None:
         metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=recording_grid.last_train,
                                     client_eval=recording_grid.last_evaluate if cfg.fraction_evaluate > 0 else None)
         if server_round > 0:
+            # wait for min-available-clients only before the first round: a node that drops out for good
+            # must not stall every later round (min-train-clients still has to respond)
+            _relax_min_available(strategy, cfg.min_train_clients)
             save_checkpoint(recorder.dir, server_round=server_round + done, config=cfg.to_flat(), state_dict=state,
                             strategy=strategy, recorder_state=recorder.state(), client_ledgers=recorder.client_ledgers)
         return MetricRecord(metrics)

@@ -58,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
     run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite)
     cfg = cfg.replace(overwrite=True)  # the folder is checked; the ServerApp may now write into it
     work = run_dir / "deploy"
+    from simulation.deploy import PROJECT_ROOT
+
+    inside = run_dir.resolve().is_relative_to(PROJECT_ROOT)
+    if inside and not run_dir.resolve().is_relative_to(PROJECT_ROOT / "runs"):
+        logger.warning("the run folder %s lies inside the project but outside runs/: `flwr run` packages the "
+                       "project, so unless it is git-ignored its deploy/ keys and logs travel with the app", run_dir)
     logger.info("deploying %d SuperNodes; logs, certificates, keys and FLWR_HOME in %s", args.nodes, work)
     deployment = LocalDeployment(work_dir=work, num_nodes=args.nodes, tls=args.tls, auth=args.auth,
                                  superlink_port=args.port)

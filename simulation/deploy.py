@@ -147,7 +147,7 @@ class Proc:
         self.close()
 
     def kill(self) -> None:
-        """SIGKILL the whole session at once (a node that crashes / loses power)."""
+        """SIGKILL the whole session at once (as when a node crashes or loses power)."""
         _signal_pids(session_pids(self.pid), signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
@@ -236,6 +236,7 @@ class LocalDeployment:
         self.node_ports: dict[int, int] = {}
         self.runs: list[Proc] = []
         self.started: list[Proc] = []
+        self._reported: set[int] = set()
 
     # -- environment --------------------------------------------------------------------------
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -405,8 +406,14 @@ class LocalDeployment:
         return proc
 
     def check_alive(self) -> None:
+        """A dead SuperLink ends the run (error); a dead SuperNode is a dropout: reported once."""
         if self.superlink is not None and not self.superlink.alive():
             raise self._died(self.superlink, "the run was in progress")
+        for i, node in self.nodes.items():
+            if not node.alive() and node.popen.returncode is not None and id(node) not in self._reported:
+                self._reported.add(id(node))
+                self.echo(f"[deploy] {node.name} exited (code {node.popen.returncode}); the run goes on while "
+                          f"min-train-clients still reply. Last lines of {node.log}:\n{tail(node.log, 10)}")
 
     def run(self, run_config: Mapping[str, object], *, summary: Path, timeout: float = 3600.0,
             stream: bool = True, on_poll: Callable[[], None] | None = None) -> dict:

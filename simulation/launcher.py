@@ -54,6 +54,9 @@ def run_simulation(cfg: RunConfig) -> None:
         "init_args": {"num_cpus": ray_cpus(), "num_gpus": torch.cuda.device_count(),
                       "include_dashboard": False},
     }
+    if os.environ.get("RAY_ADDRESS"):  # attach to a running Ray cluster; its nodes bring their own CPUs/GPUs
+        backend["init_args"] = {"address": os.environ["RAY_ADDRESS"]}
+        logger.info("attaching to the Ray cluster at RAY_ADDRESS=%s", os.environ["RAY_ADDRESS"])
     with tempfile.TemporaryDirectory(prefix="fedfer-app-") as tmp:
         app_dir = write_app_dir(cfg, Path(tmp))
         context = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_flat())

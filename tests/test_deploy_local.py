@@ -8,7 +8,8 @@ environment marker) and asserts that none of them is left.
 from __future__ import annotations
 
 import json
-import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fer_models.config import RunConfig
-from simulation.deploy import LocalDeployment
+from simulation.deploy import DeployError, LocalDeployment, find_binaries
 from simulation.node_keys import generate_node_keys
 from tests.procs import kill_env, kill_session, pids_with_env, session_pids
 
@@ -127,3 +128,56 @@ def test_unregistered_supernodes_are_refused_when_auth_is_on(tmp_path):
     finally:
         deployment.shutdown()
     _assert_no_process_left(deployment)
+
+
+def test_ctrl_c_or_sigterm_stops_every_process_of_the_deployment(tmp_path):
+    out = tmp_path / "run"
+    home = out / "deploy" / "flwr-home"
+    cmd = [sys.executable, "-m", "simulation.cli", "deploy-local", "--nodes", "1", "--no-report", "--out", str(out),
+           *[a for kv in SMALL for a in ("--set", kv)]]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            seen.append(line)
+            if "SuperNode(s) connected" in line:
+                break
+        time.sleep(2)  # `flwr run` is being submitted / the ServerApp is starting
+        assert pids_with_env("FLWR_HOME", str(home)), "".join(seen)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground `fedfer`
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        kill_session(proc.pid)
+        kill_env("FLWR_HOME", str(home))
+    assert proc.returncode == 130, "".join(seen) + rest
+    time.sleep(1)
+    assert session_pids(proc.pid) == [] and pids_with_env("FLWR_HOME", str(home)) == [], \
+        "processes of the interrupted deployment are still alive"
+
+
+def test_clear_errors_for_a_taken_port_a_missing_binary_and_a_process_that_dies(tmp_path, monkeypatch):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        deployment = LocalDeployment(work_dir=tmp_path / "a", num_nodes=1, superlink_port=port)
+        with pytest.raises(DeployError, match=f"127.0.0.1:{port} is already taken"):
+            deployment.prepare()
+
+    fake = tmp_path / "bin" / "flower-superlink"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'cannot load certificates: boom' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    deployment = LocalDeployment(work_dir=tmp_path / "b", num_nodes=1)
+    deployment.bins["flower-superlink"] = fake
+    try:
+        with pytest.raises(DeployError, match=r"(?s)superlink exited with code 3.*cannot load certificates: boom"):
+            deployment.start()
+    finally:
+        deployment.shutdown()
+    assert (tmp_path / "b" / "logs" / "superlink.log").is_file()
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(DeployError, match="`flower-supernode` not found"):
+        find_binaries(tmp_path / "bin")

@@ -1,0 +1,92 @@
+"""What a client puts on the wire: only the model's arrays and scalar metrics, never its data.
+
+The ClientApp's train handler is called in-process (as the SuperNode's ClientApp process calls it)
+and its reply Message is inspected record by record: exactly one ArrayRecord with exactly the
+model's parameter names and shapes, MetricRecords of scalars (plus, under dp=sample, the
+``ledger-*`` accountant history: one entry per round, stripped by the server before aggregation),
+no ConfigRecord, no images, no labels, no per-sample values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from client.app import train
+from fer_models.config import RunConfig
+from fer_models.privacy import LEDGER_PREFIX
+from fer_models.task import build_model, client_data
+
+pytestmark = pytest.mark.simulation
+
+SMALL = {"synthetic-per-class": 12, "synthetic-eval-per-class": 4, "num-clients": 2, "batch-size": 16,
+         "num-server-rounds": 2, "local-epochs": 1, "min-client-samples": 4}
+ROUNDS = 2
+
+
+def _replies(cfg: RunConfig, pid: int) -> list[Message]:
+    ctx = Context(run_id=1, node_id=pid + 1, node_config={"partition-id": pid, "num-partitions": cfg.num_clients},
+                  state=RecordDict(), run_config=cfg.to_flat())
+    state = build_model(cfg).state_dict()
+    replies = []
+    for r in range(1, ROUNDS + 1):
+        msg = Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"server-round": r})}),
+                      dst_node_id=1, message_type="train")
+        reply = train(msg, ctx)
+        assert not reply.has_error(), reply.error
+        replies.append(reply)
+        state = reply.content["arrays"].to_torch_state_dict()
+    return replies
+
+
+@pytest.mark.parametrize("dp", ["none", "sample"])
+def test_a_train_reply_carries_only_model_arrays_and_scalar_metrics(flower_identity, dp):
+    cfg = RunConfig.from_flat({**SMALL, "dp": dp, "noise-multiplier": 1.0})
+    pid = 1
+    data = client_data(cfg, partition_id=pid, num_partitions=cfg.num_clients)
+    n_local = len(data)
+    expected = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    local_images = data.images[data.frames[:, 0]].reshape(n_local, -1).float()  # this client's faces
+    for rnd, reply in enumerate(_replies(cfg, pid), start=1):
+        content = reply.content
+        assert set(content.keys()) == {"arrays", "metrics"}
+        assert len(content.config_records) == 0
+        assert list(content.array_records) == ["arrays"] and list(content.metric_records) == ["metrics"]
+
+        arrays = content["arrays"]
+        assert {k: tuple(a.shape) for k, a in arrays.items()} == expected  # exactly the model's parameters
+        sent_bytes = sum(len(a.data) for a in arrays.values())
+        model_bytes = sum(t.numel() * t.element_size() for t in build_model(cfg).state_dict().values())
+        assert sent_bytes <= model_bytes * 1.01 + 1024, "more array payload than the model itself"
+        for name, arr in arrays.items():  # no tensor holds a face of the local data
+            flat = torch.from_numpy(np.ascontiguousarray(arr.numpy())).reshape(-1).float()
+            if flat.numel() >= local_images.shape[1]:
+                window = flat[: local_images.shape[1]]
+                assert not torch.isclose(local_images, window).all(dim=1).any(), f"{name} holds an image"
+
+        metrics = content["metrics"]
+        assert isinstance(metrics, MetricRecord)
+        for key, value in metrics.items():
+            if key.startswith(LEDGER_PREFIX):
+                assert dp == "sample", key
+                if isinstance(value, list):  # the accountant history: one entry per round, not per sample
+                    assert all(isinstance(v, (int, float)) for v in value), key
+                    assert len(value) <= rnd < n_local, (key, value)
+                else:
+                    assert isinstance(value, (int, float)), key
+                continue
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), (key, value)
+        assert not any(k for k in metrics if any(w in k.lower() for w in ("image", "pixel", "label", "sample-id",
+                                                                          "indices", "prediction"))), list(metrics)
+        assert metrics["num-examples"] <= n_local * cfg.local_epochs
+
+
+def test_the_reply_tensors_are_the_trained_weights_not_the_data(flower_identity):
+    cfg = RunConfig.from_flat({**SMALL, "dp": "none"})
+    reply = _replies(cfg, 0)[0]
+    state = reply.content["arrays"].to_torch_state_dict()
+    model = build_model(cfg)
+    model.load_state_dict(state)  # loads strictly: no extra or missing tensors
+    assert all(torch.is_floating_point(t) or t.dtype in (torch.int64, torch.long) for t in state.values())

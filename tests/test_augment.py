@@ -13,13 +13,7 @@ from fer_models.augment import POLICIES, Augmenter, _affine_grid
 ONLY_FLIP = dict(flip_prob=1.0, max_shift=0, max_rotation=0.0, brightness=0.0, contrast=0.0, erase_prob=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: small CPU ops slow down badly with 2 threads on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -30,13 +30,7 @@ VARIANTS = [(name, {}) for name in list_models()] + [
 IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in VARIANTS]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: small CPU ops slow down badly with 2 threads on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _clips(b: int, t: int, seed: int = 0) -> torch.Tensor:

@@ -100,7 +100,7 @@ class RunConfig:
                             minimum=0.0, maximum=0.99999)
     physical_batch_size: int = _opt(0, "dp=sample: split each logical batch into physical batches of at most "
                                     "this size (Opacus BatchMemoryManager); 0 = no split", minimum=0)
-    grad_sample_mode: str = _opt("hooks", "how Opacus computes per-sample gradients",
+    grad_sample_mode: str = _opt("ew", "how Opacus computes per-sample gradients",
                                  choices=("hooks", "functorch", "ew"))
     client_clipping: str = _opt("server", "dp=client: where updates are clipped", choices=("server", "client"))
     adaptive_clipping: bool = _opt(False, "dp=client: adapt the clipping norm each round")

@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import write_results  # noqa: E402
 
 BASE = {"num-clients": 1, "dp": "sample", "target-epsilon": 8.0, "target-delta": 1e-5, "model": "cnn",
-        "optimizer": "adamw", "learning-rate": 2e-3, "batch-size": 256, "max-grad-norm": 1.0}
+        "optimizer": "adamw", "learning-rate": 2e-3, "batch-size": 256, "max-grad-norm": 1.0,
+        "num-cpus": 2}
 VARIANTS: dict[str, dict] = {
     "plain": {},
     "large-batch": {"batch-size": 1024, "physical-batch-size": 256, "learning-rate": 4e-3},

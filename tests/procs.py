@@ -6,18 +6,7 @@ import os
 import signal
 from pathlib import Path
 
-
-def session_pids(sid: int) -> list[int]:
-    """PIDs of every live process whose session id is ``sid`` (a child started with start_new_session)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":  # field 6 = session id; skip zombies
-            pids.append(int(stat.parent.name))
-    return pids
+from simulation.deploy import session_pids  # noqa: F401  (re-exported for the tests)
 
 
 def kill_session(sid: int) -> None:

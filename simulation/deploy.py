@@ -98,9 +98,13 @@ def session_pids(sid: int) -> list[int]:
     return found
 
 
-def marked_pids(mark: str) -> list[int]:
-    """Live processes whose environment holds ``FEDFER_DEPLOYMENT=<mark>``."""
-    needle = f"{MARK_ENV}={mark}".encode()
+def pids_with_env(key: str, value: str) -> list[int]:
+    """Live (non-zombie) processes other than this one whose environment holds ``key=value``.
+
+    This also finds daemons that detached into a session of their own (a zombie's environment
+    cannot be read, so zombies are never found).
+    """
+    needle = f"{key}={value}".encode()
     found = []
     for env in Path("/proc").glob("[0-9]*/environ"):
         try:
@@ -111,6 +115,11 @@ def marked_pids(mark: str) -> list[int]:
         except (OSError, IndexError):
             continue
     return found
+
+
+def marked_pids(mark: str) -> list[int]:
+    """Live processes whose environment holds ``FEDFER_DEPLOYMENT=<mark>``."""
+    return pids_with_env(MARK_ENV, mark)
 
 
 def _signal_pids(pids: list[int], sig: int) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fer_models.data.errors import DatasetError
+from fer_models.data.images import decode_grayscale
 from fer_models.data.store import FaceStore
 from fer_models.data.subjects import SPLIT_SEED, subject_split
 from fer_models.labels import label_index
@@ -64,14 +64,6 @@ def _face_detector() -> Any:
     if detector.empty():
         raise DatasetError(f"{file}: cannot load OpenCV's frontal-face cascade; reinstall it: {_INSTALL}")
     return detector
-
-
-def _decode(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{path}: cannot decode image ({exc}); expected a readable TIFF") from None
 
 
 def fallback_box(height: int, width: int) -> tuple[int, int, int]:
@@ -135,7 +127,7 @@ def read_jaffe(*, path: str | Path, seed: int = SPLIT_SEED) -> FaceStore:
     crops: list[np.ndarray] = []
     detected: list[int] = []
     for file, _, _ in entries:
-        gray = _decode(file)
+        gray = decode_grayscale(file, expected="TIFF")
         box = detect_face(gray, detector=detector)
         detected.append(box is not None)
         crops.append(crop_square(gray, box if box is not None else fallback_box(*gray.shape)))

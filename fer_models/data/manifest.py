@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from fer_models.data.errors import DatasetError
+from fer_models.data.images import decode_grayscale
 from fer_models.data.store import SPLIT_NAMES, FaceStore
 from fer_models.data.subjects import SPLIT_SEED, image_split, subject_split
 from fer_models.labels import NUM_CLASSES, UnknownLabelError, label_index
@@ -137,13 +138,8 @@ def _load_image(row: _Row, *, csv_path: Path) -> np.ndarray:
     if not row.file.is_file():
         raise DatasetError(f"{where}: image {row.file} does not exist; paths are relative to "
                            f"{csv_path.parent} or absolute")
-    try:
-        with Image.open(row.file) as image:
-            gray = np.asarray(image.convert("L"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{where}: cannot decode image {row.file} ({exc}); expected a readable "
-                           f"image file (png, jpg, bmp, tiff ...)") from None
-    return square_resize(gray)
+    return square_resize(decode_grayscale(row.file, where=where,
+                                          expected="image file (png, jpg, bmp, tiff ...)"))
 
 
 def _text_column(rows: list[_Row], name: str) -> np.ndarray:

@@ -171,3 +171,61 @@ def check_image_size(image_size: int, *, channels: Sequence[int]) -> None:
             f"image_size={image_size} is too small for {len(tuple(channels))} 2x pooling blocks "
             f"(needs >= {need}); use 48 (FER2013) or fewer channels entries"
         )
+
+
+class FrameCNN(FerModel):
+    """Base of the per-frame CNN models: encoder → frame features → mean over frames → dropout → Linear.
+
+    Subclasses choose how feature maps become frame features: ``POOL_LAST = False`` drops the
+    encoder's last 2x pooling, and :meth:`make_spatial_pool` may return a module (kept as ``pool``)
+    mapping ``(B, D, T, H', W')`` maps to ``(B, T, D)``; ``None`` means the spatial mean.
+
+    Args:
+        num_classes: number of output logits.
+        image_size: input height and width.
+        in_channels: image channels (1 = grey).
+        channels: output channels of the conv blocks (each halves H and W).
+        kernel_size: spatial kernel size of the convolutions.
+        norm_groups: GroupNorm groups per block.
+        dropout: dropout before the classifier (0 disables it).
+    """
+
+    POOL_LAST: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = NUM_CLASSES,
+        image_size: int = 48,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        kernel_size: int = 3,
+        norm_groups: int = 8,
+        dropout: float = 0.25,
+    ) -> None:
+        super().__init__(num_classes=num_classes, image_size=image_size, in_channels=in_channels)
+        check_image_size(image_size, channels=channels)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
+        self.encoder = FrameEncoder(
+            in_channels=in_channels, channels=channels, kernel_size=kernel_size, norm_groups=norm_groups,
+            pool_last=self.POOL_LAST,
+        )
+        self.pool: nn.Module | None = self.make_spatial_pool(self.encoder.out_dim)
+        self.dropout = nn.Dropout(p=dropout, inplace=False)
+        self.classifier = nn.Linear(self.encoder.out_dim, num_classes)
+
+    def make_spatial_pool(self, dim: int) -> nn.Module | None:
+        """The module pooling ``(B, dim, T, H', W')`` maps to ``(B, T, dim)``; ``None``: spatial mean."""
+        return None
+
+    def frame_features(self, x: Tensor) -> Tensor:
+        """``(B, T, C, H, W)`` clips → ``(B, T, D)`` frame features."""
+        if self.pool is None:
+            return self.encoder(x)
+        return self.pool(self.encoder.feature_maps(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, T, C, H, W)`` clips → ``(B, num_classes)`` logits."""
+        self.check_input(x)
+        return self.classifier(self.dropout(self.frame_features(x).mean(dim=1)))

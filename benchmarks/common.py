@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def machine() -> dict[str, Any]:
@@ -44,6 +46,25 @@ def git_commit() -> str:
         return "unknown"
 
 
+def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+    """A Markdown table: one line per row, one column per (header, key, format spec).
+
+    A value is written with ``format(value, spec)``. A missing (or None) value is blank, or
+    ``failed`` when the row carries an ``"error"`` key (a measurement that did not complete).
+    """
+    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for _, key, spec in columns:
+            value = row.get(key)
+            if value is None:
+                cells.append("failed" if "error" in row else "")
+            else:
+                cells.append(format(value, spec).replace("|", "\\|"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_results(name: str, *, results: Any, table: str, notes: str = "") -> tuple[Path, Path]:
     """``results/<name>.json`` (figures + provenance) and ``results/<name>.md`` (the table)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -56,3 +77,89 @@ def write_results(name: str, *, results: Any, table: str, notes: str = "") -> tu
                      f"{m['cpu']}, {m['cores']} cores, GPU {m['gpu']}, torch {m['torch']}, opacus {m['opacus']}.\n\n"
                      f"{table}\n\n{notes}\n")
     return jpath, mpath
+
+
+def tree_memory(root: int) -> dict[str, int]:
+    """Resident memory of ``root`` and all its descendants, read from /proc (Linux).
+
+    ``rss`` sums each process's resident set (shared pages, e.g. the torch libraries every Ray
+    worker maps, count once per process); ``pss`` shares them out (each page / its mappers).
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out = {"rss": 0, "pss": 0, "procs": 0}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            out["rss"] += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    out["pss"] += int(line.split()[1]) * 1024
+                    break
+            out["procs"] += 1
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+    return out
+
+
+def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll_s: float = 0.2) -> dict[str, Any]:
+    """Run ``fedfer simulate`` in a subprocess, watching its rounds and the memory of its process tree.
+
+    Round timing comes from the run's own ``metrics.jsonl``: every row's ``elapsed_s`` is measured
+    by the server from one fixed instant, and the moment each row appears (polled every ``poll_s``)
+    anchors that instant to the start of the process. Returned: wall (s), the end of every round in
+    seconds since the process started, steady rounds (2..R: each row's elapsed_s minus the
+    previous one), start-up (end of round 1 minus one steady round: imports, data, Ray engine and
+    actors, round-0 evaluation), tear-down (after the last round: report, Ray shutdown) and the
+    peak resident memory of the whole process tree (the CLI, Ray's GCS/raylet and all workers).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--out", str(out), "--overwrite"]
+    cmd += ["--data", data] if data else []
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={value}"]
+    metrics = out / "metrics.jsonl"
+    metrics.unlink(missing_ok=True)
+    seen: list[float] = []  # when each metrics.jsonl line was first seen
+    peak = {"rss": 0, "pss": 0, "procs": 0}
+    with open(out / "simulate.log", "w") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            done = proc.poll() is not None
+            now = time.perf_counter() - start
+            if metrics.exists():
+                lines = metrics.read_text().count("\n")
+                seen += [now] * (lines - len(seen))
+            if done:
+                break
+            mem = tree_memory(proc.pid)
+            peak = {k: max(peak[k], mem[k]) for k in peak}
+            time.sleep(poll_s)
+        wall = time.perf_counter() - start
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    res: dict[str, Any] = {"command": " ".join(cmd[1:]), "returncode": proc.returncode, "wall_s": wall,
+                           "rounds": len(rows), "peak_rss_mb": peak["rss"] / 2**20,
+                           "peak_pss_mb": peak["pss"] / 2**20, "peak_processes": peak["procs"]}
+    if proc.returncode != 0 or len(rows) < 2:
+        tail = (out / "simulate.log").read_text().splitlines()[-15:]
+        return {**res, "error": f"exit {proc.returncode}, {len(rows)} rounds; log tail:\n" + "\n".join(tail)}
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    anchor = min(t - e for t, e in zip(seen, elapsed))  # server clock zero, in process time
+    ends = [anchor + e for e in elapsed]
+    steady = [b - a for a, b in zip(elapsed, elapsed[1:])]
+    per_round = sum(steady) / len(steady)
+    return {**res, "round_end_s": ends, "steady_round_s": steady, "per_round_s": per_round,
+            "startup_s": ends[0] - per_round, "teardown_s": wall - ends[-1],
+            "final_accuracy": rows[-1].get("accuracy"), "accuracy_by_round": [r.get("accuracy") for r in rows],
+            "loss_by_round": [r.get("loss") for r in rows],
+            "clients_sampled": [r.get("clients_sampled") for r in rows]}

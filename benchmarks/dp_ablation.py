@@ -3,11 +3,15 @@ learns). Each variant is a centralized run (`fedfer simulate` with one client: F
 client is plain training, with the same code path), dp=sample, target-epsilon 8, delta 1e-5, and
 reports PrivateTest accuracy and macro-F1 from the run's summary.json.
 
-    python benchmarks/dp_ablation.py --data ../shared/data/fer2013 [--epochs 6] [--max-train 0]
-        [--variants plain,large-batch,multiplicity,ema,all]
+    python benchmarks/dp_ablation.py --data ../shared/data/fer2013 [--epochs 6]
+        [--variants plain,normalized-sgd,tanh,pretrain,ema,multiplicity,tuned] [--tuned-epochs 15]
 
-Every variant spends the same epsilon over the same number of epochs; the noise multiplier is
-computed per variant for its own batch size and steps.
+``plain`` is the naive recipe of the issue (AdamW 2e-3, Poisson batch 256, clip 1.0, ReLU);
+each other variant adds ONE element of the tuned recipe to it (see fer_models/dp_recipe.py),
+and ``tuned`` is the recipe dp=sample uses by default (dp-recipe=tuned: all elements but
+multiplicity, whose K-fold compute does not fit the cpu budget). Every variant spends the same
+epsilon over its epochs; the noise multiplier is computed per variant for its batch and steps.
+Finished variants are kept in OUT/<variant>/summary.json and not re-run (use --overwrite).
 """
 
 from __future__ import annotations
@@ -21,61 +25,79 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import markdown_table, write_results  # noqa: E402
+from fer_models.dp_recipe import TUNED  # noqa: E402
 
-BASE = {"num-clients": 1, "dp": "sample", "target-epsilon": 8.0, "target-delta": 1e-5, "model": "cnn",
-        "optimizer": "adamw", "learning-rate": 2e-3, "batch-size": 256, "max-grad-norm": 1.0,
-        "num-cpus": 2}
+COMMON = {"num-clients": 1, "dp": "sample", "target-epsilon": 8.0, "target-delta": 1e-5, "model": "cnn",
+          "num-cpus": 2, "local-epochs": 1, "fraction-evaluate": 0.0}
+PLAIN = {"dp-recipe": "none", "optimizer": "adamw", "learning-rate": 2e-3, "batch-size": 256,
+         "max-grad-norm": 1.0, "activation": "relu", "ema-decay": 0.0}
 VARIANTS: dict[str, dict] = {
-    "plain": {},
-    "large-batch": {"batch-size": 1024, "physical-batch-size": 256, "learning-rate": 4e-3},
-    "multiplicity": {"augment": "standard", "augment-multiplicity": 4},
-    "ema": {"ema-decay": 0.99},
-    "all": {"batch-size": 1024, "physical-batch-size": 256, "learning-rate": 4e-3, "augment": "standard",
-            "augment-multiplicity": 4, "ema-decay": 0.99},
+    "plain": PLAIN,
+    "normalized-sgd": {**PLAIN, "optimizer": "sgd", "momentum": TUNED.momentum, "max-grad-norm": TUNED.max_grad_norm,
+                       "learning-rate": TUNED.learning_rate, "batch-size": TUNED.max_batch,
+                       "physical-batch-size": TUNED.physical_batch},
+    "tanh": {**PLAIN, "activation": "tanh"},
+    "pretrain": {**PLAIN, "pretrain-epochs": TUNED.pretrain_epochs},
+    "ema": {**PLAIN, "ema-decay": TUNED.ema_decay},
+    "multiplicity": {**PLAIN, "augment": "standard", "augment-multiplicity": 2},
+    "tuned": {"dp-recipe": "tuned"},
 }
+COLUMNS = [("variant", "variant", ""), ("epochs", "epochs", ""), ("PrivateTest accuracy", "accuracy", ".4f"),
+           ("macro-F1", "macro_f1", ".4f"), ("epsilon", "epsilon", ".2f"), ("wall (s)", "wall_s", ".0f")]
 
 
-def run_variant(name: str, *, data: str, epochs: int, max_train: int, out: Path) -> dict:
-    settings = {**BASE, **VARIANTS[name], "num-server-rounds": epochs, "local-epochs": 1,
-                "max-train-samples": max_train}
-    cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--data", data, "--out", str(out / name),
-           "--overwrite", *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        return {"variant": name, "error": proc.stderr[-800:], "settings": settings}
-    s = json.loads((out / name / "summary.json").read_text())
-    return {"variant": name, "settings": settings, "accuracy": s["final"]["accuracy"],
-            "macro_f1": s["final"]["macro_f1"], "epsilon": s["epsilon"]["final_max"], "wall_s": wall,
-            "accuracy_by_round": [r["accuracy"] for r in s["rounds"]]}
+def run_variant(name: str, *, data: str, epochs: int, out: Path, overwrite: bool, num_cpus: float) -> dict:
+    settings = {**COMMON, **VARIANTS[name], "num-server-rounds": epochs, "num-cpus": num_cpus}
+    folder = out / f"{name}-{epochs}ep"
+    summary = folder / "summary.json"
+    if summary.is_file() and not overwrite:
+        print(f"{name}: reusing {summary}", flush=True)
+    else:
+        cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--data", data, "--out", str(folder),
+               "--overwrite", *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return {"variant": name, "epochs": epochs, "error": proc.stderr[-800:], "settings": settings}
+        (folder / "wall_s.txt").write_text(f"{time.perf_counter() - t:.1f}\n")
+    s = json.loads(summary.read_text())
+    wall = folder / "wall_s.txt"
+    return {"variant": name, "epochs": epochs, "settings": settings, "accuracy": s["final"]["accuracy"],
+            "macro_f1": s["final"]["macro_f1"], "epsilon": s["epsilon"]["final_max"],
+            "wall_s": float(wall.read_text()) if wall.is_file() else None,
+            "accuracy_by_round": [r["accuracy"] for r in s["rounds"]], "run_folder": str(folder)}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--max-train", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=6, help="epochs of every ablation variant")
+    ap.add_argument("--tuned-epochs", type=int, default=0, help="also run the tuned recipe this long (0 = no)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "dp-ablation")
+    ap.add_argument("--overwrite", action="store_true", help="re-run variants that already have a summary")
+    ap.add_argument("--num-cpus", type=float, default=2, help="CPU threads of each run")
     args = ap.parse_args()
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    jobs = [(v, args.epochs) for v in args.variants.split(",")]
+    if args.tuned_epochs:
+        jobs.append(("tuned", args.tuned_epochs))
     rows = []
-    for name in args.variants.split(","):
-        rows.append(run_variant(name, data=args.data, epochs=args.epochs, max_train=args.max_train, out=args.out))
+    for i, (name, epochs) in enumerate(jobs, start=1):
+        print(f"[{i}/{len(jobs)}] {name}, {epochs} epochs", flush=True)
+        rows.append(run_variant(name, data=args.data, epochs=epochs, out=args.out, overwrite=args.overwrite,
+                                num_cpus=args.num_cpus))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "settings"}), flush=True)
-    lines = ["| variant | PrivateTest accuracy | macro-F1 | epsilon | wall (s) |", "|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['variant']} | failed | | | |")
-        else:
-            lines.append(f"| {r['variant']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['epsilon']:.2f} | "
-                         f"{r['wall_s']:.0f} |")
-    table = "\n".join(lines)
+    table = markdown_table(rows, COLUMNS)
     print(table)
     write_results("dp_ablation", results=rows, table=table,
-                  notes=f"centralized (1 client), {args.epochs} epochs, max-train-samples={args.max_train} "
-                        f"(0 = all 28,709), epsilon 8, delta 1e-5; settings per variant in the JSON.")
+                  notes=f"Centralized (1 client, `fedfer simulate`), all 28,709 FER2013 Training images, "
+                        f"epsilon 8, delta 1e-5, cnn, {args.num_cpus:g} CPU threads per run; accuracy on PrivateTest. `plain` is the "
+                        "naive recipe; every other row adds one element of the tuned recipe to it; `tuned` is "
+                        "what dp=sample uses by default. Settings per variant are in the JSON.")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import markdown_table, write_results  # noqa: E402
 from fer_models import engine  # noqa: E402
 from fer_models.data import load_dataset  # noqa: E402
 from fer_models.models import create_model, list_models  # noqa: E402
@@ -43,10 +43,9 @@ def main() -> None:
         rows.append({"model": name, "params": sum(p.numel() for p in model.parameters()), "epoch_s": wall,
                      "images_per_s": len(data) / wall, "train_accuracy": stats.accuracy})
         print(rows[-1], flush=True)
-    table = "\n".join(["| model | params | FER2013 epoch (s) | images/s | train acc after 1 epoch |",
-                       "|---|---|---|---|---|"] +
-                      [f"| {r['model']} | {r['params']:,} | {r['epoch_s']:.1f} | {r['images_per_s']:.0f} | "
-                       f"{r['train_accuracy']:.3f} |" for r in rows])
+    table = markdown_table(rows, [("model", "model", ""), ("params", "params", ","),
+                                  ("FER2013 epoch (s)", "epoch_s", ".1f"), ("images/s", "images_per_s", ".0f"),
+                                  ("train acc after 1 epoch", "train_accuracy", ".3f")])
     print(table)
     write_results("epoch_time", results=rows, table=table,
                   notes=f"one epoch over the 28,709 Training images, batch {args.batch_size}, AdamW, "

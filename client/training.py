@@ -15,7 +15,7 @@ from client.ledger import (ledger_metrics, load_ledger, restore_if_missing, save
 from fer_models import engine
 from fer_models.augment import Augmenter
 from fer_models.config import RunConfig
-from fer_models.dp_recipe import WeightEMA
+from fer_models.dp_recipe import WeightEMA, training_hyperparams
 from fer_models.privacy import (PrivacyLedger, make_private, noise_for_target, plain_state_dict,
                                 sample_rate_for, steps_per_epoch)
 from fer_models.task import build_model, client_data, clips_for, load_store
@@ -65,24 +65,25 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
     model.to(device)
     seed = round_seed(cfg, partition_id, server_round)
     torch.manual_seed(seed)  # dropout & co.: the same draws whichever process runs this client
-    optimizer = engine.make_optimizer(model, name=cfg.optimizer, learning_rate=cfg.learning_rate,
-                                      weight_decay=cfg.weight_decay, momentum=cfg.momentum)
-    loader = engine.index_loader(len(data), batch_size=min(cfg.batch_size, len(data)), seed=seed)
+    hp = training_hyperparams(cfg, num_samples=len(data))
+    optimizer = engine.make_optimizer(model, name=hp.optimizer, learning_rate=hp.learning_rate,
+                                      weight_decay=cfg.weight_decay, momentum=hp.momentum)
+    loader = engine.index_loader(len(data), batch_size=min(hp.batch_size, len(data)), seed=seed)
     generator = torch.Generator().manual_seed(seed)
     augment = None
     if cfg.augment != "none":
         augmenter = Augmenter(policy=cfg.augment, same_across_frames=data.real_clips)
         augment = lambda x: augmenter(x, generator=generator)  # noqa: E731
     weights = engine.balanced_class_weights(data.labels) if cfg.class_balance == "weighted-loss" else None
-    metrics: dict[str, float | int] = {"partition-id": partition_id}
+    metrics: dict[str, float | int] = {"partition-id": partition_id, **hp.as_metrics()}
     recipe = dict(views=cfg.augment_multiplicity,
-                  ema=WeightEMA(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None)
+                  ema=WeightEMA(model, decay=hp.ema_decay) if hp.ema_decay > 0 else None)
     if cfg.dp == "sample":
         if server_config is not None and restore_if_missing(context, server_config, partition_id=partition_id,
                                                             accountant=cfg.accountant):
             logger.info("client %d: privacy ledger restored from the server's checkpoint", partition_id)
         ledger = load_ledger(context, accountant=cfg.accountant)
-        q = sample_rate_for(batch_size=cfg.batch_size, num_samples=len(data))
+        q = sample_rate_for(batch_size=hp.batch_size, num_samples=len(data))
         steps = cfg.local_epochs * steps_per_epoch(q)
         noise = _noise_multiplier(cfg, context, sample_rate=q, steps_per_round=steps)
         projected = ledger.with_steps(noise_multiplier=noise, sample_rate=q, steps=steps)
@@ -92,13 +93,13 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
                 f"round {server_round}: training would raise epsilon from "
                 f"{ledger.epsilon(delta=cfg.target_delta):.3f} to {eps_after:.3f}, over the budget "
                 f"{cfg.budget:.3f} (delta={cfg.target_delta}); this client stops training")
-        loader = engine.index_loader(len(data), batch_size=cfg.batch_size, seed=seed)
+        loader = engine.index_loader(len(data), batch_size=hp.batch_size, seed=seed)
         parts = make_private(model=model, optimizer=optimizer, loader=loader, noise_multiplier=noise,
-                             max_grad_norm=cfg.max_grad_norm, ledger=ledger,
+                             max_grad_norm=hp.max_grad_norm, ledger=ledger,
                              grad_sample_mode=cfg.grad_sample_mode, noise_seed=seed)
         stats = engine.train(model=parts.model, data=data, optimizer=parts.optimizer, loader=parts.loader,
                              epochs=cfg.local_epochs, device=device, augment=augment, class_weights=weights,
-                             physical_batch_size=cfg.physical_batch_size, **recipe)
+                             physical_batch_size=hp.physical_batch_size, **recipe)
         ledger = parts.ledger()
         save_ledger(context, ledger)
         metrics.update({"epsilon": ledger.epsilon(delta=cfg.target_delta), "noise-multiplier": noise,

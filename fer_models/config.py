@@ -46,10 +46,14 @@ class RunConfig:
     model: str = _opt("cnn", "model name from the registry (fedfer models lists them)")
     rnn: str = _opt("gru", "recurrent cell of cnn_rnn", choices=("gru", "lstm"))
     temporal_attention: bool = _opt(False, "cnn_rnn: attention over the RNN outputs instead of the last one")
+    activation: str = _opt("relu", "activation of the models' conv blocks (tanh trains better under DP-SGD)",
+                           choices=("relu", "tanh"))
     clip_length: int = _opt(1, "frames per sample T (1 = static images)", minimum=1, maximum=64)
     clip_source: str = _opt("pseudo", "clips of T frames: real sequences (CK+), pseudo = T augmented views of "
                             "one image, none = T forced to 1", choices=("real", "pseudo", "none"))
     # --- federation -----------------------------------------------------------------------------
+    pretrain_epochs: int = _opt(0, "epochs of public pre-training on the embedded synthetic faces before round 1 "
+                                "(no privacy cost; the tuned DP recipe sets it)", minimum=0)
     num_clients: int = _opt(4, "number of clients (simulated SuperNodes / partitions)", minimum=1)
     num_server_rounds: int = _opt(8, "federated rounds", minimum=1)
     fraction_train: float = _opt(1.0, "fraction of clients sampled for training each round",
@@ -100,6 +104,10 @@ class RunConfig:
                             minimum=0.0, maximum=0.99999)
     physical_batch_size: int = _opt(0, "dp=sample: split each logical batch into physical batches of at most "
                                     "this size (Opacus BatchMemoryManager); 0 = no split", minimum=0)
+    dp_recipe: str = _opt("tuned", "dp=sample: 'tuned' takes batch-size, physical-batch-size, optimizer, "
+                          "learning-rate, momentum, max-grad-norm and ema-decay from fedfer's measured DP "
+                          "recipe, sized to each client's data (README: DP recipe); 'none' uses those keys "
+                          "as set", choices=("tuned", "none"))
     grad_sample_mode: str = _opt("ew", "how Opacus computes per-sample gradients",
                                  choices=("hooks", "functorch", "ew"))
     client_clipping: str = _opt("server", "dp=client: where updates are clipped", choices=("server", "client"))

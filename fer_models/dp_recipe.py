@@ -13,9 +13,14 @@ Plain PyTorch + Opacus conventions (``p.grad_sample``); no Flower.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from fer_models.config import RunConfig
 
 
 def average_views(model: nn.Module, *, views: int) -> None:
@@ -63,3 +68,89 @@ class WeightEMA:
 
 def _plain(model: nn.Module) -> nn.Module:
     return getattr(model, "_module", model)
+
+
+# ------------------------------------------------------------------------------------------------
+# The tuned recipe: which hyper-parameters dp=sample uses unless dp-recipe=none
+# ------------------------------------------------------------------------------------------------
+
+#: Run-config keys the tuned recipe chooses under dp=sample (a user who sets one must say dp-recipe=none).
+RECIPE_KEYS = ("activation", "pretrain-epochs", "batch-size", "physical-batch-size", "optimizer", "learning-rate", "momentum", "max-grad-norm",
+               "ema-decay")
+
+
+@dataclass(frozen=True)
+class TrainingHyperparams:
+    """What one client's local training uses (from the config, or from the recipe under DP)."""
+
+    batch_size: int
+    physical_batch_size: int
+    optimizer: str
+    learning_rate: float
+    momentum: float
+    max_grad_norm: float
+    ema_decay: float
+
+    def as_metrics(self) -> dict[str, float | int]:
+        return {"batch-size": self.batch_size, "learning-rate": self.learning_rate,
+                "max-grad-norm": self.max_grad_norm, "ema-decay": self.ema_decay}
+
+
+@dataclass(frozen=True)
+class DPRecipe:
+    """Measured DP-SGD defaults (benchmarks/dp_ablation.py; README "DP recipe").
+
+    The logical batch is as large as ``max_batch`` but no larger than ``1 / min_steps_per_epoch``
+    of the client's data (a client with few samples still takes several noisy steps per epoch),
+    and never below ``min_batch``. The learning rate is scaled linearly with the batch from
+    ``learning_rate`` at ``max_batch`` (normalized SGD: each clipped sample contributes at most
+    ``max_grad_norm``, so the mean update shrinks with the batch's noise).
+    """
+
+    max_batch: int = 512
+    min_batch: int = 64
+    min_steps_per_epoch: int = 16
+    physical_batch: int = 256
+    optimizer: str = "sgd"
+    learning_rate: float = 4.0
+    momentum: float = 0.9
+    max_grad_norm: float = 0.1
+    ema_decay: float = 0.99
+    activation: str = "tanh"
+    pretrain_epochs: int = 8
+
+    def batch_for(self, num_samples: int) -> int:
+        return int(max(self.min_batch, min(self.max_batch, num_samples // self.min_steps_per_epoch)))
+
+
+TUNED = DPRecipe()
+
+
+def training_hyperparams(cfg: "RunConfig", *, num_samples: int, recipe: DPRecipe = TUNED) -> TrainingHyperparams:
+    """The hyper-parameters of a client holding ``num_samples``: the tuned recipe under
+    dp=sample with dp-recipe=tuned, the config's keys otherwise."""
+    if not recipe_active(cfg):
+        return TrainingHyperparams(batch_size=cfg.batch_size, physical_batch_size=cfg.physical_batch_size,
+                                   optimizer=cfg.optimizer, learning_rate=cfg.learning_rate,
+                                   momentum=cfg.momentum, max_grad_norm=cfg.max_grad_norm, ema_decay=cfg.ema_decay)
+    batch = recipe.batch_for(num_samples)
+    return TrainingHyperparams(batch_size=batch, physical_batch_size=min(recipe.physical_batch, batch),
+                               optimizer=recipe.optimizer,
+                               learning_rate=recipe.learning_rate * batch / recipe.max_batch,
+                               momentum=recipe.momentum, max_grad_norm=recipe.max_grad_norm,
+                               ema_decay=recipe.ema_decay)
+
+
+def recipe_active(cfg: "RunConfig") -> bool:
+    """True when the tuned DP recipe chooses the hyper-parameters (dp=sample, dp-recipe=tuned)."""
+    return cfg.dp == "sample" and cfg.dp_recipe == "tuned"
+
+
+def model_activation(cfg: "RunConfig", *, recipe: DPRecipe = TUNED) -> str:
+    """The conv blocks' activation: the recipe's under the tuned DP recipe, else the config's."""
+    return recipe.activation if recipe_active(cfg) else cfg.activation
+
+
+def pretrain_epochs(cfg: "RunConfig", *, recipe: DPRecipe = TUNED) -> int:
+    """Epochs of public pre-training on the synthetic faces: the recipe's under the tuned DP recipe."""
+    return recipe.pretrain_epochs if recipe_active(cfg) else cfg.pretrain_epochs

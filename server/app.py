@@ -11,7 +11,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fer_models.config import RunConfig
 from fer_models.privacy import restore_key
-from fer_models.task import build_model, load_store
+from fer_models.pretrain import initial_model
+from fer_models.task import load_store
 from server.checkpoint import (check_resumable, load_checkpoint, restore_strategy_state, save_checkpoint)
 from server.grid import RecordingGrid
 from server.recorder import RunRecorder
@@ -46,7 +47,6 @@ def main(grid: Grid, context: Context) -> None:
     logger.info("dataset %s", store.describe())
     recorder = RunRecorder(cfg=cfg, store=store)
     strategy = make_strategy(cfg)
-    initial = build_model(cfg, image_size=store.image_size[0]).state_dict()
     train_config = ConfigRecord()
     done = 0
     random.seed(cfg.seed)  # client sampling (fraction-train < 1) is reproducible for a seed
@@ -61,6 +61,8 @@ def main(grid: Grid, context: Context) -> None:
         recorder.client_ledgers = dict(ckpt["client_ledgers"])
         train_config = ConfigRecord({"round-offset": done, **_ledger_config(recorder.client_ledgers)})
         logger.info("resuming after round %d of %d from %s", done, cfg.num_server_rounds, cfg.resume_from)
+    else:
+        initial = initial_model(cfg, image_size=store.image_size[0]).state_dict()
     remaining = cfg.num_server_rounds - done
     recording_grid = RecordingGrid(grid)
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "simulation.cmd_predict",
     "simulation.cmd_deploy",
     "simulation.cmd_certs",
+    "simulation.cmd_bench",
 )
 
 

@@ -18,7 +18,7 @@ from fer_models.config import RunConfig
 from fer_models.task import build_model, client_data
 
 SMALL = {"synthetic-per-class": 12, "synthetic-eval-per-class": 4, "num-clients": 2, "batch-size": 16,
-         "dp": "sample", "noise-multiplier": 1.1, "max-grad-norm": 1.0, "num-server-rounds": 3,
+         "dp": "sample", "dp-recipe": "none", "noise-multiplier": 1.1, "max-grad-norm": 1.0, "num-server-rounds": 3,
          "min-client-samples": 4}
 
 

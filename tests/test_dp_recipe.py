@@ -13,7 +13,8 @@ from opacus import GradSampleModule
 from fer_models.dp_recipe import WeightEMA, average_views
 from fer_models.models import create_model, list_models
 from tests.test_client_privacy import SMALL, _context, _run_rounds
-from fer_models.config import RunConfig
+from fer_models.config import ConfigError, RunConfig
+from fer_models.task import client_data
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -85,3 +86,55 @@ def test_multiplicity_without_augmentation_is_refused():
 
     with pytest.raises(ConfigError, match="augment=standard"):
         RunConfig.from_flat({"augment-multiplicity": 4})
+
+
+# --- the tuned recipe's hyper-parameters --------------------------------------------------------
+
+def test_tuned_recipe_sizes_the_batch_to_the_clients_data_and_scales_the_learning_rate():
+    from fer_models.dp_recipe import TUNED, training_hyperparams
+
+    cfg = RunConfig.from_flat({"dp": "sample", "target-epsilon": 8.0})
+    big = training_hyperparams(cfg, num_samples=28_709)
+    assert big.batch_size == TUNED.max_batch and big.learning_rate == pytest.approx(TUNED.learning_rate)
+    small = training_hyperparams(cfg, num_samples=2_000)  # a federated client: >= 16 steps per epoch
+    assert small.batch_size == 2_000 // TUNED.min_steps_per_epoch
+    assert small.learning_rate == pytest.approx(TUNED.learning_rate * small.batch_size / TUNED.max_batch)
+    assert small.physical_batch_size <= small.batch_size
+    tiny = training_hyperparams(cfg, num_samples=100)
+    assert tiny.batch_size == TUNED.min_batch
+    assert (big.optimizer, big.max_grad_norm, big.ema_decay) == (TUNED.optimizer, TUNED.max_grad_norm,
+                                                                 TUNED.ema_decay)
+
+
+@pytest.mark.parametrize("flat", [{"dp": "none", "batch-size": 32, "learning-rate": 0.01},
+                                  {"dp": "sample", "noise-multiplier": 1.0, "dp-recipe": "none", "batch-size": 32,
+                                   "learning-rate": 0.01}])
+def test_without_the_recipe_the_configured_keys_are_used_as_set(flat):
+    from fer_models.dp_recipe import training_hyperparams
+
+    hp = training_hyperparams(RunConfig.from_flat(flat), num_samples=28_709)
+    assert (hp.batch_size, hp.learning_rate) == (32, 0.01)
+
+
+def test_setting_a_recipe_key_under_the_tuned_recipe_is_refused_naming_it_and_the_way_out():
+    from simulation.experiment import resolve_config
+
+    with pytest.raises(ConfigError, match=r"batch-size.*dp-recipe=none"):
+        resolve_config(sets=["dp=sample", "target-epsilon=8", "batch-size=128"])
+    cfg = resolve_config(sets=["dp=sample", "target-epsilon=8", "batch-size=128", "dp-recipe=none"])
+    assert cfg.batch_size == 128
+    assert resolve_config(sets=["batch-size=128"]).batch_size == 128  # no DP: no recipe
+
+
+def test_a_dp_client_trains_with_the_recipes_batch_and_reports_it(flower_identity):
+    from fer_models.dp_recipe import training_hyperparams
+
+    cfg = RunConfig.from_flat({**SMALL, "dp-recipe": "tuned", "num-server-rounds": 1})
+    n = len(client_data(cfg, partition_id=0, num_partitions=cfg.num_clients))
+    expected = training_hyperparams(cfg, num_samples=n)
+    reply = _run_rounds(cfg, _context(cfg, 0), rounds=1)[-1]
+    assert not reply.has_error()
+    metrics = reply.content["metrics"]
+    assert metrics["batch-size"] == expected.batch_size
+    assert metrics["learning-rate"] == pytest.approx(expected.learning_rate)
+    assert metrics["sample-rate"] == pytest.approx(1.0 / -(-n // expected.batch_size))

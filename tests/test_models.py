@@ -147,3 +147,15 @@ def test_temporal_weights_sum_to_one() -> None:
     torch.testing.assert_close(w.sum(dim=1), torch.ones(2))
     with pytest.raises(RuntimeError, match="temporal_attention"):
         create_model("cnn_rnn").temporal_weights(_clips(2, 4))
+
+
+def test_the_tuned_dp_recipe_builds_tanh_models_and_plain_runs_keep_relu():
+    from fer_models.config import RunConfig
+    from fer_models.task import build_model
+
+    acts = lambda m: {type(mod).__name__ for mod in m.modules() if type(mod).__name__ in ("ReLU", "Tanh")}  # noqa: E731
+    assert acts(build_model(RunConfig.from_flat({}))) == {"ReLU"}
+    assert acts(build_model(RunConfig.from_flat({"dp": "sample", "target-epsilon": 8.0}))) == {"Tanh"}
+    assert acts(build_model(RunConfig.from_flat({"dp": "sample", "target-epsilon": 8.0, "dp-recipe": "none"}))) == {"ReLU"}
+    with pytest.raises(ValueError, match="activation must be one of"):
+        create_model("cnn", activation="gelu")

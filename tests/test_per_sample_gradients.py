@@ -22,7 +22,7 @@ VARIANTS = [(name, {}) for name in list_models()] + [
     ("cnn_rnn", {"rnn": "lstm"}),
     ("cnn_rnn", {"temporal_attention": True}),
     ("cnn_rnn", {"readout": "mean"}),
-]
+] + [(name, {"activation": "tanh"}) for name in list_models()]  # the DP recipe's activation
 IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in VARIANTS]
 BATCH = 4
 pytestmark = [pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning"),

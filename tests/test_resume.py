@@ -22,7 +22,7 @@ from tests.procs import kill_session
 pytestmark = pytest.mark.simulation
 
 SETTINGS = ["num-clients=2", "num-server-rounds=4", "synthetic-per-class=30", "synthetic-eval-per-class=10",
-            "local-epochs=1", "batch-size=16", "dp=sample", "noise-multiplier=1.0", "min-client-samples=4"]
+            "local-epochs=1", "batch-size=16", "dp=sample", "dp-recipe=none", "noise-multiplier=1.0", "min-client-samples=4"]
 
 
 def _env(tmp: Path) -> dict[str, str]:

@@ -74,12 +74,24 @@ def clip_to_channels_first(x: Tensor) -> Tensor:
     return x.permute(0, 2, 1, 3, 4)
 
 
+#: Activations the blocks accept: ``tanh`` (a tempered sigmoid) trains better under DP-SGD
+#: (Papernot et al. 2021, "Tempered sigmoid activations for deep learning with differential privacy").
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name (``relu`` or ``tanh``)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} (got {name!r})")
+    return ACTIVATIONS[name]()
+
+
 class FrameConvBlock(nn.Module):
-    """Per-frame ``Conv3d (1,k,k)`` (+ optional ``(1,2,2)`` pooling) + ``GroupNorm`` + ``ReLU``.
+    """Per-frame ``Conv3d (1,k,k)`` (+ optional ``(1,2,2)`` pooling) + ``GroupNorm`` + activation.
 
     Input and output are ``(B, C, T, H, W)``; frames never mix in the convolution. Pooling comes
     right after the convolution so that normalisation and activation run on 4x fewer positions
-    (about 25% faster on CPU; max-pooling commutes with ReLU).
+    (about 25% faster on CPU; max-pooling commutes with any monotone activation: ReLU, tanh).
     """
 
     def __init__(
@@ -90,6 +102,7 @@ class FrameConvBlock(nn.Module):
         kernel_size: int = 3,
         norm_groups: int = 8,
         pool: str | None = "max",
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -107,7 +120,7 @@ class FrameConvBlock(nn.Module):
             padding=(0, pad, pad), bias=False,
         )
         self.norm = nn.GroupNorm(norm_groups, out_channels)
-        self.act = nn.ReLU(inplace=False)
+        self.act = make_activation(activation)
         self.pool: nn.Module
         if pool == "max":
             self.pool = nn.MaxPool3d(kernel_size=(1, 2, 2))
@@ -137,6 +150,7 @@ class FrameEncoder(nn.Module):
         norm_groups: int = 8,
         pool: str = "max",
         pool_last: bool = True,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -147,7 +161,8 @@ class FrameEncoder(nn.Module):
         for i, cout in enumerate(channels):
             block_pool = pool if (pool_last or i < len(channels) - 1) else None
             blocks.append(
-                FrameConvBlock(cin, cout, kernel_size=kernel_size, norm_groups=norm_groups, pool=block_pool)
+                FrameConvBlock(cin, cout, kernel_size=kernel_size, norm_groups=norm_groups, pool=block_pool,
+                               activation=activation)
             )
             cin = cout
         self.blocks = nn.Sequential(*blocks)
@@ -188,6 +203,7 @@ class FrameCNN(FerModel):
         kernel_size: spatial kernel size of the convolutions.
         norm_groups: GroupNorm groups per block.
         dropout: dropout before the classifier (0 disables it).
+        activation: ``relu`` or ``tanh`` after each GroupNorm (the DP recipe uses tanh).
     """
 
     POOL_LAST: ClassVar[bool] = True
@@ -202,6 +218,7 @@ class FrameCNN(FerModel):
         kernel_size: int = 3,
         norm_groups: int = 8,
         dropout: float = 0.25,
+        activation: str = "relu",
     ) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, in_channels=in_channels)
         check_image_size(image_size, channels=channels)
@@ -209,7 +226,7 @@ class FrameCNN(FerModel):
             raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
         self.encoder = FrameEncoder(
             in_channels=in_channels, channels=channels, kernel_size=kernel_size, norm_groups=norm_groups,
-            pool_last=self.POOL_LAST,
+            pool_last=self.POOL_LAST, activation=activation,
         )
         self.pool: nn.Module | None = self.make_spatial_pool(self.encoder.out_dim)
         self.dropout = nn.Dropout(p=dropout, inplace=False)

@@ -56,6 +56,7 @@ class CNNRNN(FerModel):
             (and must stay at its default) when ``temporal_attention`` is on.
         temporal_attention: pool the RNN outputs with learned softmax weights over frames.
         dropout: dropout on frame embeddings and before the classifier (0 disables it).
+        activation: ``relu`` or ``tanh`` in the frame encoder (the DP recipe uses tanh).
     """
 
     DEFAULT_PARAM_COUNT = 135_095
@@ -75,6 +76,7 @@ class CNNRNN(FerModel):
         readout: str = "last",
         temporal_attention: bool = False,
         dropout: float = 0.25,
+        activation: str = "relu",
     ) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, in_channels=in_channels)
         check_image_size(image_size, channels=channels)
@@ -91,7 +93,8 @@ class CNNRNN(FerModel):
         self.rnn_type = rnn
         self.readout = readout
         self.encoder = FrameEncoder(
-            in_channels=in_channels, channels=channels, kernel_size=kernel_size, norm_groups=norm_groups
+            in_channels=in_channels, channels=channels, kernel_size=kernel_size, norm_groups=norm_groups,
+            activation=activation,
         )
         self.frame_dropout = nn.Dropout(p=dropout, inplace=False)
         self.rnn = RNN_CELLS[rnn](self.encoder.out_dim, hidden_size, num_layers=num_layers, batch_first=True)

@@ -1,0 +1,219 @@
+"""A benchmark grid file: strategies x settings, with per-profile budgets (``experiments/paper.yaml``).
+
+Sections: ``common`` (optional), ``strategies``, ``settings`` and ``profiles``; each entry holds run
+settings (``fedfer config`` keys). A profile also holds ``epochs``: the sample-gradient passes over
+the training set that *every* cell of the profile gets. The keys that would let cells differ in
+that budget are set here, never in the file (see :data:`MANAGED`). Everything is validated when
+the file is read, every cell of every profile included, so a typo fails before anything runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from fer_models.config import ConfigError, RunConfig
+from simulation.experiment import check_recipe_keys
+
+SECTIONS = ("common", "strategies", "settings", "profiles")
+#: Grid-only profile keys (not run settings).
+PROFILE_EXTRAS = ("epochs", "local-epochs", "budget-minutes")
+#: Keys the budget and the bench set for every cell; a grid file may not set them.
+MANAGED = ("num-server-rounds", "local-epochs", "fraction-train", "data-path", "out-dir", "overwrite",
+           "resume-from", "run-name")
+#: Keys that change how many sample gradients a cell computes: profile-wide only.
+BUDGET_KEYS = ("epochs", "local-epochs", "max-train-samples")
+
+
+class GridError(ConfigError):
+    """A grid file that cannot be read, or holds an unknown or misplaced key."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: a strategy under a setting, with every run setting it is launched with."""
+
+    strategy: str
+    setting: str
+    values: Mapping[str, Any]  # flat run settings, without data-path / out-dir
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy}/{self.setting}"
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.strategy}-{self.setting}"
+
+    @property
+    def epochs(self) -> float:
+        """Planned passes over the training set (fraction-train x rounds x local epochs)."""
+        v = self.values
+        return float(v["fraction-train"]) * int(v["num-server-rounds"]) * int(v["local-epochs"])
+
+
+@dataclass(frozen=True)
+class Grid:
+    path: Path
+    common: Mapping[str, Any]
+    strategies: Mapping[str, Mapping[str, Any]]
+    settings: Mapping[str, Mapping[str, Any]]
+    profiles: Mapping[str, Mapping[str, Any]]
+
+    def profile(self, name: str, *, sets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A profile's values with ``sets`` (``--set`` on the bench command) applied; checked."""
+        if name not in self.profiles:
+            raise GridError(f"{self.path}: no profile {name!r}{_hint(name, self.profiles)}; "
+                            f"profiles: {', '.join(self.profiles)}")
+        sets = dict(sets or {})
+        _check_keys(sets, where=f"{self.path} (--set)", extra=PROFILE_EXTRAS)
+        values = {**self.profiles[name], **sets}
+        epochs, local = _positive_int(values, "epochs", where=f"{self.path}: profiles.{name}"), \
+            _positive_int(values, "local-epochs", where=f"{self.path}: profiles.{name}", default=1)
+        if epochs % local:
+            raise GridError(f"{self.path}: profiles.{name}: epochs={epochs} is not a multiple of "
+                            f"local-epochs={local} (federated cells run epochs / local-epochs rounds)")
+        return values
+
+    def cells(self, profile: str, *, sets: Mapping[str, Any] | None = None) -> list[Cell]:
+        """Every cell of ``profile``, strategies outer, settings inner, each validated as a RunConfig."""
+        prof = self.profile(profile, sets=sets)
+        epochs, local = int(prof["epochs"]), int(prof.get("local-epochs", 1))
+        run_values = {k: v for k, v in prof.items() if k not in PROFILE_EXTRAS}
+        out = []
+        for strategy, s_values in self.strategies.items():
+            for setting, t_values in self.settings.items():
+                values = {**self.common, **run_values, **s_values, **t_values}
+                centralized = int(values.get("num-clients", RunConfig().num_clients)) == 1
+                rounds, local_epochs = (epochs, 1) if centralized else (epochs // local, local)
+                values.update({"num-server-rounds": rounds, "local-epochs": local_epochs, "fraction-train": 1.0,
+                               "run-name": f"paper-{strategy}-{setting}"})
+                source = f"{self.path}: {strategy}/{setting} [profile {profile}]"
+                cfg = RunConfig.from_flat(values, source=source)
+                _check_dp_recipe(cfg, values, source=source)
+                flat = cfg.to_flat()
+                out.append(Cell(strategy=strategy, setting=setting, values={k: flat[k] for k in values}))
+        check_equal_budget(out)
+        return out
+
+
+def load_grid(path: Path) -> Grid:
+    """Read and validate a grid file: unknown sections and keys are named with a suggestion."""
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"grid file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise GridError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise GridError(f"{path}: expected the sections {', '.join(SECTIONS)}")
+    for key in data:
+        if key not in SECTIONS:
+            raise GridError(f"{path}: unknown section {key!r}{_hint(str(key), SECTIONS)}; "
+                            f"sections are {', '.join(SECTIONS)}")
+    common = _mapping(data.get("common") or {}, where=f"{path}: common")
+    _check_keys(common, where=f"{path}: common")
+    _no_budget(common, where=f"{path}: common")
+    named: dict[str, dict[str, dict[str, Any]]] = {}
+    for section in ("strategies", "settings", "profiles"):
+        entries = _mapping(data.get(section), where=f"{path}: {section}")
+        if not entries:
+            raise GridError(f"{path}: {section} is empty; it needs at least one entry")
+        named[section] = {}
+        for name, entry in entries.items():
+            where = f"{path}: {section}.{name}"
+            if "/" in str(name) or not str(name).strip():
+                raise GridError(f"{where}: names may not be empty or contain '/'")
+            entry = _mapping(entry or {}, where=where)
+            _check_keys(entry, where=where, extra=PROFILE_EXTRAS if section == "profiles" else ())
+            if section != "profiles":
+                _no_budget(entry, where=where)
+            named[section][str(name)] = entry
+    grid = Grid(path=path, common=common, strategies=named["strategies"], settings=named["settings"],
+                profiles=named["profiles"])
+    for profile in grid.profiles:
+        grid.cells(profile)  # every cell of every profile is a valid RunConfig
+    return grid
+
+
+def check_equal_budget(cells: list[Cell]) -> None:
+    """Every cell must plan the same passes over the same training set; raises GridError if not."""
+    budgets = {(c.epochs, c.values.get("max-train-samples", 0)) for c in cells}
+    if len(budgets) > 1:
+        detail = "; ".join(f"{c.name}: {c.epochs:g} epochs, max-train-samples {c.values.get('max-train-samples', 0)}"
+                           for c in cells)
+        raise GridError(f"cells do not compute the same sample gradients: {detail}")
+
+
+def select_cells(cells: list[Cell], only: str | None) -> list[Cell]:
+    """Cells matching ``--only`` (comma-separated ``strategy/setting`` patterns; ``*`` wildcards)."""
+    if not only:
+        return cells
+    patterns = [p.strip() for p in only.split(",") if p.strip()]
+    names = [c.name for c in cells]
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            raise GridError(f"--only {pattern!r} matches no cell{_hint(pattern, names)}; cells: {', '.join(names)}")
+    return [c for c in cells if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
+
+
+def _check_dp_recipe(cfg: RunConfig, values: Mapping[str, Any], *, source: str) -> None:
+    """``fedfer simulate`` refuses keys the tuned DP recipe chooses itself: refuse them here, before any cell runs."""
+    try:
+        check_recipe_keys(cfg, values, source=source)
+    except ConfigError as exc:
+        raise GridError(str(exc)) from None
+
+
+def _check_keys(entry: Mapping[str, Any], *, where: str, extra: tuple[str, ...] = ()) -> None:
+    known = set(RunConfig().to_flat()) | set(extra)
+    for key in entry:
+        if key in MANAGED and key not in extra:
+            raise GridError(f"{where}: {key!r} is set by fedfer bench from the profile's epochs (so every cell "
+                            f"computes the same sample gradients); remove it")
+        if key not in known:
+            raise GridError(f"{where}: unknown key {key!r}{_hint(str(key), known)}; known keys are listed by "
+                            f"`fedfer config`, plus {', '.join(PROFILE_EXTRAS)} in profiles")
+
+
+def _no_budget(entry: Mapping[str, Any], *, where: str) -> None:
+    for key in BUDGET_KEYS:
+        if key in entry:
+            raise GridError(f"{where}: {key!r} belongs in profiles (the budget is the same for every cell)")
+
+
+def _mapping(value: Any, *, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise GridError(f"{where}: expected a mapping, got {type(value).__name__}")
+    for key, v in value.items():
+        if isinstance(v, list):
+            raise GridError(f"{where}: {key} must be a single value, got a list")
+    return {str(k): v for k, v in value.items()}
+
+
+def _positive_int(values: Mapping[str, Any], key: str, *, where: str, default: int | None = None) -> int:
+    raw = values.get(key, default)
+    if raw is None:
+        raise GridError(f"{where}: needs {key!r} (sample-gradient passes over the training set per cell)")
+    try:
+        n = int(raw)
+    except (TypeError, ValueError):
+        raise GridError(f"{where}: {key}={raw!r}: expected a positive integer") from None
+    if n < 1 or isinstance(raw, bool) or (isinstance(raw, float) and raw != n):
+        raise GridError(f"{where}: {key}={raw!r}: expected a positive integer")
+    return n
+
+
+def _hint(word: str, choices: Any) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -39,7 +39,7 @@ VARIANTS: dict[str, dict] = {
                        "physical-batch-size": TUNED.physical_batch},
     "tanh": {**PLAIN, "activation": "tanh"},
     "pretrain": {**PLAIN, "pretrain-epochs": TUNED.pretrain_epochs},
-    "ema": {**PLAIN, "ema-decay": TUNED.ema_decay},
+    "ema": {**PLAIN, "ema-decay": 0.99},
     "multiplicity": {**PLAIN, "augment": "standard", "augment-multiplicity": 2},
     "tuned": {"dp-recipe": "tuned"},
 }

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from fer_models.config import ConfigError, RunConfig
-from simulation.experiment import check_recipe_keys
+from simulation.experiment import check_recipe_keys, read_yaml_mapping
 
 SECTIONS = ("common", "strategies", "settings", "profiles")
 #: Grid-only profile keys (not run settings).
@@ -107,14 +106,7 @@ def load_grid(path: Path) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise GridError(f"grid file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise GridError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise GridError(f"{path}: expected the sections {', '.join(SECTIONS)}")
+    data = read_yaml_mapping(path, error=GridError, expected=f"the sections {', '.join(SECTIONS)}")
     for key in data:
         if key not in SECTIONS:
             raise GridError(f"{path}: unknown section {key!r}{_hint(str(key), SECTIONS)}; "

@@ -81,8 +81,8 @@ def cell_argv(cell: Cell, *, data: str, run_dir: Path, resume: bool) -> list[str
 def cell_state(cell: Cell, *, run_dir: Path, data: str) -> tuple[str, str]:
     """``(state, detail)``: done | resume | fresh | other (results of different settings)."""
     expected = RunConfig.from_flat({**cell.values, "data-path": data}).to_flat()
-    summary = _read_json(run_dir / "summary.json")
-    saved = summary.get("config") if summary else _read_json(run_dir / "config.json")
+    summary = read_json_object(run_dir / "summary.json")
+    saved = summary.get("config") if summary else read_json_object(run_dir / "config.json")
     if saved:
         diffs = [f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in expected.items()
                  if k in {*cell.values, "data-path"} and saved.get(k) != v]
@@ -110,7 +110,7 @@ def run_cells(cells: Sequence[Cell], *, out_dir: Path, data: str, overwrite: boo
         state, detail = ("fresh", "--overwrite") if overwrite else cell_state(cell, run_dir=run_dir, data=data)
         tag = f"[{i}/{len(cells)}] {cell.name}"
         if state == "done":
-            info = _read_json(run_dir / CELL_FILE) or {}
+            info = read_json_object(run_dir / CELL_FILE) or {}
             records.append({**record, "status": "skipped", "wall_s": info.get("wall_s"), "resumed": info.get("resumed", False),
                             "detail": "complete results from an earlier bench run"})
             logger.info("%s: already complete in %s, skipped", tag, run_dir)
@@ -134,7 +134,7 @@ def run_cells(cells: Sequence[Cell], *, out_dir: Path, data: str, overwrite: boo
             code, record["error"] = -1, f"could not start: {exc}"
         wall = clock() - t0
         ran_walls.append(wall)
-        summary = _read_json(run_dir / "summary.json")
+        summary = read_json_object(run_dir / "summary.json")
         if code == 0 and summary and "accuracy" in summary.get("final", {}):
             resumed = state == "resume"  # the wall time then covers the resumed rounds only
             _write_json(run_dir / CELL_FILE, {"wall_s": round(wall, 1), "resumed": resumed, "argv": list(argv)})
@@ -163,7 +163,8 @@ def _last_error(log_path: Path) -> str:
     return lines[-1][-300:] if lines else "empty log"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

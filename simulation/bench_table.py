@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from simulation.bench_runner import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,9 @@ def collect(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for rec in records:
         row = dict(rec)
         run_dir = Path(rec["run_dir"])
-        summary = _read_json(run_dir / "summary.json")
+        summary = read_json_object(run_dir / "summary.json")
         if rec.get("status") in ("done", "skipped") and summary and "final" in summary:
-            row.update(cell_figures(summary=summary, partition=_read_json(run_dir / "partition.json"),
+            row.update(cell_figures(summary=summary, partition=read_json_object(run_dir / "partition.json"),
                                     wall_s=rec.get("wall_s")))
         out.append(row)
     return out
@@ -125,9 +126,3 @@ def _f(value: Any) -> str:
     return "-" if value is None else f"{float(value):.4f}"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -19,6 +19,19 @@ class ExperimentError(ConfigError):
     """An experiment file that cannot be read or holds something other than settings."""
 
 
+def read_yaml_mapping(path: Path, *, error: type[ConfigError], expected: str) -> dict[str, Any]:
+    """The YAML mapping in ``path``; a parse error names the line, anything else says what was expected."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise error(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected {expected}, got {type(data).__name__}")
+    return data
+
+
 def read_experiment(path: Path, *, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Flat settings from a YAML file (following ``base:`` chains), validated key by key later."""
     path = Path(path)
@@ -26,14 +39,8 @@ def read_experiment(path: Path, *, _seen: tuple[Path, ...] = ()) -> dict[str, An
         raise ExperimentError(f"experiment file {path} does not exist")
     if path.resolve() in _seen:
         raise ExperimentError(f"{path}: 'base' chain loops back to itself")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ExperimentError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise ExperimentError(f"{path}: expected a mapping of key: value settings, got {type(data).__name__}")
+    data = read_yaml_mapping(path, error=ExperimentError,
+                             expected="a mapping of key: value settings")
     values: dict[str, Any] = {}
     base = data.pop("base", None)
     if base is not None:

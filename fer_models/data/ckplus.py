@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fer_models.data.errors import DatasetError
+from fer_models.data.images import decode_grayscale
 from fer_models.data.store import FaceStore
 from fer_models.data.subjects import SPLIT_SEED, subject_split
 from fer_models.labels import UnknownLabelError, label_index
@@ -60,11 +60,7 @@ def _class_label(folder: Path, *, keep_contempt: bool) -> int | None:
 
 
 def _decode(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("L"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{path}: cannot decode image ({exc}); expected a readable 48x48 image") from None
+    array = decode_grayscale(path, expected="48x48 image")
     if array.shape != (SIDE, SIDE):
         raise DatasetError(f"{path}: image is {array.shape[1]}x{array.shape[0]}, expected {SIDE}x{SIDE} "
                            f"(the CK+48 crops); for full-frame CK+ crop the faces first or use a manifest CSV")

@@ -67,7 +67,7 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
     torch.manual_seed(seed)  # dropout & co.: the same draws whichever process runs this client
     hp = training_hyperparams(cfg, num_samples=len(data))
     optimizer = engine.make_optimizer(model, name=hp.optimizer, learning_rate=hp.learning_rate,
-                                      weight_decay=cfg.weight_decay, momentum=hp.momentum)
+                                      weight_decay=hp.weight_decay, momentum=hp.momentum)
     loader = engine.index_loader(len(data), batch_size=min(hp.batch_size, len(data)), seed=seed)
     generator = torch.Generator().manual_seed(seed)
     augment = None

@@ -121,6 +121,7 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
     previous one), start-up (end of round 1 minus one steady round: imports, data, Ray engine and
     actors, round-0 evaluation), tear-down (after the last round: report, Ray shutdown) and the
     peak resident memory of the whole process tree (the CLI, Ray's GCS/raylet and all workers).
+    A one-round run has no steady round: only wall, rounds and memory are returned.
     """
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--out", str(out), "--overwrite"]
@@ -150,9 +151,11 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
     res: dict[str, Any] = {"command": " ".join(cmd[1:]), "returncode": proc.returncode, "wall_s": wall,
                            "rounds": len(rows), "peak_rss_mb": peak["rss"] / 2**20,
                            "peak_pss_mb": peak["pss"] / 2**20, "peak_processes": peak["procs"]}
-    if proc.returncode != 0 or len(rows) < 2:
+    if proc.returncode != 0 or not rows:
         tail = (out / "simulate.log").read_text().splitlines()[-15:]
         return {**res, "error": f"exit {proc.returncode}, {len(rows)} rounds; log tail:\n" + "\n".join(tail)}
+    if len(rows) < 2:  # no steady round to separate start-up from: wall time only
+        return res
     elapsed = [float(r["elapsed_s"]) for r in rows]
     anchor = min(t - e for t, e in zip(seen, elapsed))  # server clock zero, in process time
     ends = [anchor + e for e in elapsed]

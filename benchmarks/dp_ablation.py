@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import markdown_table, write_results  # noqa: E402
+from benchmarks.common import markdown_table, run_fedfer, write_results  # noqa: E402
 from fer_models.dp_recipe import TUNED  # noqa: E402
 
 COMMON = {"num-clients": 1, "dp": "sample", "target-epsilon": 8.0, "target-delta": 1e-5, "model": "cnn",
@@ -58,13 +56,10 @@ def run_variant(name: str, *, data: str, epochs: int, out: Path, overwrite: bool
     if summary.is_file() and not overwrite:
         print(f"{name}: reusing {summary}", flush=True)
     else:
-        cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--data", data, "--out", str(folder),
-               "--overwrite", *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode != 0:
-            return {"variant": name, "epochs": epochs, "error": proc.stderr[-800:], "settings": settings}
-        (folder / "wall_s.txt").write_text(f"{time.perf_counter() - t:.1f}\n")
+        run = run_fedfer(settings, out=folder, data=data)  # its log: folder/simulate.log
+        if "error" in run:
+            return {"variant": name, "epochs": epochs, "error": run["error"], "settings": settings}
+        (folder / "wall_s.txt").write_text(f"{run['wall_s']:.1f}\n")
     s = json.loads(summary.read_text())
     wall = folder / "wall_s.txt"
     return {"variant": name, "epochs": epochs, "settings": settings, "accuracy": s["final"]["accuracy"],

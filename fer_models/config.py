@@ -52,8 +52,6 @@ class RunConfig:
     clip_source: str = _opt("pseudo", "clips of T frames: real sequences (CK+), pseudo = T augmented views of "
                             "one image, none = T forced to 1", choices=("real", "pseudo", "none"))
     # --- federation -----------------------------------------------------------------------------
-    pretrain_epochs: int = _opt(0, "epochs of public pre-training on the embedded synthetic faces before round 1 "
-                                "(no privacy cost; the tuned DP recipe sets it)", minimum=0)
     num_clients: int = _opt(4, "number of clients (simulated SuperNodes / partitions)", minimum=1)
     num_server_rounds: int = _opt(8, "federated rounds", minimum=1)
     fraction_train: float = _opt(1.0, "fraction of clients sampled for training each round",
@@ -76,6 +74,8 @@ class RunConfig:
     classes_per_client: int = _opt(2, "classes per client for partition=shard", minimum=1)
     min_client_samples: int = _opt(8, "smallest allowed client partition", minimum=1)
     # --- local training -------------------------------------------------------------------------
+    pretrain_epochs: int = _opt(0, "epochs of public pre-training on the embedded synthetic faces before round 1 "
+                                "(no privacy cost; the tuned DP recipe sets it)", minimum=0)
     local_epochs: int = _opt(3, "local epochs per round", minimum=1)
     batch_size: int = _opt(64, "training batch size (expected batch size under DP)", minimum=1)
     eval_batch_size: int = _opt(512, "evaluation batch size", minimum=1)
@@ -104,10 +104,10 @@ class RunConfig:
                             minimum=0.0, maximum=0.99999)
     physical_batch_size: int = _opt(0, "dp=sample: split each logical batch into physical batches of at most "
                                     "this size (Opacus BatchMemoryManager); 0 = no split", minimum=0)
-    dp_recipe: str = _opt("tuned", "dp=sample: 'tuned' takes batch-size, physical-batch-size, optimizer, "
-                          "learning-rate, momentum, max-grad-norm and ema-decay from fedfer's measured DP "
-                          "recipe, sized to each client's data (README: DP recipe); 'none' uses those keys "
-                          "as set", choices=("tuned", "none"))
+    dp_recipe: str = _opt("tuned", "dp=sample: 'tuned' takes activation, pretrain-epochs, batch-size, "
+                          "physical-batch-size, optimizer, learning-rate, momentum, weight-decay, max-grad-norm "
+                          "and ema-decay from fedfer's measured DP recipe, sized to each client's data (README: "
+                          "DP recipe); 'none' uses those keys as set", choices=("tuned", "none"))
     grad_sample_mode: str = _opt("ew", "how Opacus computes per-sample gradients",
                                  choices=("hooks", "functorch", "ew"))
     client_clipping: str = _opt("server", "dp=client: where updates are clipped", choices=("server", "client"))

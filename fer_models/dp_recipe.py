@@ -75,8 +75,8 @@ def _plain(model: nn.Module) -> nn.Module:
 # ------------------------------------------------------------------------------------------------
 
 #: Run-config keys the tuned recipe chooses under dp=sample (a user who sets one must say dp-recipe=none).
-RECIPE_KEYS = ("activation", "pretrain-epochs", "weight-decay", "batch-size", "physical-batch-size", "optimizer", "learning-rate", "momentum", "max-grad-norm",
-               "ema-decay")
+RECIPE_KEYS = ("activation", "pretrain-epochs", "batch-size", "physical-batch-size", "optimizer", "learning-rate",
+               "momentum", "weight-decay", "max-grad-norm", "ema-decay")
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,8 @@ class DPRecipe:
     The logical batch is as large as ``max_batch`` but no larger than ``1 / min_steps_per_epoch``
     of the client's data (a client with few samples still takes several noisy steps per epoch),
     and never below ``min_batch``. The learning rate is scaled linearly with the batch from
-    ``learning_rate`` at ``max_batch`` (normalized SGD: each clipped sample contributes at most
-    ``max_grad_norm``, so the mean update shrinks with the batch's noise).
+    ``learning_rate`` at ``max_batch``: a smaller batch averages fewer clipped gradients against
+    the same noise, so it takes a proportionally smaller step.
     """
 
     max_batch: int = 512

@@ -4,12 +4,12 @@ client is plain training, with the same code path), dp=sample, target-epsilon 8,
 reports PrivateTest accuracy and macro-F1 from the run's summary.json.
 
     python benchmarks/dp_ablation.py --data ../shared/data/fer2013 [--epochs 6]
-        [--variants plain,normalized-sgd,tanh,pretrain,ema,multiplicity,tuned,tuned-federated] [--tuned-epochs 15]
+        [--variants plain,scatter,...,tuned,tuned-pixels,...,tuned-federated] [--tuned-epochs 15]
 
-``plain`` is the naive recipe of the issue (AdamW 2e-3, Poisson batch 256, clip 1.0, ReLU);
-each other variant adds ONE element of the tuned recipe to it (see fer_models/dp_recipe.py),
-and ``tuned`` is the recipe dp=sample uses by default (dp-recipe=tuned: all elements but
-multiplicity, whose K-fold compute does not fit the cpu budget). Every variant spends the same
+``plain`` is the naive recipe of the issue (AdamW 2e-3, Poisson batch 256, clip 1.0, ReLU, pixels);
+``normalized-sgd`` ... ``multiplicity`` each add ONE element of the tuned recipe to it (see
+fer_models/dp_recipe.py); ``tuned`` is the recipe dp=sample uses by default (dp-recipe=tuned: all
+elements but EMA and multiplicity); ``tuned-*`` each take ONE element out of it again. Every variant spends the same
 epsilon over its epochs; the noise multiplier is computed per variant for its batch and steps.
 Finished variants are kept in OUT/<variant>/summary.json and not re-run (use --overwrite).
 """
@@ -30,16 +30,31 @@ COMMON = {"num-clients": 1, "dp": "sample", "target-epsilon": 8.0, "target-delta
           "num-cpus": 2, "local-epochs": 1, "fraction-evaluate": 0.0}
 PLAIN = {"dp-recipe": "none", "optimizer": "adamw", "learning-rate": 2e-3, "batch-size": 256,
          "max-grad-norm": 1.0, "activation": "relu", "ema-decay": 0.0}
+#: The tuned recipe written out as run-config keys, for the "tuned minus one element" rows.
+TUNED_KEYS = {"dp-recipe": "none", "frontend": TUNED.frontend, "activation": TUNED.activation,
+              "pretrain-epochs": TUNED.pretrain_epochs, "optimizer": TUNED.optimizer,
+              "learning-rate": TUNED.learning_rate, "momentum": TUNED.momentum, "weight-decay": TUNED.weight_decay,
+              "optimizer-state": TUNED.optimizer_state, "lr-schedule": TUNED.lr_schedule,
+              "max-grad-norm": TUNED.max_grad_norm, "ema-decay": TUNED.ema_decay, "batch-size": TUNED.max_batch,
+              "physical-batch-size": TUNED.physical_batch}
 VARIANTS: dict[str, dict] = {
     "plain": PLAIN,
+    # plain + one element
     "normalized-sgd": {**PLAIN, "optimizer": "sgd", "momentum": TUNED.momentum, "max-grad-norm": TUNED.max_grad_norm,
                        "learning-rate": TUNED.learning_rate, "batch-size": TUNED.max_batch,
                        "physical-batch-size": TUNED.physical_batch},
     "tanh": {**PLAIN, "activation": "tanh"},
     "pretrain": {**PLAIN, "pretrain-epochs": TUNED.pretrain_epochs},
+    "scatter": {**PLAIN, "frontend": "scatter"},
     "ema": {**PLAIN, "ema-decay": 0.99},
     "multiplicity": {**PLAIN, "augment": "standard", "augment-multiplicity": 2},
     "tuned": {"dp-recipe": "tuned"},
+    "tuned-seed1": {"dp-recipe": "tuned", "seed": 1},  # another seed: how far runs vary by chance alone
+    # tuned minus one element
+    "tuned-pixels": {**TUNED_KEYS, "frontend": "pixels"},
+    "tuned-no-pretrain": {**TUNED_KEYS, "pretrain-epochs": 0},
+    "tuned-round-optimizer": {**TUNED_KEYS, "optimizer-state": "round"},
+    "tuned-constant-lr": {**TUNED_KEYS, "lr-schedule": "constant"},
     # the same recipe federated: 10 clients, Dirichlet 0.5 label skew, epsilon 8 per client, every
     # client training every round (rounds x 1 local epoch = the same sample-gradients as centralized)
     "tuned-federated": {"dp-recipe": "tuned", "num-clients": 10, "partition": "dirichlet", "dirichlet-alpha": 0.5,
@@ -95,8 +110,8 @@ def main() -> None:
     write_results("dp_ablation", results=rows, table=table,
                   notes=f"Centralized (1 client, `fedfer simulate`), all 28,709 FER2013 Training images, "
                         f"epsilon 8, delta 1e-5, cnn, {args.num_cpus:g} CPU threads per run; accuracy on PrivateTest. `plain` is the "
-                        "naive recipe; every other row adds one element of the tuned recipe to it; `tuned` is "
-                        "what dp=sample uses by default. Settings per variant are in the JSON. Runs may overlap on "
+                        "naive recipe; the rows up to `multiplicity` add one element of the tuned recipe to it; `tuned` is "
+                        "what dp=sample uses by default; `tuned-*` rows take one element out of it. Settings per variant are in the JSON. Runs may overlap on "
                         "the cores (wall times are then upper bounds); finished variants are reused from --out.")
 
 

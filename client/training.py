@@ -10,12 +10,14 @@ import numpy as np
 import torch
 from flwr.app import Context
 
+from client.carry import keep_optimizer, restore_optimizer
 from client.ledger import (ledger_metrics, load_ledger, restore_if_missing, save_ledger, store_noise,
                            stored_noise)
 from fer_models import engine
 from fer_models.augment import Augmenter
 from fer_models.config import RunConfig
 from fer_models.dp_recipe import WeightEMA, training_hyperparams
+from fer_models.optim_state import lr_factor
 from fer_models.privacy import (PrivacyLedger, make_private, noise_for_target, plain_state_dict,
                                 sample_rate_for, steps_per_epoch)
 from fer_models.task import build_model, client_data, clips_for, load_store
@@ -66,16 +68,19 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
     seed = round_seed(cfg, partition_id, server_round)
     torch.manual_seed(seed)  # dropout & co.: the same draws whichever process runs this client
     hp = training_hyperparams(cfg, num_samples=len(data))
-    optimizer = engine.make_optimizer(model, name=hp.optimizer, learning_rate=hp.learning_rate,
+    learning_rate = hp.learning_rate * lr_factor(schedule=hp.lr_schedule, server_round=server_round,
+                                                 num_rounds=cfg.num_server_rounds)
+    optimizer = engine.make_optimizer(model, name=hp.optimizer, learning_rate=learning_rate,
                                       weight_decay=hp.weight_decay, momentum=hp.momentum)
-    loader = engine.index_loader(len(data), batch_size=min(hp.batch_size, len(data)), seed=seed)
+    carried = hp.optimizer_state == "client" and restore_optimizer(context, optimizer)
     generator = torch.Generator().manual_seed(seed)
     augment = None
     if cfg.augment != "none":
         augmenter = Augmenter(policy=cfg.augment, same_across_frames=data.real_clips)
         augment = lambda x: augmenter(x, generator=generator)  # noqa: E731
     weights = engine.balanced_class_weights(data.labels) if cfg.class_balance == "weighted-loss" else None
-    metrics: dict[str, float | int] = {"partition-id": partition_id, **hp.as_metrics()}
+    metrics: dict[str, float | int] = {"partition-id": partition_id, **hp.as_metrics(),
+                                       "round-learning-rate": learning_rate, "optimizer-state-carried": int(carried)}
     recipe = dict(views=cfg.augment_multiplicity,
                   ema=WeightEMA(model, decay=hp.ema_decay) if hp.ema_decay > 0 else None)
     if cfg.dp == "sample":
@@ -106,10 +111,13 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
                         "sample-rate": q, "dp-steps": ledger.total_steps, **ledger_metrics(context)})
         trained = parts.model
     else:
+        loader = engine.index_loader(len(data), batch_size=min(hp.batch_size, len(data)), seed=seed)
         stats = engine.train(model=model, data=data, optimizer=optimizer, loader=loader,
                              epochs=cfg.local_epochs, device=device, augment=augment,
                              class_weights=weights, proximal_mu=proximal_mu, **recipe)
         trained = model
+    if hp.optimizer_state == "client":
+        keep_optimizer(context, optimizer)  # built from noised gradients: post-processing, stays here
     # the EMA of the weights is post-processing of the (private) iterates: it is what leaves the client
     state = recipe["ema"].state_dict() if recipe["ema"] is not None else plain_state_dict(trained)
     metrics.update({"num-examples": stats.num_examples, "train-loss": stats.loss,

@@ -48,6 +48,9 @@ class RunConfig:
     temporal_attention: bool = _opt(False, "cnn_rnn: attention over the RNN outputs instead of the last one")
     activation: str = _opt("relu", "activation of the models' conv blocks (tanh trains better under DP-SGD)",
                            choices=("relu", "tanh"))
+    frontend: str = _opt("pixels", "what the models' conv blocks start from: pixels, or a fixed ScatterNet "
+                         "(wavelet scattering, no trained parameters; trains much better under DP-SGD)",
+                         choices=("pixels", "scatter"))
     clip_length: int = _opt(1, "frames per sample T (1 = static images)", minimum=1, maximum=64)
     clip_source: str = _opt("pseudo", "clips of T frames: real sequences (CK+), pseudo = T augmented views of "
                             "one image, none = T forced to 1", choices=("real", "pseudo", "none"))
@@ -83,6 +86,11 @@ class RunConfig:
     optimizer: str = _opt("adamw", "client optimizer", choices=("adamw", "sgd"))
     momentum: float = _opt(0.9, "momentum for optimizer=sgd", minimum=0.0, maximum=1.0)
     weight_decay: float = _opt(1e-4, "weight decay", minimum=0.0)
+    optimizer_state: str = _opt("round", "'round' starts each round from a fresh optimizer; 'client' keeps the "
+                                "client's momentum/Adam moments in its state across rounds",
+                                choices=("round", "client"))
+    lr_schedule: str = _opt("constant", "learning rate over the rounds: constant, or cosine from the full rate "
+                            "in round 1 towards 0 in the last", choices=("constant", "cosine"))
     augment: str = _opt("none", "augmentation policy applied to training batches",
                         choices=("none", "standard"))
     class_balance: str = _opt("none", "class-imbalance handling", choices=("none", "weighted-loss"))
@@ -104,9 +112,9 @@ class RunConfig:
                             minimum=0.0, maximum=0.99999)
     physical_batch_size: int = _opt(0, "dp=sample: split each logical batch into physical batches of at most "
                                     "this size (Opacus BatchMemoryManager); 0 = no split", minimum=0)
-    dp_recipe: str = _opt("tuned", "dp=sample: 'tuned' takes activation, pretrain-epochs, batch-size, "
-                          "physical-batch-size, optimizer, learning-rate, momentum, weight-decay, max-grad-norm "
-                          "and ema-decay from fedfer's measured DP recipe, sized to each client's data (README: "
+    dp_recipe: str = _opt("tuned", "dp=sample: 'tuned' takes frontend, activation, pretrain-epochs, batch-size, "
+                          "physical-batch-size, optimizer, learning-rate, momentum, weight-decay, optimizer-state, "
+                          "lr-schedule, max-grad-norm and ema-decay from fedfer's measured DP recipe, sized to each client's data (README: "
                           "DP recipe); 'none' uses those keys as set", choices=("tuned", "none"))
     grad_sample_mode: str = _opt("ew", "how Opacus computes per-sample gradients",
                                  choices=("hooks", "functorch", "ew"))

@@ -75,8 +75,8 @@ def _plain(model: nn.Module) -> nn.Module:
 # ------------------------------------------------------------------------------------------------
 
 #: Run-config keys the tuned recipe chooses under dp=sample (a user who sets one must say dp-recipe=none).
-RECIPE_KEYS = ("activation", "pretrain-epochs", "batch-size", "physical-batch-size", "optimizer", "learning-rate",
-               "momentum", "weight-decay", "max-grad-norm", "ema-decay")
+RECIPE_KEYS = ("frontend", "activation", "pretrain-epochs", "batch-size", "physical-batch-size", "optimizer", "learning-rate",
+               "momentum", "weight-decay", "optimizer-state", "lr-schedule", "max-grad-norm", "ema-decay")
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,8 @@ class TrainingHyperparams:
     learning_rate: float
     momentum: float
     weight_decay: float
+    optimizer_state: str
+    lr_schedule: str
     max_grad_norm: float
     ema_decay: float
 
@@ -100,6 +102,10 @@ class TrainingHyperparams:
 @dataclass(frozen=True)
 class DPRecipe:
     """Measured DP-SGD defaults (benchmarks/dp_ablation.py; README "DP recipe").
+
+    The model starts from a fixed ScatterNet (``frontend``) with tanh conv blocks; clients train
+    with normalized DP-SGD (small clip, large lr, momentum kept across rounds, cosine decay over
+    the rounds) from a model pre-trained on the public synthetic faces.
 
     The logical batch is as large as ``max_batch`` but no larger than ``1 / min_steps_per_epoch``
     of the client's data (a client with few samples still takes several noisy steps per epoch),
@@ -116,8 +122,11 @@ class DPRecipe:
     learning_rate: float = 4.0
     momentum: float = 0.9
     weight_decay: float = 0.0  # 1e-4 cost about 4 points at the cpu budget (lr 4 shrinks the weights fast)
+    optimizer_state: str = "client"  # momentum carried across rounds instead of restarting every round
+    lr_schedule: str = "cosine"
     max_grad_norm: float = 0.1
     ema_decay: float = 0.0  # off: at the cpu budget its lag cost more than its smoothing gave (dp_ablation)
+    frontend: str = "scatter"
     activation: str = "tanh"
     pretrain_epochs: int = 8
 
@@ -135,12 +144,14 @@ def training_hyperparams(cfg: "RunConfig", *, num_samples: int, recipe: DPRecipe
         return TrainingHyperparams(batch_size=cfg.batch_size, physical_batch_size=cfg.physical_batch_size,
                                    optimizer=cfg.optimizer, learning_rate=cfg.learning_rate,
                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                   optimizer_state=cfg.optimizer_state, lr_schedule=cfg.lr_schedule,
                                    max_grad_norm=cfg.max_grad_norm, ema_decay=cfg.ema_decay)
     batch = recipe.batch_for(num_samples)
     return TrainingHyperparams(batch_size=batch, physical_batch_size=min(recipe.physical_batch, batch),
                                optimizer=recipe.optimizer,
                                learning_rate=recipe.learning_rate * batch / recipe.max_batch,
                                momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                               optimizer_state=optimizer_state(cfg, recipe=recipe), lr_schedule=recipe.lr_schedule,
                                max_grad_norm=recipe.max_grad_norm,
                                ema_decay=recipe.ema_decay)
 
@@ -155,6 +166,16 @@ def model_activation(cfg: "RunConfig", *, recipe: DPRecipe = TUNED) -> str:
     return recipe.activation if recipe_active(cfg) else cfg.activation
 
 
+def model_frontend(cfg: "RunConfig", *, recipe: DPRecipe = TUNED) -> str:
+    """What the conv blocks start from: the recipe's under the tuned DP recipe, else the config's."""
+    return recipe.frontend if recipe_active(cfg) else cfg.frontend
+
+
 def pretrain_epochs(cfg: "RunConfig", *, recipe: DPRecipe = TUNED) -> int:
     """Epochs of public pre-training on the synthetic faces: the recipe's under the tuned DP recipe."""
     return recipe.pretrain_epochs if recipe_active(cfg) else cfg.pretrain_epochs
+
+
+def optimizer_state(cfg: "RunConfig", *, recipe: DPRecipe = TUNED) -> str:
+    """Whether clients keep their optimizer state across rounds: the recipe's under the tuned DP recipe."""
+    return recipe.optimizer_state if recipe_active(cfg) else cfg.optimizer_state

@@ -10,6 +10,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fer_models.config import RunConfig
+from fer_models.dp_recipe import optimizer_state
 from fer_models.privacy import restore_key
 from fer_models.pretrain import initial_model
 from fer_models.task import load_store
@@ -61,6 +62,9 @@ def main(grid: Grid, context: Context) -> None:
         recorder.client_ledgers = dict(ckpt["client_ledgers"])
         train_config = ConfigRecord({"round-offset": done, **_ledger_config(recorder.client_ledgers)})
         logger.info("resuming after round %d of %d from %s", done, cfg.num_server_rounds, cfg.resume_from)
+        if optimizer_state(cfg) == "client":
+            logger.warning("optimizer-state=client: the clients' momentum stays on the clients and is not in the "
+                           "checkpoint, so each client restarts it once after this resume (epsilon is unaffected)")
     else:
         initial = initial_model(cfg, image_size=store.image_size[0]).state_dict()
     remaining = cfg.num_server_rounds - done

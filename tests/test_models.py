@@ -149,13 +149,49 @@ def test_temporal_weights_sum_to_one() -> None:
         create_model("cnn_rnn").temporal_weights(_clips(2, 4))
 
 
-def test_the_tuned_dp_recipe_builds_tanh_models_and_plain_runs_keep_relu():
+def test_the_tuned_dp_recipe_builds_scatter_tanh_models_and_plain_runs_keep_pixels_and_relu():
     from fer_models.config import RunConfig
+    from fer_models.models.scatter import ScatterFrontend
     from fer_models.task import build_model
 
-    acts = lambda m: {type(mod).__name__ for mod in m.modules() if type(mod).__name__ in ("ReLU", "Tanh")}  # noqa: E731
-    assert acts(build_model(RunConfig.from_flat({}))) == {"ReLU"}
-    assert acts(build_model(RunConfig.from_flat({"dp": "sample", "target-epsilon": 8.0}))) == {"Tanh"}
-    assert acts(build_model(RunConfig.from_flat({"dp": "sample", "target-epsilon": 8.0, "dp-recipe": "none"}))) == {"ReLU"}
+    kinds = lambda m: {type(mod).__name__ for mod in m.modules()} & {"ReLU", "Tanh", "ScatterFrontend"}  # noqa: E731
+    assert kinds(build_model(RunConfig.from_flat({}))) == {"ReLU"}
+    assert kinds(build_model(RunConfig.from_flat({"dp": "sample", "target-epsilon": 8.0}))) == {"Tanh",
+                                                                                                ScatterFrontend.__name__}
+    assert kinds(build_model(RunConfig.from_flat({"dp": "sample", "target-epsilon": 8.0, "dp-recipe": "none"}))) == {"ReLU"}
     with pytest.raises(ValueError, match="activation must be one of"):
         create_model("cnn", activation="gelu")
+
+
+# --- the ScatterNet front-end ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list_models())
+def test_scatter_models_train_only_the_layers_after_the_fixed_transform_and_send_no_filters(name):
+    model = create_model(name, frontend="scatter")
+    front = model.encoder.frontend
+    assert not list(front.parameters())  # nothing of the transform is trained (or privatised)
+    assert not any(k.startswith("encoder.frontend") for k in model.state_dict())  # filters never leave
+    twin = create_model(name, frontend="scatter")
+    twin.load_state_dict(model.state_dict())
+    x = _clips(2, 3)
+    model.eval(), twin.eval()
+    torch.testing.assert_close(model(x), twin(x))
+    maps = front(x.permute(0, 2, 1, 3, 4))  # (B, C, T, H, W) -> (B, 81, T, 12, 12)
+    assert maps.shape == (2, 81, 3, 12, 12)
+
+
+def test_scatter_frame_embedding_is_the_flattened_maps_of_each_frame():
+    """Not their spatial mean: position on the face (mouth below eyes) stays in the embedding."""
+    model = create_model("cnn", frontend="scatter").eval()
+    x = _clips(2, 3)
+    maps = model.encoder.feature_maps(x)  # (B, D, T, 3, 3)
+    emb = model.encoder(x)
+    assert model.encoder.out_dim == 64 * 3 * 3 and emb.shape == (2, 3, 64 * 3 * 3)
+    torch.testing.assert_close(emb.reshape(2, 3, 64, 3, 3), maps.permute(0, 2, 1, 3, 4))
+
+
+def test_scatter_front_end_refuses_sizes_and_names_it_cannot_take():
+    with pytest.raises(ValueError, match="scatter front-end"):
+        create_model("cnn", frontend="scatter", image_size=8)
+    with pytest.raises(ValueError, match="frontend must be one of pixels, scatter"):
+        create_model("cnn", frontend="wavelets")

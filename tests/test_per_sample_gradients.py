@@ -22,7 +22,8 @@ VARIANTS = [(name, {}) for name in list_models()] + [
     ("cnn_rnn", {"rnn": "lstm"}),
     ("cnn_rnn", {"temporal_attention": True}),
     ("cnn_rnn", {"readout": "mean"}),
-] + [(name, {"activation": "tanh"}) for name in list_models()]  # the DP recipe's activation
+] + [(name, {"activation": "tanh"}) for name in list_models()] + [  # the DP recipe's activation
+    (name, {"frontend": "scatter", "activation": "tanh"}) for name in list_models()]  # ... and its ScatterNet
 IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in VARIANTS]
 BATCH = 4
 pytestmark = [pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning"),

@@ -139,6 +139,11 @@ class FrameEncoder(nn.Module):
     ``feature_maps(x)`` gives ``(B, D, T, H', W')``; ``forward(x)`` gives per-frame embeddings
     ``(B, T, D)`` by spatial average pooling (``B`` and ``T`` stay separate). ``D = channels[-1]``
     and ``H' = H // 2**len(channels)`` (one halving fewer with ``pool_last=False``).
+    ``frontend="scatter"`` puts a fixed ScatterNet (:mod:`fer_models.models.scatter`) before the
+    blocks, which then start from its 81 maps at a quarter of the resolution; its frame embedding
+    is the *flattened* last maps (``D = channels[-1] * H' * W'``), not their spatial mean, so the
+    layout of the face (mouth below eyes) is kept: under DP that was worth about 4 points
+    (benchmarks/dp_ablation.py exploration).
     """
 
     def __init__(
@@ -151,13 +156,23 @@ class FrameEncoder(nn.Module):
         pool: str = "max",
         pool_last: bool = True,
         activation: str = "relu",
+        frontend: str = "pixels",
+        image_size: int = 48,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if not channels or any(c < 1 for c in channels):
             raise ValueError(f"channels must be a non-empty sequence of positive ints (got {channels})")
+        self.frontend: nn.Module = nn.Identity()
+        cin, front_downsample = in_channels, 1
+        if frontend == "scatter":
+            from fer_models.models.scatter import ScatterFrontend
+
+            self.frontend = ScatterFrontend(image_size=image_size, in_channels=in_channels)
+            cin, front_downsample = self.frontend.out_channels, self.frontend.downsample
+        elif frontend != "pixels":
+            raise ValueError(f"frontend must be one of {', '.join(FRONTENDS)} (got {frontend!r})")
         blocks = []
-        cin = in_channels
         for i, cout in enumerate(channels):
             block_pool = pool if (pool_last or i < len(channels) - 1) else None
             blocks.append(
@@ -166,25 +181,46 @@ class FrameEncoder(nn.Module):
             )
             cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.out_dim = channels[-1]
-        self.downsample = 2 ** (len(channels) if pool_last else len(channels) - 1)
+        self.downsample = front_downsample * 2 ** (len(channels) if pool_last else len(channels) - 1)
+        self.flatten = frontend == "scatter"
+        side = image_size // self.downsample
+        self.out_dim = channels[-1] * side * side if self.flatten else channels[-1]
+        self.map_channels = channels[-1]
 
     def feature_maps(self, x: Tensor) -> Tensor:
         """``(B, T, C, H, W)`` clips → ``(B, D, T, H', W')`` feature maps."""
-        return self.blocks(clip_to_channels_first(x))
+        return self.blocks(self.frontend(clip_to_channels_first(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, T, C, H, W)`` clips → ``(B, T, D)`` frame embeddings."""
-        return self.feature_maps(x).mean(dim=(3, 4)).transpose(1, 2)
+        maps = self.feature_maps(x)
+        if self.flatten:
+            return maps.permute(0, 2, 1, 3, 4).flatten(2)  # (B, T, D*H'*W'): B and T kept apart
+        return maps.mean(dim=(3, 4)).transpose(1, 2)
 
 
-def check_image_size(image_size: int, *, channels: Sequence[int]) -> None:
-    """Raise ``ValueError`` unless ``image_size`` survives ``len(channels)`` 2x poolings."""
-    need = 2 ** len(tuple(channels))
+#: Where the conv blocks start: raw pixels (all layers trained) or a fixed ScatterNet (DP recipe).
+FRONTENDS = ("pixels", "scatter")
+#: Default conv channels per front-end (the scatter maps are already 12x12 for 48x48 faces).
+DEFAULT_CHANNELS: dict[str, tuple[int, ...]] = {"pixels": (16, 32, 64, 128), "scatter": (64, 64)}
+#: Resolution divisor of each front-end (scatter: J=2 scales).
+FRONTEND_DOWNSAMPLE = {"pixels": 1, "scatter": 4}
+
+
+def resolve_channels(channels: Sequence[int] | None, *, frontend: str) -> tuple[int, ...]:
+    """The conv channels: as given, or the front-end's default."""
+    if frontend not in FRONTENDS:
+        raise ValueError(f"frontend must be one of {', '.join(FRONTENDS)} (got {frontend!r})")
+    return DEFAULT_CHANNELS[frontend] if channels is None else tuple(int(c) for c in channels)
+
+
+def check_image_size(image_size: int, *, channels: Sequence[int], frontend: str = "pixels") -> None:
+    """Raise ``ValueError`` unless ``image_size`` survives the front-end and ``len(channels)`` 2x poolings."""
+    need = FRONTEND_DOWNSAMPLE[frontend] * 2 ** len(tuple(channels))
     if image_size < need:
         raise ValueError(
-            f"image_size={image_size} is too small for {len(tuple(channels))} 2x pooling blocks "
-            f"(needs >= {need}); use 48 (FER2013) or fewer channels entries"
+            f"image_size={image_size} is too small for the {frontend} front-end and {len(tuple(channels))} "
+            f"2x pooling blocks (needs >= {need}); use 48 (FER2013) or fewer channels entries"
         )
 
 
@@ -199,11 +235,14 @@ class FrameCNN(FerModel):
         num_classes: number of output logits.
         image_size: input height and width.
         in_channels: image channels (1 = grey).
-        channels: output channels of the conv blocks (each halves H and W).
+        channels: output channels of the conv blocks (each halves H and W); default 16-32-64-128
+            (pixels) or 64-64 (scatter).
         kernel_size: spatial kernel size of the convolutions.
         norm_groups: GroupNorm groups per block.
         dropout: dropout before the classifier (0 disables it).
         activation: ``relu`` or ``tanh`` after each GroupNorm (the DP recipe uses tanh).
+        frontend: ``pixels`` or ``scatter`` (a fixed ScatterNet before the conv blocks; the DP
+            recipe uses it; default channels then 64-64).
     """
 
     POOL_LAST: ClassVar[bool] = True
@@ -214,26 +253,30 @@ class FrameCNN(FerModel):
         num_classes: int = NUM_CLASSES,
         image_size: int = 48,
         in_channels: int = 1,
-        channels: Sequence[int] = (16, 32, 64, 128),
+        channels: Sequence[int] | None = None,
         kernel_size: int = 3,
         norm_groups: int = 8,
         dropout: float = 0.25,
         activation: str = "relu",
+        frontend: str = "pixels",
     ) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, in_channels=in_channels)
-        check_image_size(image_size, channels=channels)
+        channels = resolve_channels(channels, frontend=frontend)
+        check_image_size(image_size, channels=channels, frontend=frontend)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
         self.encoder = FrameEncoder(
             in_channels=in_channels, channels=channels, kernel_size=kernel_size, norm_groups=norm_groups,
-            pool_last=self.POOL_LAST, activation=activation,
+            pool_last=self.POOL_LAST, activation=activation, frontend=frontend, image_size=image_size,
         )
-        self.pool: nn.Module | None = self.make_spatial_pool(self.encoder.out_dim)
+        self.pool: nn.Module | None = self.make_spatial_pool(self.encoder.map_channels)
         self.dropout = nn.Dropout(p=dropout, inplace=False)
-        self.classifier = nn.Linear(self.encoder.out_dim, num_classes)
+        feature_dim = self.encoder.out_dim if self.pool is None else self.encoder.map_channels
+        self.classifier = nn.Linear(feature_dim, num_classes)
 
     def make_spatial_pool(self, dim: int) -> nn.Module | None:
-        """The module pooling ``(B, dim, T, H', W')`` maps to ``(B, T, dim)``; ``None``: spatial mean."""
+        """The module pooling ``(B, dim, T, H', W')`` maps to ``(B, T, dim)``; ``None``: the
+        encoder's own frame embedding (spatial mean, or flattened maps behind the scatter front-end)."""
         return None
 
     def frame_features(self, x: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ from opacus.layers import DPGRU, DPLSTM
 from torch import Tensor, nn
 
 from fer_models.labels import NUM_CLASSES
-from fer_models.models.blocks import FerModel, FrameEncoder, check_image_size
+from fer_models.models.blocks import FerModel, FrameEncoder, check_image_size, resolve_channels
 from fer_models.models.registry import register_model
 
 RNN_CELLS: dict[str, type[nn.Module]] = {"gru": DPGRU, "lstm": DPLSTM}
@@ -46,7 +46,8 @@ class CNNRNN(FerModel):
         num_classes: number of output logits.
         image_size: input height and width.
         in_channels: image channels (1 = grey).
-        channels: output channels of the conv blocks (each halves H and W).
+        channels: output channels of the conv blocks (each halves H and W); default 16-32-64-128
+            (pixels) or 64-64 (scatter).
         kernel_size: spatial kernel size of the convolutions.
         norm_groups: GroupNorm groups per block.
         rnn: ``"gru"`` (opacus DPGRU) or ``"lstm"`` (opacus DPLSTM).
@@ -57,6 +58,8 @@ class CNNRNN(FerModel):
         temporal_attention: pool the RNN outputs with learned softmax weights over frames.
         dropout: dropout on frame embeddings and before the classifier (0 disables it).
         activation: ``relu`` or ``tanh`` in the frame encoder (the DP recipe uses tanh).
+        frontend: ``pixels`` or ``scatter`` (a fixed ScatterNet before the conv blocks; the DP
+            recipe uses it; default channels then 64-64).
     """
 
     DEFAULT_PARAM_COUNT = 135_095
@@ -67,7 +70,7 @@ class CNNRNN(FerModel):
         num_classes: int = NUM_CLASSES,
         image_size: int = 48,
         in_channels: int = 1,
-        channels: Sequence[int] = (16, 32, 64, 128),
+        channels: Sequence[int] | None = None,
         kernel_size: int = 3,
         norm_groups: int = 8,
         rnn: str = "gru",
@@ -77,9 +80,11 @@ class CNNRNN(FerModel):
         temporal_attention: bool = False,
         dropout: float = 0.25,
         activation: str = "relu",
+        frontend: str = "pixels",
     ) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, in_channels=in_channels)
-        check_image_size(image_size, channels=channels)
+        channels = resolve_channels(channels, frontend=frontend)
+        check_image_size(image_size, channels=channels, frontend=frontend)
         if rnn not in RNN_CELLS:
             raise ValueError(f"rnn must be one of {sorted(RNN_CELLS)} (got {rnn!r})")
         if readout not in READOUTS:
@@ -94,7 +99,7 @@ class CNNRNN(FerModel):
         self.readout = readout
         self.encoder = FrameEncoder(
             in_channels=in_channels, channels=channels, kernel_size=kernel_size, norm_groups=norm_groups,
-            activation=activation,
+            activation=activation, frontend=frontend, image_size=image_size,
         )
         self.frame_dropout = nn.Dropout(p=dropout, inplace=False)
         self.rnn = RNN_CELLS[rnn](self.encoder.out_dim, hidden_size, num_layers=num_layers, batch_first=True)

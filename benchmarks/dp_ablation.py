@@ -9,7 +9,8 @@ reports PrivateTest accuracy and macro-F1 from the run's summary.json.
 ``plain`` is the naive recipe of the issue (AdamW 2e-3, Poisson batch 256, clip 1.0, ReLU, pixels);
 ``normalized-sgd`` ... ``multiplicity`` each add ONE element of the tuned recipe to it (see
 fer_models/dp_recipe.py); ``tuned`` is the recipe dp=sample uses by default (dp-recipe=tuned: all
-elements but EMA and multiplicity); ``tuned-*`` each take ONE element out of it again. Every variant spends the same
+elements but EMA, multiplicity, momentum-carry and cosine); ``tuned-*`` each take ONE element out of
+it again, ``tuned+*`` add one it leaves off. Every variant spends the same
 epsilon over its epochs; the noise multiplier is computed per variant for its batch and steps.
 Finished variants are kept in OUT/<variant>/summary.json and not re-run (use --overwrite).
 """
@@ -50,11 +51,11 @@ VARIANTS: dict[str, dict] = {
     "multiplicity": {**PLAIN, "augment": "standard", "augment-multiplicity": 2},
     "tuned": {"dp-recipe": "tuned"},
     "tuned-seed1": {"dp-recipe": "tuned", "seed": 1},  # another seed: how far runs vary by chance alone
-    # tuned minus one element
+    # tuned minus one element, or plus one it leaves off
     "tuned-pixels": {**TUNED_KEYS, "frontend": "pixels"},
     "tuned-no-pretrain": {**TUNED_KEYS, "pretrain-epochs": 0},
-    "tuned-round-optimizer": {**TUNED_KEYS, "optimizer-state": "round"},
-    "tuned-constant-lr": {**TUNED_KEYS, "lr-schedule": "constant"},
+    "tuned+momentum-carry": {**TUNED_KEYS, "optimizer-state": "client"},
+    "tuned+cosine": {**TUNED_KEYS, "lr-schedule": "cosine"},
     # the same recipe federated: 10 clients, Dirichlet 0.5 label skew, epsilon 8 per client, every
     # client training every round (rounds x 1 local epoch = the same sample-gradients as centralized)
     "tuned-federated": {"dp-recipe": "tuned", "num-clients": 10, "partition": "dirichlet", "dirichlet-alpha": 0.5,
@@ -111,7 +112,7 @@ def main() -> None:
                   notes=f"Centralized (1 client, `fedfer simulate`), all 28,709 FER2013 Training images, "
                         f"epsilon 8, delta 1e-5, cnn, {args.num_cpus:g} CPU threads per run; accuracy on PrivateTest. `plain` is the "
                         "naive recipe; the rows up to `multiplicity` add one element of the tuned recipe to it; `tuned` is "
-                        "what dp=sample uses by default; `tuned-*` rows take one element out of it. Settings per variant are in the JSON. Runs may overlap on "
+                        "what dp=sample uses by default; `tuned-*` rows take one element out of it, `tuned+*` rows add one. Settings per variant are in the JSON. Runs may overlap on "
                         "the cores (wall times are then upper bounds); finished variants are reused from --out.")
 
 

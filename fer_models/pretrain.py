@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 PRETRAIN_LEARNING_RATE = 3e-3
 PRETRAIN_BATCH = 64
+PRETRAIN_WEIGHT_DECAY = 1e-4  # its own, like lr and batch: the run's weight-decay is for the (DP) training
 
 
 def initial_model(cfg: RunConfig, *, image_size: int = 48) -> nn.Module:
@@ -51,7 +52,7 @@ def pretrain_on_synthetic(model: nn.Module, *, cfg: RunConfig, epochs: int) -> f
     model.to(device)
     torch.manual_seed(cfg.seed)
     optimizer = engine.make_optimizer(model, name="adamw", learning_rate=PRETRAIN_LEARNING_RATE,
-                                      weight_decay=cfg.weight_decay)
+                                      weight_decay=PRETRAIN_WEIGHT_DECAY)
     loader = engine.index_loader(len(train), batch_size=PRETRAIN_BATCH, seed=cfg.seed)
     stats = engine.train(model=model, data=train, optimizer=optimizer, loader=loader, epochs=epochs, device=device)
     acc = engine.evaluate(model=model, data=test, batch_size=cfg.eval_batch_size, device=device).accuracy

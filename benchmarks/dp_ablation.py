@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "dp-ablation")
     ap.add_argument("--overwrite", action="store_true", help="re-run variants that already have a summary")
     ap.add_argument("--num-cpus", type=float, default=2, help="CPU threads of each run")
+    ap.add_argument("--note", default="", help="extra sentence for the results' notes (e.g. how reused runs were made)")
     args = ap.parse_args()
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
@@ -113,7 +114,8 @@ def main() -> None:
                         f"epsilon 8, delta 1e-5, cnn, {args.num_cpus:g} CPU threads per run; accuracy on PrivateTest. `plain` is the "
                         "naive recipe; the rows up to `multiplicity` add one element of the tuned recipe to it; `tuned` is "
                         "what dp=sample uses by default; `tuned-*` rows take one element out of it, `tuned+*` rows add one. Settings per variant are in the JSON. Runs may overlap on "
-                        "the cores (wall times are then upper bounds); finished variants are reused from --out.")
+                        "the cores (wall times are then upper bounds); finished variants are reused from --out." + (
+                        f" {args.note}" if args.note else ""))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The optimizer state a client keeps in its Flower ``Context.state`` between rounds
-(``optimizer-state = client``; the tuned DP recipe uses it): momentum no longer restarts every round."""
+(``optimizer-state = client``): momentum no longer restarts every round."""
 
 from __future__ import annotations
 

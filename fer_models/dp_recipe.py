@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -106,7 +106,7 @@ class DPRecipe:
     The model starts from a fixed ScatterNet (``frontend``) with tanh conv blocks; clients train
     with normalized DP-SGD (small clip, large lr, momentum) from a model pre-trained on the public
     synthetic faces. Keeping momentum across rounds and a cosine learning rate are switches the
-    recipe leaves off: measured neutral (within 0.3 points) at the cpu budget.
+    recipe leaves off: measured neutral (within 0.2 points) at the cpu budget.
 
     The logical batch is as large as ``max_batch`` but no larger than ``1 / min_steps_per_epoch``
     of the client's data (a client with few samples still takes several noisy steps per epoch),
@@ -152,7 +152,7 @@ def training_hyperparams(cfg: "RunConfig", *, num_samples: int, recipe: DPRecipe
                                optimizer=recipe.optimizer,
                                learning_rate=recipe.learning_rate * batch / recipe.max_batch,
                                momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                               optimizer_state=optimizer_state(cfg, recipe=recipe), lr_schedule=recipe.lr_schedule,
+                               optimizer_state=recipe.optimizer_state, lr_schedule=recipe.lr_schedule,
                                max_grad_norm=recipe.max_grad_norm,
                                ema_decay=recipe.ema_decay)
 
@@ -162,21 +162,7 @@ def recipe_active(cfg: "RunConfig") -> bool:
     return cfg.dp == "sample" and cfg.dp_recipe == "tuned"
 
 
-def model_activation(cfg: "RunConfig", *, recipe: DPRecipe = TUNED) -> str:
-    """The conv blocks' activation: the recipe's under the tuned DP recipe, else the config's."""
-    return recipe.activation if recipe_active(cfg) else cfg.activation
-
-
-def model_frontend(cfg: "RunConfig", *, recipe: DPRecipe = TUNED) -> str:
-    """What the conv blocks start from: the recipe's under the tuned DP recipe, else the config's."""
-    return recipe.frontend if recipe_active(cfg) else cfg.frontend
-
-
-def pretrain_epochs(cfg: "RunConfig", *, recipe: DPRecipe = TUNED) -> int:
-    """Epochs of public pre-training on the synthetic faces: the recipe's under the tuned DP recipe."""
-    return recipe.pretrain_epochs if recipe_active(cfg) else cfg.pretrain_epochs
-
-
-def optimizer_state(cfg: "RunConfig", *, recipe: DPRecipe = TUNED) -> str:
-    """Whether clients keep their optimizer state across rounds: the recipe's under the tuned DP recipe."""
-    return recipe.optimizer_state if recipe_active(cfg) else cfg.optimizer_state
+def chosen(cfg: "RunConfig", name: str, *, recipe: DPRecipe = TUNED) -> Any:
+    """Setting ``name`` (a field of both RunConfig and DPRecipe, e.g. ``frontend``, ``activation``,
+    ``pretrain_epochs``, ``optimizer_state``): the recipe's under the tuned DP recipe, else the config's."""
+    return getattr(recipe if recipe_active(cfg) else cfg, name)

@@ -10,7 +10,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fer_models.config import RunConfig
-from fer_models.dp_recipe import optimizer_state
+from fer_models.dp_recipe import chosen
 from fer_models.privacy import restore_key
 from fer_models.pretrain import initial_model
 from fer_models.task import load_store
@@ -62,7 +62,7 @@ def main(grid: Grid, context: Context) -> None:
         recorder.client_ledgers = dict(ckpt["client_ledgers"])
         train_config = ConfigRecord({"round-offset": done, **_ledger_config(recorder.client_ledgers)})
         logger.info("resuming after round %d of %d from %s", done, cfg.num_server_rounds, cfg.resume_from)
-        if optimizer_state(cfg) == "client":
+        if chosen(cfg, "optimizer_state") == "client":
             logger.warning("optimizer-state=client: the clients' momentum stays on the clients and is not in the "
                            "checkpoint, so each client restarts it once after this resume (epsilon is unaffected)")
     else:

@@ -17,6 +17,7 @@ from typing import ClassVar, Sequence
 from torch import Tensor, nn
 
 from fer_models.labels import NUM_CLASSES
+from fer_models.models.scatter import SCATTER_J, ScatterFrontend
 
 
 class InvalidClipError(ValueError):
@@ -163,15 +164,12 @@ class FrameEncoder(nn.Module):
         channels = tuple(int(c) for c in channels)
         if not channels or any(c < 1 for c in channels):
             raise ValueError(f"channels must be a non-empty sequence of positive ints (got {channels})")
+        check_frontend(frontend)
         self.frontend: nn.Module = nn.Identity()
-        cin, front_downsample = in_channels, 1
+        cin = in_channels
         if frontend == "scatter":
-            from fer_models.models.scatter import ScatterFrontend
-
             self.frontend = ScatterFrontend(image_size=image_size, in_channels=in_channels)
-            cin, front_downsample = self.frontend.out_channels, self.frontend.downsample
-        elif frontend != "pixels":
-            raise ValueError(f"frontend must be one of {', '.join(FRONTENDS)} (got {frontend!r})")
+            cin = self.frontend.out_channels
         blocks = []
         for i, cout in enumerate(channels):
             block_pool = pool if (pool_last or i < len(channels) - 1) else None
@@ -181,7 +179,7 @@ class FrameEncoder(nn.Module):
             )
             cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.downsample = front_downsample * 2 ** (len(channels) if pool_last else len(channels) - 1)
+        self.downsample = FRONTEND_DOWNSAMPLE[frontend] * 2 ** (len(channels) if pool_last else len(channels) - 1)
         self.flatten = frontend == "scatter"
         side = image_size // self.downsample
         self.out_dim = channels[-1] * side * side if self.flatten else channels[-1]
@@ -203,14 +201,18 @@ class FrameEncoder(nn.Module):
 FRONTENDS = ("pixels", "scatter")
 #: Default conv channels per front-end (the scatter maps are already 12x12 for 48x48 faces).
 DEFAULT_CHANNELS: dict[str, tuple[int, ...]] = {"pixels": (16, 32, 64, 128), "scatter": (64, 64)}
-#: Resolution divisor of each front-end (scatter: J=2 scales).
-FRONTEND_DOWNSAMPLE = {"pixels": 1, "scatter": 4}
+#: Resolution divisor of each front-end (scatter: one halving per scattering scale).
+FRONTEND_DOWNSAMPLE = {"pixels": 1, "scatter": 2 ** SCATTER_J}
+
+
+def check_frontend(frontend: str) -> None:
+    if frontend not in FRONTENDS:
+        raise ValueError(f"frontend must be one of {', '.join(FRONTENDS)} (got {frontend!r})")
 
 
 def resolve_channels(channels: Sequence[int] | None, *, frontend: str) -> tuple[int, ...]:
     """The conv channels: as given, or the front-end's default."""
-    if frontend not in FRONTENDS:
-        raise ValueError(f"frontend must be one of {', '.join(FRONTENDS)} (got {frontend!r})")
+    check_frontend(frontend)
     return DEFAULT_CHANNELS[frontend] if channels is None else tuple(int(c) for c in channels)
 
 

@@ -22,6 +22,9 @@ from torch import Tensor, nn
 
 #: GroupNorm groups on the scattering maps (27 groups of 3 for the 81 maps of J=2, L=8).
 SCATTER_NORM_GROUPS = 27
+#: Scales and angles of fedfer's front-end: 81 maps at 1/4 of the resolution.
+SCATTER_J = 2
+SCATTER_L = 8
 
 
 def scatter_channels(*, J: int, L: int) -> int:
@@ -32,7 +35,7 @@ def scatter_channels(*, J: int, L: int) -> int:
 class ScatterFrontend(nn.Module):
     """``(B, C, T, H, W)`` clips → ``(B, C*K, T, H/2**J, W/2**J)`` normalised scattering maps."""
 
-    def __init__(self, *, image_size: int, in_channels: int = 1, J: int = 2, L: int = 8) -> None:
+    def __init__(self, *, image_size: int, in_channels: int = 1, J: int = SCATTER_J, L: int = SCATTER_L) -> None:
         super().__init__()
         if J < 1 or L < 1:
             raise ValueError(f"scattering needs J >= 1 and L >= 1 (got J={J}, L={L})")

@@ -11,14 +11,17 @@ import logging
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.ledger import LedgerMismatch, LedgerMissing, lineage_of
 from client.mods import client_side_clipping
 from client.training import BudgetRefusal, evaluate_local, train_local
 from fer_models.config import RunConfig
+from fer_models.wire import (BUDGET_EXCEEDED, LEDGER_MISSING, PRIVATE_EVALUATION_REFUSED, ROUND_OFFSET,
+                             SERVER_ROUND)
 
 logger = logging.getLogger(__name__)
 
 #: Error code of a reply from a client that refuses to train past its privacy budget.
-BUDGET_EXCEEDED_CODE = 4701
+BUDGET_EXCEEDED_CODE = BUDGET_EXCEEDED
 
 app = ClientApp(mods=[client_side_clipping])
 
@@ -40,16 +43,19 @@ def train(msg: Message, context: Context) -> Message:
     pid, num = _partition(context, cfg)
     config = msg.content["config"]
     # a resumed run numbers rounds from 1 again; round-offset restores the run's own numbering
-    server_round = int(config.get("server-round", 0)) + int(config.get("round-offset", 0))  # type: ignore[union-attr]
+    server_round = int(config.get(SERVER_ROUND, 0)) + int(config.get(ROUND_OFFSET, 0))  # type: ignore[union-attr]
     proximal_mu = float(config.get("proximal-mu", 0.0))  # type: ignore[union-attr]
     state = msg.content["arrays"].to_torch_state_dict()  # type: ignore[union-attr]
     try:
         result = train_local(cfg=cfg, context=context, partition_id=pid, num_partitions=num,
                              global_state=state, server_round=server_round, proximal_mu=proximal_mu,
-                             server_config=config)
+                             lineage=lineage_of(config, context))
     except BudgetRefusal as refusal:
         logger.warning("client %d: %s", pid, refusal)
-        return Message(Error(code=BUDGET_EXCEEDED_CODE, reason=str(refusal)), reply_to=msg)
+        return Message(Error(code=BUDGET_EXCEEDED, reason=str(refusal)), reply_to=msg)
+    except (LedgerMissing, LedgerMismatch) as refusal:
+        logger.error("client %d: %s", pid, refusal)
+        return Message(Error(code=LEDGER_MISSING, reason=str(refusal)), reply_to=msg)
     content = RecordDict({"arrays": ArrayRecord(result.state), "metrics": MetricRecord(result.metrics)})
     return Message(content=content, reply_to=msg)
 
@@ -59,6 +65,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on this client's local share (client-side evaluation)."""
     cfg = RunConfig.from_flat(context.run_config)
     pid, num = _partition(context, cfg)
+    if cfg.dp != "none":  # loss and accuracy on private data would leave outside the accounted mechanism
+        return Message(Error(code=PRIVATE_EVALUATION_REFUSED, reason=f"dp={cfg.dp}: this client sends no evaluation "
+                             f"metrics (they are not noised or accounted)"), reply_to=msg)
     state = msg.content["arrays"].to_torch_state_dict()  # type: ignore[union-attr]
     metrics = evaluate_local(cfg=cfg, partition_id=pid, num_partitions=num, global_state=state)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

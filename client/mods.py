@@ -1,14 +1,14 @@
 """Client mods: client-side clipping for client-level DP, applied only when the run asks for it.
 
-Flower's ``fixedclipping_mod`` / ``adaptiveclipping_mod`` must run on every train message when
-the server uses a ``DifferentialPrivacyClientSide*Clipping`` wrapper, and must not otherwise
+Flower's ``fixedclipping_mod`` must run on every train message when
+the server uses a client-clipping DP-FedAvg strategy (server/client_dp.py), and must not otherwise
 (they fail without the clipping norm in the message). This mod picks per run config.
 """
 
 from __future__ import annotations
 
 from flwr.app import Context, Message
-from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
+from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 
 from fer_models.config import RunConfig
@@ -21,5 +21,4 @@ def client_side_clipping(msg: Message, context: Context, call_next: ClientAppCal
     cfg = RunConfig.from_flat(context.run_config)
     if cfg.dp != "client" or cfg.client_clipping != "client":
         return call_next(msg, context)
-    mod = adaptiveclipping_mod if cfg.adaptive_clipping else fixedclipping_mod
-    return mod(msg, context, call_next)
+    return fixedclipping_mod(msg, context, call_next)  # adaptive clipping is refused under dp=client

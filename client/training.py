@@ -1,26 +1,28 @@
-"""One client's local round: core calls plus the privacy ledger kept in the client's state."""
+"""One client's local round: core calls plus the privacy ledger kept on the client's own node."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+
 
 import numpy as np
 import torch
 from flwr.app import Context
 
 from client.carry import keep_optimizer, restore_optimizer
-from client.ledger import (ledger_metrics, load_ledger, restore_if_missing, save_ledger, store_noise,
-                           stored_noise)
+from client.ledger import LedgerFile, check_lineage
 from fer_models import engine
 from fer_models.augment import Augmenter
 from fer_models.config import RunConfig
 from fer_models.dp_recipe import WeightEMA, training_hyperparams
 from fer_models.optim_state import lr_factor
+from fer_models.persons import PersonIndex, person_index
 from fer_models.privacy import (PrivacyLedger, make_private, noise_for_target, plain_state_dict,
                                 sample_rate_for, steps_per_epoch)
+from fer_models.samples import ClipSet
 from fer_models.task import build_model, client_data, clips_for, load_store
+from fer_models.wire import EPSILON, NUM_EXAMPLES, PARTITION_ID, TRAIN_STATISTICS, UNIFORM_WEIGHT, UNIT_IS_PERSON
 
 logger = logging.getLogger(__name__)
 
@@ -36,29 +38,41 @@ class LocalResult:
 
 
 def round_seed(cfg: RunConfig, partition_id: int, server_round: int) -> int:
-    """A distinct, reproducible seed for each (run seed, client, round)."""
+    """A distinct, reproducible seed for each (run seed, client, round): for model-side randomness
+    only (dropout, augmentation). DP noise and Poisson sampling never use it (see make_private)."""
     return int(np.random.SeedSequence([cfg.seed, partition_id, server_round]).generate_state(1)[0])
 
 
-def _noise_multiplier(cfg: RunConfig, context: Context, *, sample_rate: float, steps_per_round: int) -> float:
+def privacy_units(cfg: RunConfig, data: ClipSet) -> tuple[PersonIndex | None, str]:
+    """(persons, unit name): persons under privacy-unit=person when the data has subject ids, else images."""
+    if cfg.privacy_unit != "person":
+        return None, "image"
+    subjects = load_store(cfg).meta.get("subject")
+    if subjects is None or not np.any(np.asarray(subjects)[data.frames[:, 0].numpy()].astype(str) != ""):
+        logger.warning("privacy-unit=person, but this client's data has no subject ids (FER2013 has none): "
+                       "its epsilon protects one image, not one person")
+        return None, "image"
+    return person_index(np.asarray(subjects)[data.frames[:, 0].numpy()]), "person"
+
+
+def _noise_multiplier(cfg: RunConfig, stored: float | None, *, sample_rate: float, steps_per_round: int) -> float:
     """Fixed noise for the run; in target-epsilon mode computed once for all planned steps."""
+    if stored is not None:
+        return stored
     if cfg.target_epsilon <= 0:
         return cfg.noise_multiplier
-    noise = stored_noise(context)
-    if noise is None:
-        planned = steps_per_round * cfg.num_server_rounds
-        noise = noise_for_target(target_epsilon=cfg.target_epsilon, delta=cfg.target_delta,
-                                 sample_rate=sample_rate, steps=planned, accountant=cfg.accountant)
-        store_noise(context, noise)
-        logger.info("noise multiplier %.4f spends epsilon %.3f over %d planned steps (q=%.4f)",
-                    noise, cfg.target_epsilon, planned, sample_rate)
+    planned = steps_per_round * cfg.num_server_rounds
+    noise = noise_for_target(target_epsilon=cfg.target_epsilon, delta=cfg.target_delta,
+                             sample_rate=sample_rate, steps=planned, accountant=cfg.accountant)
+    logger.info("noise multiplier %.4f spends epsilon %.3f over %d planned steps (q=%.4f)",
+                noise, cfg.target_epsilon, planned, sample_rate)
     return noise
 
 
 def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_partitions: int,
                 global_state: dict[str, torch.Tensor], server_round: int,
-                proximal_mu: float = 0.0, server_config: Any = None) -> LocalResult:
-    """Train the global model on this client's share; under dp=sample compose the ledger."""
+                proximal_mu: float = 0.0, lineage: str = "") -> LocalResult:
+    """Train the global model on this client's share; under dp=sample compose the ledger on disk."""
     engine.configure_threads(cfg.num_cpus)
     device = engine.select_device()
     data = client_data(cfg, partition_id=partition_id, num_partitions=num_partitions)
@@ -78,37 +92,38 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
     if cfg.augment != "none":
         augmenter = Augmenter(policy=cfg.augment, same_across_frames=data.real_clips)
         augment = lambda x: augmenter(x, generator=generator)  # noqa: E731
-    weights = engine.balanced_class_weights(data.labels) if cfg.class_balance == "weighted-loss" else None
-    metrics: dict[str, float | int] = {"partition-id": partition_id, **hp.as_metrics(),
-                                       "round-learning-rate": learning_rate, "optimizer-state-carried": int(carried)}
+    weights = class_weights(cfg, data)
+    metrics: dict[str, float | int] = {PARTITION_ID: partition_id, **hp.as_metrics(),
+                                             "round-learning-rate": learning_rate,
+                                             "optimizer-state-carried": int(carried)}
     recipe = dict(views=cfg.augment_multiplicity,
                   ema=WeightEMA(model, decay=hp.ema_decay) if hp.ema_decay > 0 else None)
     if cfg.dp == "sample":
-        if server_config is not None and restore_if_missing(context, server_config, partition_id=partition_id,
-                                                            accountant=cfg.accountant):
-            logger.info("client %d: privacy ledger restored from the server's checkpoint", partition_id)
-        ledger = load_ledger(context, accountant=cfg.accountant)
-        q = sample_rate_for(batch_size=hp.batch_size, num_samples=len(data))
+        check_lineage(context, lineage)
+        where = LedgerFile.locate(context, lineage=lineage, client=f"p{partition_id}-of-{num_partitions}")
+        ledger, stored_noise = where.load(context, accountant=cfg.accountant)
+        persons, unit = privacy_units(cfg, data)
+        units = len(persons) if persons is not None else len(data)
+        q = sample_rate_for(batch_size=hp.batch_size, num_samples=units)
         steps = cfg.local_epochs * steps_per_epoch(q)
-        noise = _noise_multiplier(cfg, context, sample_rate=q, steps_per_round=steps)
+        noise = _noise_multiplier(cfg, stored_noise, sample_rate=q, steps_per_round=steps)
         projected = ledger.with_steps(noise_multiplier=noise, sample_rate=q, steps=steps)
         eps_after = projected.epsilon(delta=cfg.target_delta)
         if eps_after > cfg.budget + 1e-9:
             raise BudgetRefusal(
-                f"round {server_round}: training would raise epsilon from "
+                f"round {server_round}: training would raise this client's {unit}-level epsilon from "
                 f"{ledger.epsilon(delta=cfg.target_delta):.3f} to {eps_after:.3f}, over the budget "
                 f"{cfg.budget:.3f} (delta={cfg.target_delta}); this client stops training")
-        loader = engine.index_loader(len(data), batch_size=hp.batch_size, seed=seed)
+        loader = engine.index_loader(units, batch_size=hp.batch_size, seed=seed)  # make_private re-keys it
         parts = make_private(model=model, optimizer=optimizer, loader=loader, noise_multiplier=noise,
-                             max_grad_norm=hp.max_grad_norm, ledger=ledger,
-                             grad_sample_mode=cfg.grad_sample_mode, noise_seed=seed)
+                             max_grad_norm=hp.max_grad_norm, ledger=ledger, grad_sample_mode=cfg.grad_sample_mode)
         stats = engine.train(model=parts.model, data=data, optimizer=parts.optimizer, loader=parts.loader,
                              epochs=cfg.local_epochs, device=device, augment=augment, class_weights=weights,
-                             physical_batch_size=hp.physical_batch_size, **recipe)
+                             physical_batch_size=hp.physical_batch_size, persons=persons, **recipe)
         ledger = parts.ledger()
-        save_ledger(context, ledger)
-        metrics.update({"epsilon": ledger.epsilon(delta=cfg.target_delta), "noise-multiplier": noise,
-                        "sample-rate": q, "dp-steps": ledger.total_steps, **ledger_metrics(context)})
+        where.save(context, ledger, noise_multiplier=noise, unit=unit, delta=cfg.target_delta)  # before replying
+        metrics.update({EPSILON: ledger.epsilon(delta=cfg.target_delta), UNIT_IS_PERSON: int(unit == "person"),
+                        "noise-multiplier": noise, "sample-rate": q, "dp-steps": ledger.total_steps})
         trained = parts.model
     else:
         loader = engine.index_loader(len(data), batch_size=min(hp.batch_size, len(data)), seed=seed)
@@ -120,10 +135,19 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
         keep_optimizer(context, optimizer)  # built from noised gradients: post-processing, stays here
     # the EMA of the weights is post-processing of the (private) iterates: it is what leaves the client
     state = recipe["ema"].state_dict() if recipe["ema"] is not None else plain_state_dict(trained)
-    metrics.update({"num-examples": stats.num_examples, "train-loss": stats.loss,
-                    "train-accuracy": stats.accuracy, "train-seconds": stats.seconds,
-                    "samples-seen": stats.samples_seen})
+    metrics.update({NUM_EXAMPLES: stats.num_examples, UNIFORM_WEIGHT: 1})
+    if cfg.dp == "none":  # computed from private data outside any accounted mechanism: never sent under DP
+        metrics.update(dict(zip(TRAIN_STATISTICS, (stats.loss, stats.accuracy, stats.samples_seen, stats.seconds))))
     return LocalResult(state=state, metrics=metrics)
+
+
+def class_weights(cfg: RunConfig, data: ClipSet) -> torch.Tensor | None:
+    """Loss weights per class: public numbers (class-weights) or, without DP only, from the local labels."""
+    if cfg.class_balance != "weighted-loss":
+        return None
+    if cfg.public_class_weights is not None:
+        return torch.tensor(cfg.public_class_weights, dtype=torch.float32)
+    return engine.balanced_class_weights(data.labels)
 
 
 def evaluate_local(*, cfg: RunConfig, partition_id: int, num_partitions: int,

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
+
+from fer_models.dp_checks import check_privacy_settings
+from fer_models.labels import NUM_CLASSES
 
 ConfigValue = bool | int | float | str
 
@@ -94,6 +98,8 @@ class RunConfig:
     augment: str = _opt("none", "augmentation policy applied to training batches",
                         choices=("none", "standard"))
     class_balance: str = _opt("none", "class-imbalance handling", choices=("none", "weighted-loss"))
+    class_weights: str = _opt("", "weighted-loss: 7 public, comma-separated class weights (angry,disgust,fear,happy,"
+                              "sad,surprise,neutral); empty = computed from each client's labels (refused under DP)")
     # --- differential privacy ---------------------------------------------------------------------
     dp: str = _opt("none", "differential privacy: none, sample-level (Opacus) or client-level (DP-FedAvg)",
                    choices=("none", "sample", "client"))
@@ -119,7 +125,11 @@ class RunConfig:
     grad_sample_mode: str = _opt("ew", "how Opacus computes per-sample gradients",
                                  choices=("hooks", "functorch", "ew"))
     client_clipping: str = _opt("server", "dp=client: where updates are clipped", choices=("server", "client"))
-    adaptive_clipping: bool = _opt(False, "dp=client: adapt the clipping norm each round")
+    adaptive_clipping: bool = _opt(False, "dp=client: adapt the clipping norm each round (refused: its noise "
+                                   "calibration is not proven for fedfer's accounting)")
+    privacy_unit: str = _opt("sample", "dp=sample: what one epsilon protects: one sample (an image or clip), or one "
+                             "person (all samples of a subject id, sampled and clipped together; data without subject "
+                             "ids, e.g. FER2013, stays at image level and says so)", choices=("sample", "person"))
     # --- resources and output -----------------------------------------------------------------------
     num_cpus: float = _opt(1.0, "CPUs given to each simulated client", minimum=0.0)
     num_gpus: float = _opt(0.0, "GPU fraction given to each simulated client", minimum=0.0)
@@ -164,6 +174,22 @@ class RunConfig:
         if self.min_train_clients > self.num_clients:
             raise ConfigError(f"min-train-clients={self.min_train_clients} exceeds "
                               f"num-clients={self.num_clients}")
+        self.public_class_weights  # noqa: B018  (parses class-weights, raising ConfigError if malformed)
+        check_privacy_settings(self)
+
+    @property
+    def public_class_weights(self) -> tuple[float, ...] | None:
+        """class-weights as 7 numbers, or None when not given."""
+        if not self.class_weights.strip():
+            return None
+        try:
+            values = tuple(float(v) for v in self.class_weights.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != NUM_CLASSES or not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ConfigError(f"class-weights={self.class_weights!r}: expected {NUM_CLASSES} non-negative numbers "
+                              f"separated by commas, one per class (angry,disgust,fear,happy,sad,surprise,neutral)")
+        return values
 
     @property
     def budget(self) -> float:

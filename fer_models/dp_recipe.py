@@ -32,18 +32,55 @@ def average_views(model: nn.Module, *, views: int) -> None:
     """
     if views <= 1:
         return
+    rows = _grad_sample_rows(model)
+    if rows is None:
+        return
+    if rows % views:
+        raise ValueError(f"grad_sample has {rows} rows, not a multiple of {views} views")
+    average_rows(model, group=torch.arange(rows // views).repeat_interleave(views))
+
+
+def average_rows(model: nn.Module, *, group: torch.Tensor) -> None:
+    """Replace each parameter's per-row ``grad_sample`` by the mean over the rows of each group.
+
+    ``group[i]`` is the privacy unit (0..U-1) of row i: the U rows that result are what Opacus
+    clips, one per unit (a sample's augmented views, or a person's samples). No-op without
+    per-sample gradients (non-private training).
+    """
+    if _grad_sample_rows(model) is None:
+        return
+    group = group.reshape(-1).long()
+    units = int(group.max()) + 1 if group.numel() else 0
+    counts = torch.bincount(group, minlength=units).clamp(min=1)
     for p in model.parameters():
         gs = getattr(p, "grad_sample", None)
         if gs is None:
             continue
         last = gs[-1] if isinstance(gs, list) else gs
-        if last.shape[0] % views:
-            raise ValueError(f"grad_sample has {last.shape[0]} rows, not a multiple of {views} views")
-        mean = last.reshape(last.shape[0] // views, views, *last.shape[1:]).mean(dim=1)
+        if last.shape[0] != group.numel():
+            raise ValueError(f"grad_sample has {last.shape[0]} rows, the batch has {group.numel()}")
+        summed = torch.zeros((units, *last.shape[1:]), dtype=last.dtype, device=last.device)
+        summed.index_add_(0, group.to(last.device), last)
+        mean = summed / counts.to(last.device, last.dtype).reshape(-1, *([1] * (last.dim() - 1)))
         if isinstance(gs, list):
             gs[-1] = mean
         else:
             p.grad_sample = mean
+
+
+def empty_grad_samples(model: nn.Module) -> None:
+    """Per-sample gradients of an empty Poisson batch (zero rows), so the DP step adds noise only."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+
+
+def _grad_sample_rows(model: nn.Module) -> int | None:
+    for p in model.parameters():
+        gs = getattr(p, "grad_sample", None)
+        if gs is not None:
+            return int((gs[-1] if isinstance(gs, list) else gs).shape[0])
+    return None
 
 
 class WeightEMA:

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_models.dp_recipe import WeightEMA, average_views
+from fer_models.dp_recipe import WeightEMA, average_rows, empty_grad_samples
 from fer_models.labels import NUM_CLASSES
+from fer_models.persons import PersonIndex
 from fer_models.samples import Augment, ClipSet
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
           loader: Iterable[torch.Tensor], epochs: int, device: torch.device,
           augment: Augment | None = None, class_weights: torch.Tensor | None = None,
           proximal_mu: float = 0.0, views: int = 1, ema: WeightEMA | None = None,
-          physical_batch_size: int = 0) -> TrainStats:
+          physical_batch_size: int = 0, persons: PersonIndex | None = None) -> TrainStats:
     """Run ``epochs`` passes of ``loader`` (index batches) over ``data``; returns running stats.
 
     ``proximal_mu > 0`` adds FedProx's term ``mu/2 * ||w - w_start||^2`` (non-private runs only).
@@ -112,6 +113,9 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
     them (under DP before clipping: see :func:`fer_models.dp_recipe.average_views`). ``ema`` is
     updated after every optimizer step. ``physical_batch_size > 0`` (DP only) splits each logical
     Poisson batch into physical batches of at most that size with Opacus's BatchMemoryManager.
+    ``persons`` (privacy-unit = person): the loader yields person indices; every sample of a drawn
+    person enters the step and a person's per-sample gradients are averaged before clipping.
+    An empty Poisson batch is a noise-only DP step (zero per-sample gradients, then the noise).
     """
     model.train()
     weights = class_weights.to(device) if class_weights is not None else None
@@ -123,10 +127,12 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
             idx = idx.reshape(-1)
             optimizer.zero_grad(set_to_none=True)
             if idx.numel() == 0:  # an empty Poisson batch still counts as a (noise-only) DP step
+                empty_grad_samples(model)
                 optimizer.step()
                 steps += 1
                 continue
-            rows = idx.repeat_interleave(views) if views > 1 else idx
+            idx, unit = persons.expand(idx) if persons is not None else (idx, torch.arange(idx.numel()))
+            rows, unit = (idx.repeat_interleave(views), unit.repeat_interleave(views)) if views > 1 else (idx, unit)
             x, y = data.batch(rows, augment=augment)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
@@ -138,7 +144,8 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
                 loss = loss + 0.5 * proximal_mu * prox
             loss.backward()
-            average_views(model, views=views)
+            if views > 1 or persons is not None:
+                average_rows(model, group=unit)
             optimizer.step()
             if ema is not None and not getattr(optimizer, "_is_last_step_skipped", False):
                 ema.update(model)

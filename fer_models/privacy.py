@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ import torch
 from opacus import PrivacyEngine
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
+from opacus.data_loader import switch_generator
 from torch import nn
 
 from fer_models.models import check_private_compatible
@@ -31,13 +33,21 @@ warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
 
 HistoryEntry = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
 
-#: Reply-metric prefix under which a client reports its ledger (the server checkpoints it).
-LEDGER_PREFIX = "ledger-"
+#: Bits of fresh OS entropy behind every generator of privacy randomness.
+SECRET_SEED_BITS = 64
 
 
-def restore_key(partition_id: int, field: str) -> str:
-    """Config key under which the server hands a client its checkpointed ledger back."""
-    return f"restore-{LEDGER_PREFIX}{partition_id}-{field}"
+def secret_generator() -> torch.Generator:
+    """A generator for randomness that protects privacy (DP noise, Poisson sampling).
+
+    Seeded from fresh OS entropy (``os.urandom``) on every call: nothing the server knows (the run
+    seed, a partition id, a round number) determines it, so nobody can regenerate the noise or
+    replay the sampling. Opacus's ``secure_mode`` would draw from a CSPRNG for every sample, but it
+    needs ``torchcsprng``, which is not built for current torch; a 64-bit secret seed per client
+    round is the equivalent available here (README "Privacy guarantees" states the difference).
+    Tests replace this function to build the predictable negative control; the product never does.
+    """
+    return torch.Generator().manual_seed(int.from_bytes(os.urandom(SECRET_SEED_BITS // 8), "little"))
 
 
 class PrivacyBudgetExceeded(RuntimeError):
@@ -115,22 +125,22 @@ class PrivateParts:
 
 def make_private(*, model: nn.Module, optimizer: torch.optim.Optimizer,
                  loader: torch.utils.data.DataLoader, noise_multiplier: float, max_grad_norm: float,
-                 ledger: PrivacyLedger, grad_sample_mode: str = "hooks",
-                 noise_seed: int | None = None) -> PrivateParts:
+                 ledger: PrivacyLedger, grad_sample_mode: str = "hooks") -> PrivateParts:
     """Wrap model/optimizer/loader with Opacus, restoring ``ledger`` into the new accountant.
 
-    The model is checked first: a layer Opacus cannot make private is refused, naming it.
+    The model is checked first: a layer Opacus cannot make private is refused, naming it. The
+    Gaussian noise and the Poisson sampling draw from :func:`secret_generator` (one fresh secret
+    generator each): whatever generator ``loader`` came with is replaced.
     """
     check_private_compatible(model)
     if noise_multiplier <= 0 or not math.isfinite(noise_multiplier):
         raise ValueError(f"noise_multiplier must be a positive number, got {noise_multiplier}")
     engine = PrivacyEngine(accountant=ledger.accountant)
     engine.accountant.history = [tuple(h) for h in ledger.history]
-    generator = torch.Generator().manual_seed(noise_seed) if noise_seed is not None else None
     dp_model, dp_opt, dp_loader = engine.make_private(
-        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
-        max_grad_norm=max_grad_norm, poisson_sampling=True, grad_sample_mode=grad_sample_mode,
-        noise_generator=generator,
+        module=model, optimizer=optimizer, data_loader=switch_generator(data_loader=loader, generator=secret_generator()),
+        noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, poisson_sampling=True,
+        grad_sample_mode=grad_sample_mode, noise_generator=secret_generator(),
     )
     return PrivateParts(dp_model, dp_opt, dp_loader, engine, noise_multiplier, 1.0 / len(loader))
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import pickle
 import random
+import secrets
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fer_models.config import RunConfig
 from fer_models.dp_recipe import chosen
-from fer_models.privacy import restore_key
 from fer_models.pretrain import initial_model
 from fer_models.task import load_store
+from fer_models.wire import LINEAGE, ROUND_OFFSET
 from server.checkpoint import (check_resumable, load_checkpoint, restore_strategy_state, save_checkpoint)
 from server.grid import RecordingGrid
 from server.recorder import RunRecorder
@@ -22,15 +23,6 @@ from server.strategy import make_strategy
 logger = logging.getLogger(__name__)
 
 app = ServerApp()
-
-
-def _ledger_config(ledgers: dict[str, dict]) -> dict[str, object]:
-    """Train-config entries that hand every client its checkpointed accountant history back."""
-    out: dict[str, object] = {}
-    for pid, ledger in ledgers.items():
-        for field, value in ledger.items():
-            out[restore_key(int(pid), field)] = value
-    return out
 
 
 def _relax_min_available(strategy: object, minimum: int) -> None:
@@ -48,7 +40,9 @@ def main(grid: Grid, context: Context) -> None:
     logger.info("dataset %s", store.describe())
     recorder = RunRecorder(cfg=cfg, store=store)
     strategy = make_strategy(cfg)
-    train_config = ConfigRecord()
+    if cfg.dp == "client":
+        recorder.ledger.client_dp = strategy  # type: ignore[assignment]
+    lineage = secrets.token_hex(8)  # the clients' ledgers belong to this federation (kept across resumes)
     done = 0
     random.seed(cfg.seed)  # client sampling (fraction-train < 1) is reproducible for a seed
     if cfg.resume_from:
@@ -59,8 +53,7 @@ def main(grid: Grid, context: Context) -> None:
         restore_strategy_state(strategy, pickle.loads(ckpt["strategy"]))
         random.setstate(ckpt["python_random"])
         recorder.restore(ckpt["recorder"], completed_rounds=done)
-        recorder.client_ledgers = dict(ckpt["client_ledgers"])
-        train_config = ConfigRecord({"round-offset": done, **_ledger_config(recorder.client_ledgers)})
+        lineage = str(ckpt.get("lineage") or lineage)
         logger.info("resuming after round %d of %d from %s", done, cfg.num_server_rounds, cfg.resume_from)
         if chosen(cfg, "optimizer_state") == "client":
             logger.warning("optimizer-state=client: the clients' momentum stays on the clients and is not in the "
@@ -68,7 +61,8 @@ def main(grid: Grid, context: Context) -> None:
     else:
         initial = initial_model(cfg, image_size=store.image_size[0]).state_dict()
     remaining = cfg.num_server_rounds - done
-    recording_grid = RecordingGrid(grid)
+    train_config = ConfigRecord({LINEAGE: lineage, ROUND_OFFSET: done})
+    recording_grid = RecordingGrid(grid, screen=recorder.ledger.screen)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         state = arrays.to_torch_state_dict()
@@ -79,7 +73,7 @@ def main(grid: Grid, context: Context) -> None:
             # must not stall every later round (min-train-clients still has to respond)
             _relax_min_available(strategy, cfg.min_train_clients)
             save_checkpoint(recorder.dir, server_round=server_round + done, config=cfg.to_flat(), state_dict=state,
-                            strategy=strategy, recorder_state=recorder.state(), client_ledgers=recorder.client_ledgers)
+                            strategy=strategy, recorder_state=recorder.state(), lineage=lineage)
         return MetricRecord(metrics)
 
     if remaining > 0:

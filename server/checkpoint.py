@@ -1,17 +1,16 @@
-"""Per-round checkpoints and resume: model, round, strategy state and the whole privacy ledger.
+"""Per-round checkpoints and resume: model, round, strategy state and the server's privacy record.
 
 A checkpoint is written atomically after every round (temporary file, then rename). It holds
 what a resumed run needs to end exactly where an uninterrupted one would: the global weights,
 the round number, the strategy's own state (e.g. FedAdam's moments, adaptive clipping norm),
-Python's RNG state (client sampling), the server's epsilon records and every client's accountant
-history (clients get theirs back on their first round after the resume).
+Python's RNG state (client sampling), the server's epsilon records and the run's lineage id (the
+clients' ledgers continue on their own nodes under it; the server never holds them).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 import random
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from fer_models.atomic import atomic_write_bytes
 from fer_models.config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ FORMAT = "fedfer-checkpoint-v1"
 #: Settings that may differ between the interrupted run and its resumption.
 RESUMABLE_DIFFERENCES = frozenset({"out-dir", "overwrite", "resume-from"})
 #: Strategy attributes that carry state from round to round (FedOpt family, adaptive clipping).
-_STATE_ATTRS = ("current_arrays", "m_t", "v_t", "clipping_norm")
+_STATE_ATTRS = ("current_arrays", "m_t", "v_t", "clipping_norm", "releases", "skipped")
 
 
 class CheckpointError(RuntimeError):
@@ -53,21 +53,16 @@ def restore_strategy_state(strategy: Any, state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, *, server_round: int, config: dict[str, Any], state_dict: dict[str, torch.Tensor],
-                    strategy: Any, recorder_state: dict[str, Any], client_ledgers: dict[str, Any]) -> Path:
+                    strategy: Any, recorder_state: dict[str, Any], lineage: str) -> Path:
     """Write ``run_dir/checkpoint.pt`` atomically."""
     payload = {"format": FORMAT, "round": server_round, "config": config,
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
                "strategy": pickle.dumps(strategy_state(strategy)), "python_random": random.getstate(),
-               "recorder": recorder_state, "client_ledgers": client_ledgers}
+               "recorder": recorder_state, "lineage": lineage}
     buf = io.BytesIO()
     torch.save(payload, buf)
     path = run_dir / CHECKPOINT_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(buf.getvalue())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

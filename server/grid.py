@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
-from fer_models.privacy import LEDGER_PREFIX
+#: Looks at a successful reply's metrics; returns (error code, reason) to reject it before aggregation.
+Screen = Callable[[dict[str, Any]], "tuple[int, str] | None"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +27,14 @@ class RoundReplies:
     sent: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)  # one dict per successful reply
     errors: list[dict[str, Any]] = field(default_factory=list)  # {"node_id", "code", "reason"}
-    ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)  # partition-id -> accountant history
 
 
 class RecordingGrid:
     """Delegates to a Flower Grid; keeps the last training round's replies in ``last_train``."""
 
-    def __init__(self, grid: Grid) -> None:
+    def __init__(self, grid: Grid, *, screen: Screen | None = None) -> None:
         self._grid = grid
+        self._screen = screen
         self.last_train = RoundReplies()
         self.last_evaluate = RoundReplies()
 
@@ -46,23 +47,29 @@ class RecordingGrid:
         if not messages:
             return replies
         record = RoundReplies(sent=len(messages))
+        kept = []
         for reply in replies:
             if reply.has_error():
                 err = {"node_id": reply.metadata.src_node_id, "code": reply.error.code,
                        "reason": reply.error.reason}
                 logger.warning("client node %s replied with an error: %s", err["node_id"], err["reason"])
                 record.errors.append(err)
-            else:
-                for rec in reply.content.metric_records.values():
-                    # clients' ledgers (lists) are for the checkpoint, not for metric averaging
-                    ledger = {k[len(LEDGER_PREFIX):]: rec.pop(k) for k in list(rec) if k.startswith(LEDGER_PREFIX)}
-                    if ledger and "partition-id" in rec:
-                        record.ledgers[str(int(rec["partition-id"]))] = ledger
-                    record.metrics.append({"node_id": reply.metadata.src_node_id, **dict(rec)})
+                kept.append(reply)
+                continue
+            metrics = [{"node_id": reply.metadata.src_node_id, **dict(rec)}
+                       for rec in reply.content.metric_records.values()]
+            rejected = next((r for r in map(self._screen, metrics) if r is not None), None) if self._screen else None
+            if rejected is not None:  # never reaches the strategy: recorded as that client's error
+                code, reason = rejected
+                logger.warning("client node %s: reply rejected: %s", reply.metadata.src_node_id, reason)
+                record.errors.append({"node_id": reply.metadata.src_node_id, "code": code, "reason": reason})
+                continue
+            record.metrics.extend(metrics)
+            kept.append(reply)
         record.errors.extend({"node_id": None, "code": -1, "reason": "no reply (timeout or dropout)"}
                              for _ in range(len(messages) - len(replies)))
         if messages[0].metadata.message_type == MessageType.TRAIN:
             self.last_train = record
         else:
             self.last_evaluate = record
-        return replies
+        return kept

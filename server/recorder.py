@@ -32,7 +32,6 @@ class RunRecorder:
         self.ledger = ServerLedger(cfg)
         self.rounds: list[dict[str, Any]] = []
         self.initial: dict[str, Any] = {}
-        self.client_ledgers: dict[str, dict[str, Any]] = {}
         self.round_offset = 0  # rounds completed before a resume
         self.last_report: dict[str, Any] = {}
         self.started = time.perf_counter()
@@ -57,10 +56,11 @@ class RunRecorder:
                                "clients_responded": len(replies.metrics),
                                "clients_failed": len(replies.errors),
                                "elapsed_s": round(time.perf_counter() - self.started, 2)}
-        if replies.metrics:
+        if replies.metrics and all("train-loss" in m for m in replies.metrics):  # sent without DP only
             n = sum(int(m.get("num-examples", 0)) for m in replies.metrics) or 1
             row["train_loss"] = sum(m["train-loss"] * int(m["num-examples"]) for m in replies.metrics) / n
             row["train_accuracy"] = sum(m["train-accuracy"] * int(m["num-examples"]) for m in replies.metrics) / n
+            row["samples_seen"] = sum(int(m["samples-seen"]) for m in replies.metrics)
         if replies.errors:
             row["errors"] = [e["reason"] for e in replies.errors]
         if client_eval is not None and client_eval.metrics:
@@ -71,7 +71,6 @@ class RunRecorder:
             if key in report:
                 row[key] = report[key]
         row.update({k: report[k] for k in ("per_class", "confusion_matrix", "groups") if k in report})
-        self.client_ledgers.update(replies.ledgers)
         eps = self.ledger.record_round(server_round, replies.metrics, replies.errors)
         if eps is not None:
             row["epsilon_max"] = eps
@@ -88,7 +87,7 @@ class RunRecorder:
         """What a checkpoint keeps of the record (restored by :meth:`restore`)."""
         return {"rounds": self.rounds, "initial": self.initial, "last_report": self.last_report,
                 "ledger": {"per_client": self.ledger.per_client, "per_round_max": self.ledger.per_round_max,
-                           "refusals": self.ledger.refusals}}
+                           "refusals": self.ledger.refusals, "units": self.ledger.units}}
 
     def restore(self, state: Mapping[str, Any], *, completed_rounds: int) -> None:
         self.rounds = list(state["rounds"])
@@ -97,6 +96,7 @@ class RunRecorder:
         self.ledger.per_client = dict(state["ledger"]["per_client"])
         self.ledger.per_round_max = list(state["ledger"]["per_round_max"])
         self.ledger.refusals = list(state["ledger"]["refusals"])
+        self.ledger.units = dict(state["ledger"].get("units", {}))
         self.round_offset = completed_rounds
         # metrics.jsonl may hold rounds finished after the checkpoint was taken: rewrite it from the record
         path = self.dir / "metrics.jsonl"
@@ -112,7 +112,8 @@ class RunRecorder:
         # the first round carries the engine's start-up: estimate from later rounds when there are some
         spans = [b - a for a, b in zip(self.round_ends, self.round_ends[1:])] or [elapsed / done]
         eta = sum(spans) / len(spans) * (total - done)
-        eps = f" | epsilon {row['epsilon_max']:.2f}" if "epsilon_max" in row else ""
+        eps = (f" | epsilon {row['epsilon_max']:.2f} ({self.ledger.unit}-level, delta={self.cfg.target_delta:g})"
+               if "epsilon_max" in row else "")
         logger.info("round %d/%d | accuracy %.4f | loss %.4f | clients %d/%d%s | elapsed %.0fs | ETA %.0fs",
                     int(row["round"]), self.cfg.num_server_rounds, row["accuracy"], row["loss"], row["clients_responded"], row["clients_sampled"],
                     eps, elapsed, eta)
@@ -148,6 +149,7 @@ class RunRecorder:
                     self.store.name + (" [SYNTHETIC]" if self.store.synthetic else ""),
                     final.get("accuracy", float("nan")), final.get("macro_f1", float("nan")),
                     final.get("split", "?"),
-                    f", epsilon {summary['epsilon']['final_max']:.3f}" if "epsilon" in summary else "",
+                    f", epsilon {summary['epsilon']['final_max']:.3f} ({summary['epsilon']['label']})"
+                    if "epsilon" in summary else "",
                     self.dir / "summary.json")
         return summary

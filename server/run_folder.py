@@ -6,15 +6,16 @@ half-written summary or model behind. Existing results are never overwritten unl
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fer_models.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -39,19 +40,6 @@ def resolve_run_dir(*, out_dir: str, run_name: str, overwrite: bool) -> Path:
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
 
@@ -64,10 +52,10 @@ def append_jsonl(path: Path, obj: Any) -> None:
 def save_model(path: Path, *, state_dict: dict[str, torch.Tensor], model: str,
                model_options: dict[str, Any], config: dict[str, Any], server_round: int) -> None:
     """Save the global model with what is needed to rebuild it (``fedfer evaluate`` reads this)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    buf = io.BytesIO()
     torch.save({"format": "fedfer-model-v1", "model": model, "model_options": model_options,
-                "config": config, "round": server_round, "state_dict": state_dict}, tmp)
-    os.replace(tmp, path)
+                "config": config, "round": server_round, "state_dict": state_dict}, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _jsonable(obj: Any) -> Any:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import math
 
-from flwr.serverapp.strategy import (DifferentialPrivacyClientSideAdaptiveClipping,
-                                     DifferentialPrivacyClientSideFixedClipping,
-                                     DifferentialPrivacyServerSideAdaptiveClipping,
-                                     DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg,
-                                     FedMedian, FedProx, FedTrimmedAvg, Strategy)
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, Strategy
 
-from fer_models.config import ConfigError, RunConfig
+from fer_models.config import RunConfig
+from fer_models.wire import UNIFORM_WEIGHT
+from server.client_dp import (ClientClippedClientDP, ServerClippedClientDP, client_level_epsilon,
+                              client_noise_multiplier)
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["clients_per_round", "make_strategy", "client_level_epsilon"]
 
 
 def clients_per_round(cfg: RunConfig) -> int:
@@ -22,11 +22,16 @@ def clients_per_round(cfg: RunConfig) -> int:
 
 
 def make_strategy(cfg: RunConfig) -> Strategy:
-    """The configured strategy; with dp=client wrapped in Flower's DP-FedAvg wrapper."""
+    """The configured strategy; with dp=client fedfer's calibrated DP-FedAvg (server/client_dp.py).
+
+    Settings a strategy cannot serve under DP are refused by RunConfig.check (fer_models/dp_checks.py).
+    """
     common = dict(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
                   min_train_nodes=cfg.min_train_clients,
                   min_evaluate_nodes=1 if cfg.fraction_evaluate > 0 else 0,
                   min_available_nodes=cfg.min_available_clients or cfg.min_train_clients)
+    if cfg.dp == "client":  # an unweighted mean: every client's update has the same sensitivity
+        return client_dp_strategy(cfg, FedAvg(**common, weighted_by_key=UNIFORM_WEIGHT))
     base: Strategy
     if cfg.strategy == "fedavg":
         base = FedAvg(**common)
@@ -40,34 +45,14 @@ def make_strategy(cfg: RunConfig) -> Strategy:
         base = FedTrimmedAvg(**common)
     else:  # RunConfig validates choices; this guards a new choice without a branch
         raise ValueError(f"strategy {cfg.strategy!r} has no implementation")
-    if cfg.dp != "client":
-        return base
-    sampled = clients_per_round(cfg)
-    if cfg.adaptive_clipping and cfg.noise_multiplier >= sampled / 10:
-        # Flower's adaptive clipping spends part of the noise on the clipped-count estimate
-        # (stddev = clients/20), which only works while noise-multiplier < clients per round / 10.
-        raise ConfigError(f"adaptive-clipping with noise-multiplier={cfg.noise_multiplier} needs more than "
-                          f"{int(cfg.noise_multiplier * 10)} clients per round (has {sampled}); sample more "
-                          f"clients, lower noise-multiplier, or set adaptive-clipping=false")
-    if cfg.client_clipping == "server":
-        if cfg.adaptive_clipping:
-            return DifferentialPrivacyServerSideAdaptiveClipping(
-                base, cfg.noise_multiplier, sampled, initial_clipping_norm=cfg.max_grad_norm)
-        return DifferentialPrivacyServerSideFixedClipping(base, cfg.noise_multiplier, cfg.max_grad_norm, sampled)
-    if cfg.adaptive_clipping:
-        return DifferentialPrivacyClientSideAdaptiveClipping(
-            base, cfg.noise_multiplier, sampled, initial_clipping_norm=cfg.max_grad_norm)
-    return DifferentialPrivacyClientSideFixedClipping(base, cfg.noise_multiplier, cfg.max_grad_norm, sampled)
+    return base
 
 
-def client_level_epsilon(*, noise_multiplier: float, sample_rate: float, rounds: int, delta: float) -> float:
-    """DP-FedAvg epsilon after ``rounds`` rounds at client sampling rate q (RDP accountant)."""
-    if rounds <= 0:
-        return 0.0
-    if noise_multiplier <= 0:
-        return math.inf
-    from opacus.accountants import RDPAccountant
-
-    acc = RDPAccountant()
-    acc.history = [(noise_multiplier, sample_rate, rounds)]
-    return float(acc.get_epsilon(delta=delta))
+def client_dp_strategy(cfg: RunConfig, base: FedAvg) -> ServerClippedClientDP | ClientClippedClientDP:
+    """DP-FedAvg around ``base`` with the noise for the configured multiplier or target epsilon."""
+    noise = client_noise_multiplier(noise_multiplier=cfg.noise_multiplier, target_epsilon=cfg.target_epsilon,
+                                    rounds=cfg.num_server_rounds, delta=cfg.target_delta)
+    kind = ServerClippedClientDP if cfg.client_clipping == "server" else ClientClippedClientDP
+    strategy = kind(base, noise, cfg.max_grad_norm, clients_per_round(cfg))
+    strategy._setup(budget=cfg.budget, delta=cfg.target_delta)
+    return strategy

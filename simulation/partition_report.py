@@ -13,7 +13,7 @@ from fer_models.config import RunConfig
 from fer_models.data import FaceStore
 from fer_models.data.partition import label_histogram, mean_label_entropy
 from fer_models.labels import EMOTIONS, NUM_CLASSES
-from server.run_folder import atomic_write_bytes
+from fer_models.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from fer_models.labels import EMOTIONS, NUM_CLASSES
-from server.run_folder import atomic_write_bytes
+from fer_models.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

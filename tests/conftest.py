@@ -60,3 +60,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def node_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's clients keep their privacy ledgers in a folder of their own (never ~/.local/state)."""
+    d = tmp_path_factory.mktemp("node-state")
+    monkeypatch.setenv("FEDFER_STATE_DIR", str(d))
+    return d
+
+
+@pytest.fixture()
+def predictable_privacy_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TEST-ONLY negative control: DP noise and Poisson sampling from fixed seeds, i.e. what a server
+    could regenerate. Every client round gets the same generators (make_private asks for two: the
+    sampler's, seed 0, then the noise's, seed 1). The product has no such switch."""
+    import itertools
+
+    import torch
+
+    import fer_models.privacy as privacy
+
+    calls = itertools.count()
+    monkeypatch.setattr(privacy, "secret_generator", lambda: torch.Generator().manual_seed(next(calls) % 2))

@@ -6,6 +6,7 @@ Context (as Flower does), so the ledger kept in ``context.state`` is exercised f
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -22,8 +23,12 @@ SMALL = {"synthetic-per-class": 12, "synthetic-eval-per-class": 4, "num-clients"
          "min-client-samples": 4}
 
 
-def _context(cfg: RunConfig, pid: int) -> Context:
-    return Context(run_id=1, node_id=pid + 1, node_config={"partition-id": pid, "num-partitions": cfg.num_clients},
+_RUN_IDS = itertools.count(1)
+
+
+def _context(cfg: RunConfig, pid: int, *, run_id: int | None = None) -> Context:
+    """A fresh client context; a new run id (so a new ledger lineage) unless ``run_id`` is given."""
+    return Context(run_id=next(_RUN_IDS) if run_id is None else run_id, node_id=pid + 1, node_config={"partition-id": pid, "num-partitions": cfg.num_clients},
                    state=RecordDict(), run_config=cfg.to_flat())
 
 

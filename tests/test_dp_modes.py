@@ -50,3 +50,26 @@ def test_clipped_update_equals_per_sample_computation(name, mode):
 
 def test_default_mode_is_one_of_the_checked_ones():
     assert RunConfig().grad_sample_mode in ("hooks", "ew", "functorch")
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ew"])
+def test_an_empty_poisson_batch_is_a_noise_only_step(mode):
+    from fer_models import engine
+    from fer_models.data.synthetic import generate_synthetic
+    from fer_models.samples import static_clips
+
+    torch.manual_seed(0)
+    model = create_model("cnn", dropout=0.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    parts = make_private(model=model, optimizer=opt, loader=index_loader(6, batch_size=6, seed=0),
+                         noise_multiplier=1.0, max_grad_norm=CLIP, ledger=PrivacyLedger(), grad_sample_mode=mode)
+    store = generate_synthetic(per_class=1, eval_per_class=1, seed=0)
+    data = static_clips(store, store.indices("train")[:6])
+    empty = [(torch.zeros(0, dtype=torch.long),)]  # what Poisson sampling draws now and then
+    stats = engine.train(model=parts.model, data=data, optimizer=parts.optimizer, loader=empty, epochs=1,
+                         device=torch.device("cpu"))
+    assert stats.steps == 1 and stats.samples_seen == 0
+    moved = [float((p.detach() - b).std()) for p, b in zip(parts.model.parameters(), before)]
+    # pure noise of std sigma * C / expected batch (6 * 1/1) moved every parameter
+    assert all(m == pytest.approx(CLIP / 6, rel=0.5) for m, p in zip(moved, before) if p.numel() > 100)

@@ -11,13 +11,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from fer_models.atomic import atomic_write_bytes
 from fer_models.data.store import FaceStore
 
 logger = logging.getLogger(__name__)
@@ -79,14 +80,9 @@ def _save(store: FaceStore, *, file: Path, key: str) -> None:
         values = np.asarray(values)
         arrays[_META_PREFIX + name] = values.astype(str) if values.dtype == object else values
     file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(file, buf.getvalue())
 
 
 def _load(file: Path, *, key: str) -> FaceStore:

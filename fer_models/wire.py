@@ -1,0 +1,43 @@
+"""The wire contract between the ClientApp and the ServerApp: message keys and error codes.
+
+Both apps import these names; a string that client and server must agree on lives here only.
+"""
+
+from __future__ import annotations
+
+# --- train-config keys the server sends ------------------------------------------------------------
+#: The round number as Flower's strategies send it.
+SERVER_ROUND = "server-round"
+#: Rounds completed before a resume (clients add it to ``server-round``).
+ROUND_OFFSET = "round-offset"
+#: Random id of the federation, drawn by the server at the start and kept across resumes: a client's
+#: privacy ledger belongs to one lineage and continues over every round of it.
+LINEAGE = "fedfer-lineage"
+
+# --- reply metrics a client sends ------------------------------------------------------------------------
+NUM_EXAMPLES = "num-examples"  # public: the FedAvg weight (documented as released)
+#: A constant 1 every client sends: the weight of client-level DP's unweighted mean.
+UNIFORM_WEIGHT = "uniform-weight"
+EPSILON = "epsilon"
+#: 1 when the client's epsilon protects a person (privacy-unit=person with subject ids), 0 for an image.
+UNIT_IS_PERSON = "privacy-unit-person"
+PARTITION_ID = "partition-id"
+#: Everything a client may send under DP besides its arrays: each is public (derived from the run config
+#: and the public example count) or accounted (epsilon). README "Privacy guarantees" lists them.
+PUBLIC_DP_METRICS = frozenset({
+    PARTITION_ID, NUM_EXAMPLES, UNIFORM_WEIGHT, EPSILON, UNIT_IS_PERSON, "noise-multiplier", "sample-rate", "dp-steps",
+    "batch-size", "learning-rate", "max-grad-norm", "ema-decay", "round-learning-rate", "optimizer-state-carried"})
+#: Reply metrics computed from private data, sent only without DP (they are not accounted).
+TRAIN_STATISTICS = ("train-loss", "train-accuracy", "samples-seen", "train-seconds")
+
+# --- error codes of client replies (and of replies the server rejects) ----------------------------------
+#: The client refuses the round: training would exceed its epsilon budget.
+BUDGET_EXCEEDED = 4701
+#: The client refuses to train: it has trained in this lineage before but its ledger is gone.
+LEDGER_MISSING = 4702
+#: The server rejected the reply: its epsilon is lower than the one recorded for that client.
+LEDGER_REGRESSION = 4703
+#: The client refuses client-side evaluation under DP (its counts would not be accounted).
+PRIVATE_EVALUATION_REFUSED = 4704
+#: Codes that mean "a privacy rule stopped this client", recorded as refusals in the run record.
+PRIVACY_REFUSALS = (BUDGET_EXCEEDED, LEDGER_MISSING, LEDGER_REGRESSION)

@@ -93,6 +93,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "dp-ablation")
     ap.add_argument("--overwrite", action="store_true", help="re-run variants that already have a summary")
     ap.add_argument("--num-cpus", type=float, default=2, help="CPU threads of each run")
+    ap.add_argument("--results-name", default="dp_ablation",
+                    help="results file name under benchmarks/results (a re-run of a few rows keeps the full table)")
     ap.add_argument("--note", default="", help="extra sentence for the results' notes (e.g. how reused runs were made)")
     args = ap.parse_args()
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
@@ -109,7 +111,7 @@ def main() -> None:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "settings"}), flush=True)
     table = markdown_table(rows, COLUMNS)
     print(table)
-    write_results("dp_ablation", results=rows, table=table,
+    write_results(args.results_name, results=rows, table=table,
                   notes=f"Centralized (1 client, `fedfer simulate`), all 28,709 FER2013 Training images, "
                         f"epsilon 8, delta 1e-5, cnn, {args.num_cpus:g} CPU threads per run; accuracy on PrivateTest. `plain` is the "
                         "naive recipe; the rows up to `multiplicity` add one element of the tuned recipe to it; `tuned` is "

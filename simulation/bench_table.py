@@ -103,7 +103,7 @@ def notes(*, profile: str, budget: Mapping[str, Any], rows: Sequence[Mapping[str
         + f", num-cpus {budget.get('num-cpus', 1)} and num-gpus {budget.get('num-gpus', 0)} per client, "
         f"{cores if cores else '?'} cores on the machine; max-train-samples {budget.get('max-train-samples', 0)} (0 = all).",
         f"Metrics on {split}: accuracy and macro precision / recall / F1 of the final global model; epsilon = "
-        f"the largest per-client epsilon spent (sample-level DP-SGD). Wall = the cell's whole `fedfer simulate` "
+        f"the largest per-client epsilon spent (sample-level DP-SGD; image-level, delta = the run's target-delta, each client's own). Wall = the cell's whole `fedfer simulate` "
         f"(engine start-up included); {wall}, summed over the {len(have)} cells with figures.",
     ]
     if any(r.get("resumed") for r in have):

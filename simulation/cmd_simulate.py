@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{summary['dataset']['name']}{tag}: final {final['split']} accuracy {final['accuracy']:.4f}, "
           f"macro-F1 {final['macro_f1']:.4f} after {len(summary['rounds'])} rounds")
     if "epsilon" in summary:
-        print(f"privacy: max epsilon {summary['epsilon']['final_max']:.3f} at delta {summary['epsilon']['delta']}")
+        eps = summary["epsilon"]
+        print(f"privacy: epsilon {eps['final_max']:.3f} ({eps.get('label') or 'delta ' + str(eps['delta'])})")
     print(f"results: {run_dir}")
     return 0
 

@@ -118,11 +118,12 @@ def plot_accuracy_loss(*, rows: Sequence[dict[str, Any]], initial: dict[str, Any
 
 
 def plot_epsilon(*, rounds: Sequence[int], epsilon: Sequence[float], path: Path,
-                 budget: float | None = None) -> Path:
-    """Largest epsilon spent by any client after each round (with the budget line when there is one)."""
+                 budget: float | None = None, label: str = "unit and delta not recorded") -> Path:
+    """Largest epsilon spent by any client after each round (with the budget line when there is one);
+    ``label`` names the unit, delta and owner (server/ledger.py epsilon_label)."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    ax.plot(list(rounds), list(epsilon), marker="o", label="max epsilon")
+    ax.plot(list(rounds), list(epsilon), marker="o", label=f"epsilon ({label})")
     if budget:
         ax.axhline(budget, color="tab:red", linestyle="--", label=f"budget {budget:g}")
     ax.set(xlabel="round", ylabel="epsilon", title="privacy spent (epsilon) per round")
@@ -269,11 +270,21 @@ def _markdown(*, run_dir: Path, summary: dict[str, Any] | None, rows: Sequence[d
     if eps or last_eps is not None:
         out += ["", "## Privacy", ""]
         if eps:
-            out.append(f"{eps.get('level', '?')}-level DP: max epsilon **{eps.get('final_max', 0):.3f}** at "
-                       f"delta {eps.get('delta', '?')}" + (f" (budget {eps['budget']:g})" if eps.get("budget")
-                                                           else "") + ".")
+            out.append(f"dp={eps.get('level', '?')}: epsilon **{eps.get('final_max', 0):.3f}** "
+                       f"({eps.get('label') or 'delta ' + str(eps.get('delta', '?'))})"
+                       + (f", budget {eps['budget']:g}" if eps.get("budget") else "") + ".")
             if eps.get("per_client"):
-                out.append("Per client: " + ", ".join(f"{k}: {v:.3f}" for k, v in eps["per_client"].items()) + ".")
+                units = eps.get("per_client_unit", {})
+                out.append("Per client (each its own ledger, on its own node): " + ", ".join(
+                    f"{k}: {v:.3f} ({units.get(k, 'image')}-level)" for k, v in eps["per_client"].items()) + ".")
+            if eps.get("level") == "sample" and eps.get("unit") == "image" and (summary or {}).get("config", {}).get(
+                    "privacy-unit") == "person":
+                out.append("privacy-unit=person was asked for, but some clients' data has no subject ids "
+                           "(e.g. FER2013): their epsilon protects one image, not one person.")
+            for refusal in eps.get("refusals", []):
+                out.append(f"- round {refusal.get('round')}: {refusal.get('reason')}")
+            for skipped in eps.get("rounds_not_released", []):
+                out.append(f"- round {skipped.get('round')} not released: {skipped.get('reason')}")
         else:
             out.append(f"Max epsilon so far: **{last_eps:.3f}**.")
     out += ["", "## Figures", ""] + [f"### {title}\n\n![{title}]({name})\n" for name, title in images]
@@ -296,7 +307,8 @@ def write_report(*, run_dir: Path) -> list[Path]:
         if len(rounds) != len(values):
             rounds = list(range(1, len(values) + 1))
         written.append(plot_epsilon(rounds=rounds, epsilon=values, path=run_dir / "epsilon.png",
-                                    budget=(eps or {}).get("budget")))
+                                    budget=(eps or {}).get("budget"),
+                                    label=(eps or {}).get("label", "unit and delta not recorded")))
         images.append(("epsilon.png", "Privacy spent per round"))
     final = (summary or {}).get("final", {})
     if final.get("confusion_matrix"):

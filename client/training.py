@@ -55,7 +55,8 @@ def privacy_units(cfg: RunConfig, data: ClipSet) -> tuple[PersonIndex | None, st
     return person_index(np.asarray(subjects)[data.frames[:, 0].numpy()]), "person"
 
 
-def _noise_multiplier(cfg: RunConfig, stored: float | None, *, sample_rate: float, steps_per_round: int) -> float:
+def _noise_multiplier(cfg: RunConfig, stored: float | None, *, sample_rate: float, steps_per_round: int,
+                      unit: str) -> float:
     """Fixed noise for the run; in target-epsilon mode computed once for all planned steps."""
     if stored is not None:
         return stored
@@ -64,8 +65,8 @@ def _noise_multiplier(cfg: RunConfig, stored: float | None, *, sample_rate: floa
     planned = steps_per_round * cfg.num_server_rounds
     noise = noise_for_target(target_epsilon=cfg.target_epsilon, delta=cfg.target_delta,
                              sample_rate=sample_rate, steps=planned, accountant=cfg.accountant)
-    logger.info("noise multiplier %.4f spends epsilon %.3f over %d planned steps (q=%.4f)",
-                noise, cfg.target_epsilon, planned, sample_rate)
+    logger.info("noise multiplier %.4f spends this client's %s-level epsilon %.3f (delta=%g) over %d planned steps "
+                "(q=%.4f)", noise, unit, cfg.target_epsilon, cfg.target_delta, planned, sample_rate)
     return noise
 
 
@@ -106,7 +107,7 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
         units = len(persons) if persons is not None else len(data)
         q = sample_rate_for(batch_size=hp.batch_size, num_samples=units)
         steps = cfg.local_epochs * steps_per_epoch(q)
-        noise = _noise_multiplier(cfg, stored_noise, sample_rate=q, steps_per_round=steps)
+        noise = _noise_multiplier(cfg, stored_noise, sample_rate=q, steps_per_round=steps, unit=unit)
         projected = ledger.with_steps(noise_multiplier=noise, sample_rate=q, steps=steps)
         eps_after = projected.epsilon(delta=cfg.target_delta)
         if eps_after > cfg.budget + 1e-9:

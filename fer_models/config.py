@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from fer_models.dp_checks import check_privacy_settings
+from fer_models.dp_recipe import RECIPE_KEYS, TUNED
 from fer_models.labels import NUM_CLASSES
 
 ConfigValue = bool | int | float | str
@@ -152,6 +153,8 @@ class RunConfig:
                                   f"known keys are listed by `fedfer config`")
             kwargs[spec.name] = _coerce(key, raw, type(spec.default), spec.metadata, source)
         config = cls(**kwargs)
+        check_recipe_keys(config, kwargs, source=source)
+        config = config.resolved()
         config.check()
         return config
 
@@ -160,9 +163,18 @@ class RunConfig:
         return {_key(f.name): getattr(self, f.name) for f in fields(self)}
 
     def replace(self, **changes: Any) -> "RunConfig":
-        new = dataclasses.replace(self, **changes)
+        new = dataclasses.replace(self, **changes).resolved()
         new.check()
         return new
+
+    def resolved(self) -> "RunConfig":
+        """The settings actually used: under dp=sample with dp-recipe=tuned, the recipe's values replace the
+        keys it chooses (RECIPE_KEYS), so every reader (clients, server, summary, report, ``fedfer config``)
+        sees what ran. Per-client sizes (batch, learning rate) are reported by each client."""
+        if not (self.dp == "sample" and self.dp_recipe == "tuned"):
+            return self
+        return dataclasses.replace(self, **{f.name: TUNED.run_values()[_key(f.name)] for f in fields(self)
+                                            if _key(f.name) in RECIPE_KEYS})
 
     def check(self) -> None:
         """Cross-field checks that a single value cannot express."""
@@ -203,6 +215,21 @@ class RunConfig:
     @property
     def uses_synthetic(self) -> bool:
         return self.data_format == "synthetic" or (self.data_format == "auto" and not self.data_path)
+
+
+def check_recipe_keys(cfg: RunConfig, given: Mapping[str, Any], *, source: str) -> None:
+    """Refuse keys the tuned DP recipe chooses itself when they were set to another value (dp=sample,
+    dp-recipe=tuned): they would be silently ignored. ``given`` maps field names to the values set;
+    a value equal to the default (``flwr run`` passes every default) or to the recipe's is no choice."""
+    if not (cfg.dp == "sample" and cfg.dp_recipe == "tuned"):
+        return
+    default, recipe = RunConfig(), TUNED.run_values()
+    chosen = [_key(n) for n, v in given.items() if _key(n) in RECIPE_KEYS
+              and v != getattr(default, n) and v != recipe[_key(n)]]
+    if chosen:
+        raise ConfigError(f"{source}: {', '.join(chosen)} set while dp=sample uses the tuned DP recipe, "
+                          f"which chooses {', '.join(RECIPE_KEYS)} itself (README: DP recipe); remove "
+                          f"them, or add dp-recipe=none to choose them yourself")
 
 
 def _key(name: str) -> str:

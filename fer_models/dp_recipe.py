@@ -111,11 +111,6 @@ def _plain(model: nn.Module) -> nn.Module:
 # The tuned recipe: which hyper-parameters dp=sample uses unless dp-recipe=none
 # ------------------------------------------------------------------------------------------------
 
-#: Run-config keys the tuned recipe chooses under dp=sample (a user who sets one must say dp-recipe=none).
-RECIPE_KEYS = ("frontend", "activation", "pretrain-epochs", "batch-size", "physical-batch-size", "optimizer", "learning-rate",
-               "momentum", "weight-decay", "optimizer-state", "lr-schedule", "max-grad-norm", "ema-decay")
-
-
 @dataclass(frozen=True)
 class TrainingHyperparams:
     """What one client's local training uses (from the config, or from the recipe under DP)."""
@@ -132,8 +127,9 @@ class TrainingHyperparams:
     ema_decay: float
 
     def as_metrics(self) -> dict[str, float | int]:
-        return {"batch-size": self.batch_size, "learning-rate": self.learning_rate,
-                "max-grad-norm": self.max_grad_norm, "ema-decay": self.ema_decay}
+        from fer_models.wire import CLIENT_SETTINGS
+
+        return dict(zip(CLIENT_SETTINGS, (self.batch_size, self.learning_rate, self.max_grad_norm, self.ema_decay)))
 
 
 @dataclass(frozen=True)
@@ -171,35 +167,35 @@ class DPRecipe:
     def batch_for(self, num_samples: int) -> int:
         return int(max(self.min_batch, min(self.max_batch, num_samples // self.min_steps_per_epoch)))
 
+    def run_values(self) -> dict[str, Any]:
+        """The run-config keys this recipe sets, with the run-wide values (batch and learning rate at the
+        largest batch: each client scales both to its size, and reports what it used)."""
+        return {"frontend": self.frontend, "activation": self.activation, "pretrain-epochs": self.pretrain_epochs,
+                "batch-size": self.max_batch, "physical-batch-size": self.physical_batch,
+                "optimizer": self.optimizer, "learning-rate": self.learning_rate, "momentum": self.momentum,
+                "weight-decay": self.weight_decay, "optimizer-state": self.optimizer_state,
+                "lr-schedule": self.lr_schedule, "max-grad-norm": self.max_grad_norm, "ema-decay": self.ema_decay}
+
 
 TUNED = DPRecipe()
+#: Run-config keys the tuned recipe chooses under dp=sample (a user who sets one must say dp-recipe=none).
+RECIPE_KEYS = tuple(TUNED.run_values())
 
 
 def training_hyperparams(cfg: "RunConfig", *, num_samples: int, recipe: DPRecipe = TUNED) -> TrainingHyperparams:
-    """The hyper-parameters of a client holding ``num_samples``: the tuned recipe under
-    dp=sample with dp-recipe=tuned, the config's keys otherwise."""
-    if not recipe_active(cfg):
-        return TrainingHyperparams(batch_size=cfg.batch_size, physical_batch_size=cfg.physical_batch_size,
-                                   optimizer=cfg.optimizer, learning_rate=cfg.learning_rate,
-                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                   optimizer_state=cfg.optimizer_state, lr_schedule=cfg.lr_schedule,
-                                   max_grad_norm=cfg.max_grad_norm, ema_decay=cfg.ema_decay)
-    batch = recipe.batch_for(num_samples)
-    return TrainingHyperparams(batch_size=batch, physical_batch_size=min(recipe.physical_batch, batch),
-                               optimizer=recipe.optimizer,
-                               learning_rate=recipe.learning_rate * batch / recipe.max_batch,
-                               momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                               optimizer_state=recipe.optimizer_state, lr_schedule=recipe.lr_schedule,
-                               max_grad_norm=recipe.max_grad_norm,
-                               ema_decay=recipe.ema_decay)
+    """What a client holding ``num_samples`` uses: the (resolved) config's values; under the tuned DP
+    recipe the logical batch is sized to the client and the learning rate scaled with it."""
+    batch, learning_rate, physical = cfg.batch_size, cfg.learning_rate, cfg.physical_batch_size
+    if recipe_active(cfg):
+        batch = recipe.batch_for(num_samples)
+        learning_rate = cfg.learning_rate * batch / cfg.batch_size
+        physical = min(cfg.physical_batch_size, batch)
+    return TrainingHyperparams(batch_size=batch, physical_batch_size=physical, optimizer=cfg.optimizer,
+                               learning_rate=learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               optimizer_state=cfg.optimizer_state, lr_schedule=cfg.lr_schedule,
+                               max_grad_norm=cfg.max_grad_norm, ema_decay=cfg.ema_decay)
 
 
 def recipe_active(cfg: "RunConfig") -> bool:
     """True when the tuned DP recipe chooses the hyper-parameters (dp=sample, dp-recipe=tuned)."""
     return cfg.dp == "sample" and cfg.dp_recipe == "tuned"
-
-
-def chosen(cfg: "RunConfig", name: str, *, recipe: DPRecipe = TUNED) -> Any:
-    """Setting ``name`` (a field of both RunConfig and DPRecipe, e.g. ``frontend``, ``activation``,
-    ``pretrain_epochs``, ``optimizer_state``): the recipe's under the tuned DP recipe, else the config's."""
-    return getattr(recipe if recipe_active(cfg) else cfg, name)

@@ -17,7 +17,6 @@ from torch import nn
 from fer_models import engine
 from fer_models.config import RunConfig
 from fer_models.data import load_dataset
-from fer_models.dp_recipe import chosen
 from fer_models.task import build_model, clips_for
 
 logger = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ PRETRAIN_WEIGHT_DECAY = 1e-4  # its own, like lr and batch: the run's weight-dec
 def initial_model(cfg: RunConfig, *, image_size: int = 48) -> nn.Module:
     """The run's initial model: seeded random weights, pre-trained on synthetic faces when asked."""
     model = build_model(cfg, image_size=image_size)
-    epochs = chosen(cfg, "pretrain_epochs")
+    epochs = cfg.pretrain_epochs
     if epochs > 0:
         if image_size != 48:
             logger.warning("public pre-training skipped: the synthetic faces are 48x48, the data %dx%d",

@@ -16,7 +16,6 @@ from torch import nn
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore, load_dataset
 from fer_models.data.partition import make_partitioner
-from fer_models.dp_recipe import chosen
 from fer_models.models import create_model
 from fer_models.data.clips import make_clips
 from fer_models.samples import ClipSet, stratified_subsample
@@ -34,7 +33,7 @@ def load_store(cfg: RunConfig) -> FaceStore:
 
 def model_options(cfg: RunConfig) -> dict[str, object]:
     """Keyword options of ``create_model`` that come from the config (and the DP recipe)."""
-    options: dict[str, object] = {"activation": chosen(cfg, "activation"), "frontend": chosen(cfg, "frontend")}
+    options: dict[str, object] = {"activation": cfg.activation, "frontend": cfg.frontend}
     if cfg.model == "cnn_rnn":
         options.update(rnn=cfg.rnn, temporal_attention=cfg.temporal_attention)
     return options

@@ -22,11 +22,13 @@ EPSILON = "epsilon"
 #: 1 when the client's epsilon protects a person (privacy-unit=person with subject ids), 0 for an image.
 UNIT_IS_PERSON = "privacy-unit-person"
 PARTITION_ID = "partition-id"
+#: The training settings each client reports it used (the tuned DP recipe sizes batch and rate per client).
+CLIENT_SETTINGS = ("batch-size", "learning-rate", "max-grad-norm", "ema-decay")
 #: Everything a client may send under DP besides its arrays: each is public (derived from the run config
 #: and the public example count) or accounted (epsilon). README "Privacy guarantees" lists them.
 PUBLIC_DP_METRICS = frozenset({
     PARTITION_ID, NUM_EXAMPLES, UNIFORM_WEIGHT, EPSILON, UNIT_IS_PERSON, "noise-multiplier", "sample-rate", "dp-steps",
-    "batch-size", "learning-rate", "max-grad-norm", "ema-decay", "round-learning-rate", "optimizer-state-carried"})
+    *CLIENT_SETTINGS, "round-learning-rate", "optimizer-state-carried"})
 #: Reply metrics computed from private data, sent only without DP (they are not accounted).
 TRAIN_STATISTICS = ("train-loss", "train-accuracy", "samples-seen", "train-seconds")
 

@@ -11,7 +11,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fer_models.config import RunConfig
-from fer_models.dp_recipe import chosen
 from fer_models.pretrain import initial_model
 from fer_models.task import load_store
 from fer_models.wire import LINEAGE, ROUND_OFFSET
@@ -55,7 +54,7 @@ def main(grid: Grid, context: Context) -> None:
         recorder.restore(ckpt["recorder"], completed_rounds=done)
         lineage = str(ckpt.get("lineage") or lineage)
         logger.info("resuming after round %d of %d from %s", done, cfg.num_server_rounds, cfg.resume_from)
-        if chosen(cfg, "optimizer_state") == "client":
+        if cfg.optimizer_state == "client":
             logger.warning("optimizer-state=client: the clients' momentum stays on the clients and is not in the "
                            "checkpoint, so each client restarts it once after this resume (epsilon is unaffected)")
     else:

@@ -8,12 +8,15 @@ Wrapping the Grid keeps this independent of the strategy (FedAvg, FedAdam, DP wr
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
+#: How long one answer of get_node_ids is reused (the sample size and the sampling see the same nodes).
+NODE_SNAPSHOT_S = 2.0
 #: Looks at a successful reply's metrics; returns (error code, reason) to reject it before aggregation.
 Screen = Callable[[dict[str, Any]], "tuple[int, str] | None"]
 
@@ -35,11 +38,26 @@ class RecordingGrid:
     def __init__(self, grid: Grid, *, screen: Screen | None = None) -> None:
         self._grid = grid
         self._screen = screen
+        self._nodes: list[int] | None = None
+        self._nodes_at = 0.0
         self.last_train = RoundReplies()
         self.last_evaluate = RoundReplies()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
+
+    def get_node_ids(self) -> list[int]:
+        """The connected nodes, as one snapshot for :data:`NODE_SNAPSHOT_S` seconds.
+
+        Flower's FedAvg counts the nodes once to size the sample, then waits until *that many* are
+        connected: when a dead node's id expires between the two calls, the round waits forever.
+        Answering both calls from one snapshot keeps them consistent (a dead node sampled in the
+        snapshot is a dropout of that round, recorded as such).
+        """
+        now = time.monotonic()
+        if self._nodes is None or now - self._nodes_at > NODE_SNAPSHOT_S:
+            self._nodes, self._nodes_at = list(self._grid.get_node_ids()), now
+        return list(self._nodes)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)

@@ -14,6 +14,7 @@ from fer_models.task import model_options
 from server.evaluation import GlobalEvaluator
 from server.grid import RoundReplies
 from server.ledger import ServerLedger
+from fer_models.wire import CLIENT_SETTINGS, PARTITION_ID
 from server.run_folder import append_jsonl, resolve_run_dir, save_model, write_json
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class RunRecorder:
         self.ledger = ServerLedger(cfg)
         self.rounds: list[dict[str, Any]] = []
         self.initial: dict[str, Any] = {}
+        self.client_settings: dict[str, dict[str, Any]] = {}  # what each client reported it trained with
         self.round_offset = 0  # rounds completed before a resume
         self.last_report: dict[str, Any] = {}
         self.started = time.perf_counter()
@@ -71,6 +73,9 @@ class RunRecorder:
             if key in report:
                 row[key] = report[key]
         row.update({k: report[k] for k in ("per_class", "confusion_matrix", "groups") if k in report})
+        for m in replies.metrics:
+            if PARTITION_ID in m:
+                self.client_settings[str(int(m[PARTITION_ID]))] = {k: m[k] for k in CLIENT_SETTINGS if k in m}
         eps = self.ledger.record_round(server_round, replies.metrics, replies.errors)
         if eps is not None:
             row["epsilon_max"] = eps
@@ -86,6 +91,7 @@ class RunRecorder:
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the record (restored by :meth:`restore`)."""
         return {"rounds": self.rounds, "initial": self.initial, "last_report": self.last_report,
+                "client_settings": self.client_settings,
                 "ledger": {"per_client": self.ledger.per_client, "per_round_max": self.ledger.per_round_max,
                            "refusals": self.ledger.refusals, "units": self.ledger.units}}
 
@@ -93,6 +99,7 @@ class RunRecorder:
         self.rounds = list(state["rounds"])
         self.initial = dict(state["initial"])
         self.last_report = dict(state["last_report"])
+        self.client_settings = dict(state.get("client_settings", {}))
         self.ledger.per_client = dict(state["ledger"]["per_client"])
         self.ledger.per_round_max = list(state["ledger"]["per_round_max"])
         self.ledger.refusals = list(state["ledger"]["refusals"])
@@ -124,7 +131,8 @@ class RunRecorder:
             "dataset": {"name": self.store.name, "source": self.store.source, "synthetic": self.store.synthetic,
                         "report_split": self.evaluator.report_split,
                         "sizes": {s: int(len(d)) for s, d in self.evaluator.splits.items()}},
-            "config": self.cfg.to_flat(),
+            "config": self.cfg.to_flat(),  # resolved: the values that ran (the DP recipe's included)
+            "client_settings": dict(sorted(self.client_settings.items(), key=lambda kv: int(kv[0]))),
             "initial": self.initial,
             "rounds": self.rounds,
             "final": {k: report[k] for k in ("accuracy", "loss", "macro_f1", "weighted_f1", "macro_precision",

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 
 from fer_models.config import ConfigError, RunConfig
-from simulation.experiment import check_recipe_keys, read_yaml_mapping
+from simulation.experiment import read_yaml_mapping
 
 SECTIONS = ("common", "strategies", "settings", "profiles")
 #: Grid-only profile keys (not run settings).
@@ -93,8 +93,10 @@ class Grid:
                 values.update({"num-server-rounds": rounds, "local-epochs": local_epochs, "fraction-train": 1.0,
                                "run-name": f"paper-{strategy}-{setting}"})
                 source = f"{self.path}: {strategy}/{setting} [profile {profile}]"
-                cfg = RunConfig.from_flat(values, source=source)
-                _check_dp_recipe(cfg, values, source=source)
+                try:  # refuses, among others, keys the tuned DP recipe chooses itself, before any cell runs
+                    cfg = RunConfig.from_flat(values, source=source)
+                except ConfigError as exc:
+                    raise GridError(str(exc)) from None
                 flat = cfg.to_flat()
                 out.append(Cell(strategy=strategy, setting=setting, values={k: flat[k] for k in values}))
         check_equal_budget(out)
@@ -155,14 +157,6 @@ def select_cells(cells: list[Cell], only: str | None) -> list[Cell]:
         if not fnmatch.filter(names, pattern):
             raise GridError(f"--only {pattern!r} matches no cell{_hint(pattern, names)}; cells: {', '.join(names)}")
     return [c for c in cells if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
-
-
-def _check_dp_recipe(cfg: RunConfig, values: Mapping[str, Any], *, source: str) -> None:
-    """``fedfer simulate`` refuses keys the tuned DP recipe chooses itself: refuse them here, before any cell runs."""
-    try:
-        check_recipe_keys(cfg, values, source=source)
-    except ConfigError as exc:
-        raise GridError(str(exc)) from None
 
 
 def _check_keys(entry: Mapping[str, Any], *, where: str, extra: tuple[str, ...] = ()) -> None:

@@ -12,7 +12,6 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from fer_models.config import ConfigError, RunConfig
-from fer_models.dp_recipe import RECIPE_KEYS
 
 
 class ExperimentError(ConfigError):
@@ -73,15 +72,4 @@ def resolve_config(*, experiment: Path | None = None, sets: Iterable[str] = (),
     values.update(extra or {})
     values.update(parse_sets(sets))
     source = str(experiment) if experiment else "--set"
-    cfg = RunConfig.from_flat(values, source=source)
-    check_recipe_keys(cfg, values, source=source)
-    return cfg
-
-
-def check_recipe_keys(cfg: RunConfig, values: Mapping[str, Any], *, source: str) -> None:
-    """Refuse keys the tuned DP recipe chooses itself when the user set them (dp=sample, dp-recipe=tuned)."""
-    chosen_by_recipe = [k for k in RECIPE_KEYS if k in values]
-    if cfg.dp == "sample" and cfg.dp_recipe == "tuned" and chosen_by_recipe:
-        raise ConfigError(f"{source}: {', '.join(chosen_by_recipe)} set while dp=sample uses the tuned DP recipe, "
-                          f"which chooses {', '.join(RECIPE_KEYS)} itself (README: DP recipe); remove "
-                          f"them, or add dp-recipe=none to choose them yourself")
+    return RunConfig.from_flat(values, source=source)  # refuses recipe keys under dp=sample (config.py)

@@ -29,11 +29,11 @@ EXTRA_FIGURES = (("partition.png", "Client partition (samples per class)"),
                  ("attention.png", "Attention maps of the final model"))
 _SETTINGS = ("model", "rnn", "clip-length", "num-clients", "num-server-rounds", "fraction-train", "strategy",
              "partition", "dirichlet-alpha", "classes-per-client", "local-epochs", "batch-size", "learning-rate",
-             "optimizer", "augment", "class-balance", "dp", "noise-multiplier", "target-epsilon", "target-delta",
-             "max-grad-norm", "seed")
+             "optimizer", "augment", "class-balance", "dp", "dp-recipe", "frontend", "activation", "pretrain-epochs",
+             "privacy-unit", "noise-multiplier", "target-epsilon", "target-delta", "max-grad-norm", "seed")
 _ONLY_IF = {"rnn": ("model", "cnn_rnn"), "dirichlet-alpha": ("partition", "dirichlet"),
             "classes-per-client": ("partition", "shard")}
-_DP_KEYS = ("noise-multiplier", "target-epsilon", "target-delta", "max-grad-norm")
+_DP_KEYS = ("dp-recipe", "privacy-unit", "noise-multiplier", "target-epsilon", "target-delta", "max-grad-norm")
 
 
 class ReportError(ValueError):
@@ -253,8 +253,20 @@ def _markdown(*, run_dir: Path, summary: dict[str, Any] | None, rows: Sequence[d
                                                          == _ONLY_IF[k][1])
                 and (k not in _DP_KEYS or config.get("dp", "none") != "none")]
     out += ["## Settings", "", "| setting | value |", "|---|---|"]
-    out += [f"| {k} | {config[k]} |" for k in settings] + ["", f"All settings: `config.json`; per round: "
+    out += [f"| {k} | {config[k]} |" for k in settings] + ["", f"All settings (as they ran, the DP recipe's "
+                                                              f"included): `config.json`; per round: "
                                                               f"[rounds.csv](rounds.csv).", ""]
+    per_client = (summary or {}).get("client_settings") or {}
+    differing = {pid: {k: v for k, v in s.items() if config.get(k) != v} for pid, s in per_client.items()}
+    if any(differing.values()):
+        out += ["What each client trained with, where it differs from the table (the DP recipe sizes the batch "
+                "and the learning rate to each client's data):", "",
+                "| client | " + " | ".join(sorted({k for d in differing.values() for k in d})) + " |"]
+        keys = sorted({k for d in differing.values() for k in d})
+        out += ["|---|" + "---|" * len(keys)]
+        out += [f"| {pid} | " + " | ".join(_fmt(per_client[pid].get(k, "")) for k in keys) + " |"
+                for pid in per_client]
+        out += [""]
     out += [f"## Final results ({final.get('split', '?')} split, n={final.get('n', '?')}, "
             f"round {rows[-1].get('round', '?')})", "", "| metric | value |", "|---|---|"]
     out += [f"| {label} | {_fmt(final[k])} |" for k, label in

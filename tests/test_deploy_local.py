@@ -193,7 +193,7 @@ def test_a_restarted_dp_supernode_continues_its_epsilon_and_refuses_once_its_led
     out = tmp_path / "run"
     cfg = RunConfig.from_flat({"synthetic-per-class": 20, "synthetic-eval-per-class": 5, "num-clients": 2,
                                "num-server-rounds": 7, "min-train-clients": 1, "min-available-clients": 2,
-                               "round-timeout": 15.0, "local-epochs": 1, "batch-size": 16, "dp": "sample",
+                               "round-timeout": 45.0, "local-epochs": 1, "batch-size": 16, "dp": "sample",
                                "dp-recipe": "none", "noise-multiplier": 1.0, "out-dir": str(out), "overwrite": True})
     ledgers = Path(os.environ["FEDFER_STATE_DIR"]) / "ledgers"  # every SuperNode of this test keeps it here
     deployment = LocalDeployment(work_dir=tmp_path / "deploy", num_nodes=2, echo=lambda line: None)

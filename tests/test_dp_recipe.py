@@ -127,10 +127,25 @@ def test_setting_a_recipe_key_under_the_tuned_recipe_is_refused_naming_it_and_th
     assert resolve_config(sets=["batch-size=128"]).batch_size == 128  # no DP: no recipe
 
 
-def test_a_dp_client_trains_with_the_recipes_batch_and_reports_it(flower_identity):
-    from fer_models.dp_recipe import training_hyperparams
+def test_flwr_run_refuses_a_recipe_key_with_the_clis_message_and_resolves_the_recipe_once():
+    """`flwr run` hands the ServerApp and ClientApp every key (defaults included): RunConfig.from_flat
+    itself refuses a recipe key set to another value, and the config it returns is what runs."""
+    from fer_models.config import default_flat
+    from fer_models.dp_recipe import TUNED
 
-    cfg = RunConfig.from_flat({**SMALL, "dp-recipe": "tuned", "num-server-rounds": 1})
+    with pytest.raises(ConfigError, match=r"run config: batch-size set while dp=sample.*dp-recipe=none"):
+        RunConfig.from_flat({**default_flat(), "dp": "sample", "target-epsilon": 8.0, "batch-size": 32})
+    cfg = RunConfig.from_flat({**default_flat(), "dp": "sample", "target-epsilon": 8.0})
+    assert (cfg.optimizer, cfg.learning_rate, cfg.max_grad_norm, cfg.batch_size, cfg.frontend) == (
+        TUNED.optimizer, TUNED.learning_rate, TUNED.max_grad_norm, TUNED.max_batch, TUNED.frontend)
+    assert RunConfig.from_flat(cfg.to_flat()) == cfg  # the resolved config reads back as itself
+
+
+def test_a_dp_client_trains_with_the_recipes_batch_and_reports_it(flower_identity):
+    from fer_models.dp_recipe import RECIPE_KEYS, training_hyperparams
+
+    cfg = RunConfig.from_flat({**{k: v for k, v in SMALL.items() if k not in RECIPE_KEYS}, "dp-recipe": "tuned",
+                               "num-server-rounds": 1})
     n = len(client_data(cfg, partition_id=0, num_partitions=cfg.num_clients))
     expected = training_hyperparams(cfg, num_samples=n)
     reply = _run_rounds(cfg, _context(cfg, 0), rounds=1)[-1]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES: int = len(EMOTIONS)
+#: Side of the square face crops: FER2013's 48x48. Every reader resizes to it and every model defaults to it.
+IMAGE_SIDE: int = 48
 
 # Folder names seen in the wild, mapped onto the canonical names.
 _ALIASES: dict[str, str] = {

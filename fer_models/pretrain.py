@@ -18,6 +18,7 @@ from fer_models import engine
 from fer_models.config import RunConfig
 from fer_models.data import load_dataset
 from fer_models.task import build_model, clips_for
+from fer_models.labels import IMAGE_SIDE
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +27,12 @@ PRETRAIN_BATCH = 64
 PRETRAIN_WEIGHT_DECAY = 1e-4  # its own, like lr and batch: the run's weight-decay is for the (DP) training
 
 
-def initial_model(cfg: RunConfig, *, image_size: int = 48) -> nn.Module:
+def initial_model(cfg: RunConfig, *, image_size: int = IMAGE_SIDE) -> nn.Module:
     """The run's initial model: seeded random weights, pre-trained on synthetic faces when asked."""
     model = build_model(cfg, image_size=image_size)
     epochs = cfg.pretrain_epochs
     if epochs > 0:
-        if image_size != 48:
+        if image_size != IMAGE_SIDE:
             logger.warning("public pre-training skipped: the synthetic faces are 48x48, the data %dx%d",
                            image_size, image_size)
         else:

@@ -19,6 +19,7 @@ from fer_models.data.partition import make_partitioner
 from fer_models.models import create_model
 from fer_models.data.clips import make_clips
 from fer_models.samples import ClipSet, stratified_subsample
+from fer_models.labels import IMAGE_SIDE
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def model_options(cfg: RunConfig) -> dict[str, object]:
     return options
 
 
-def build_model(cfg: RunConfig, *, image_size: int = 48) -> nn.Module:
+def build_model(cfg: RunConfig, *, image_size: int = IMAGE_SIDE) -> nn.Module:
     """The configured model, initialised from the run seed (identical on every process)."""
     torch.manual_seed(cfg.seed)
     return create_model(cfg.model, image_size=image_size, **model_options(cfg))

@@ -1,4 +1,5 @@
-"""FedAvg as the server runs it: aggregated weights equal a hand-computed weighted average."""
+"""Aggregation as fedfer configures it: the strategy each setting maps to, and FedAvg's weighting
+(by the public example count without DP; unweighted under client-level DP, see test_client_level_dp)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,17 @@ def test_fedavg_weights_are_the_example_weighted_mean(flower_identity):
     # by hand: (30*a + 10*b) / 40
     assert np.allclose(got[0], [[2.0, 3.0], [4.0, 5.0]])
     assert np.allclose(got[1], [1.0])
+
+
+def test_each_strategy_setting_maps_to_its_flower_strategy_with_fedfers_parameters():
+    from flwr.serverapp.strategy import FedAdam, FedMedian, FedProx, FedTrimmedAvg
+
+    base = {"num-clients": 10, "fraction-train": 0.5, "min-train-clients": 3}
+    prox = make_strategy(RunConfig.from_flat({**base, "strategy": "fedprox", "proximal-mu": 0.3}))
+    assert isinstance(prox, FedProx) and prox.proximal_mu == 0.3
+    adam = make_strategy(RunConfig.from_flat({**base, "strategy": "fedadam", "server-learning-rate": 0.05}))
+    assert isinstance(adam, FedAdam) and adam.eta == 0.05
+    assert isinstance(make_strategy(RunConfig.from_flat({**base, "strategy": "fedmedian"})), FedMedian)
+    assert isinstance(make_strategy(RunConfig.from_flat({**base, "strategy": "fedtrimmedavg"})), FedTrimmedAvg)
+    plain = make_strategy(RunConfig.from_flat(base))
+    assert (plain.fraction_train, plain.min_train_nodes, plain.weighted_by_key) == (0.5, 3, "num-examples")

@@ -73,10 +73,19 @@ def test_federated_training_improves_on_the_initial_model(summary):
 
 
 def test_saved_model_reloads_and_matches_the_final_round(run_dir, summary):
+    from fer_models import engine
+    from fer_models.config import RunConfig
+    from fer_models.task import eval_splits, load_store
+
     saved = torch.load(run_dir / "model.pt", weights_only=False)
     assert saved["round"] == ROUNDS
     model = create_model(saved["model"], **saved["model_options"])
     model.load_state_dict(saved["state_dict"])
+    cfg = RunConfig.from_flat(summary["config"])
+    test = eval_splits(cfg, load_store(cfg))[summary["final"]["split"]]
+    res = engine.evaluate(model=model, data=test, batch_size=256, device=torch.device("cpu"))
+    assert res.accuracy == pytest.approx(summary["final"]["accuracy"], abs=1e-9)  # the model the summary scored
+    assert res.loss == pytest.approx(summary["final"]["loss"], rel=1e-4)
 
 
 def test_existing_results_are_not_overwritten(run_dir):
@@ -84,3 +93,15 @@ def test_existing_results_are_not_overwritten(run_dir):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "already holds results" in proc.stderr and "--overwrite" in proc.stderr
+
+
+def test_the_bench_table_counts_the_sample_gradients_the_clients_recorded(summary):
+    from fer_models.task import client_data
+    from fer_models.config import RunConfig
+    from simulation.bench_table import RECORDED, sample_gradients
+
+    count, how = sample_gradients(summary=summary, partition=None)
+    cfg = RunConfig.from_flat(summary["config"])
+    train = sum(len(client_data(cfg, partition_id=p, num_partitions=cfg.num_clients)) for p in range(cfg.num_clients))
+    assert how == RECORDED
+    assert count == ROUNDS * cfg.local_epochs * train  # non-private batches cover every sample once per epoch

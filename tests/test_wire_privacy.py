@@ -81,8 +81,15 @@ def test_a_train_reply_carries_only_model_arrays_and_scalar_metrics(flower_ident
 
 def test_the_reply_tensors_are_the_trained_weights_not_the_data(flower_identity):
     cfg = RunConfig.from_flat({**SMALL, "dp": "none"})
+    from fer_models import engine
+
     reply = _replies(cfg, 0)[0]
     state = reply.content["arrays"].to_torch_state_dict()
-    model = build_model(cfg)
-    model.load_state_dict(state)  # loads strictly: no extra or missing tensors
-    assert all(torch.is_floating_point(t) or t.dtype in (torch.int64, torch.long) for t in state.values())
+    sent = build_model(cfg)
+    trained = build_model(cfg)
+    trained.load_state_dict(state)  # loads strictly: no extra or missing tensors
+    assert any(not torch.equal(state[k], v) for k, v in sent.state_dict().items())  # not the model it was sent
+    data = client_data(cfg, partition_id=0, num_partitions=cfg.num_clients)
+    loss = {name: engine.evaluate(model=m, data=data, batch_size=64, device=torch.device("cpu")).loss
+            for name, m in (("sent", sent), ("trained", trained))}
+    assert loss["trained"] < loss["sent"], loss  # it learned the client's data: the weights are trained ones

@@ -22,11 +22,11 @@ from fer_models.data.errors import DatasetError
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import FaceStore
 from fer_models.data.subjects import SPLIT_SEED, subject_split
-from fer_models.labels import UnknownLabelError, label_index
+from fer_models.labels import IMAGE_SIDE, UnknownLabelError, label_index
 
 logger = logging.getLogger(__name__)
 
-SIDE = 48
+SIDE = IMAGE_SIDE
 CONTEMPT = "contempt"
 #: Canonical class that ``keep_contempt=True`` files contempt under.
 CONTEMPT_AS = "disgust"

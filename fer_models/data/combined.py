@@ -20,10 +20,11 @@ import torch
 
 from fer_models.data.errors import DatasetError
 from fer_models.data.store import FaceStore, split_code
+from fer_models.labels import IMAGE_SIDE
 
 logger = logging.getLogger(__name__)
 
-SIDE = 48
+SIDE = IMAGE_SIDE
 GROUP_KEY = "group"
 #: Meta keys whose ids are prefixed with the group to stay unique across datasets.
 PREFIXED_KEYS: tuple[str, ...] = ("subject", "sequence")

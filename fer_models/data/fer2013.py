@@ -23,11 +23,11 @@ import torch
 from fer_models.data.errors import DatasetError
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import FaceStore, split_code
-from fer_models.labels import NUM_CLASSES, UnknownLabelError, label_index
+from fer_models.labels import IMAGE_SIDE, NUM_CLASSES, UnknownLabelError, label_index
 
 logger = logging.getLogger(__name__)
 
-CSV_SIDE = 48
+CSV_SIDE = IMAGE_SIDE
 CSV_PIXELS = CSV_SIDE * CSV_SIDE
 CSV_COLUMNS: tuple[str, ...] = ("emotion", "pixels", "Usage")
 USAGE_SPLITS: dict[str, str] = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}

@@ -26,11 +26,11 @@ from fer_models.data.errors import DatasetError
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import FaceStore
 from fer_models.data.subjects import SPLIT_SEED, subject_split
-from fer_models.labels import label_index
+from fer_models.labels import IMAGE_SIDE, label_index
 
 logger = logging.getLogger(__name__)
 
-SIDE = 48
+SIDE = IMAGE_SIDE
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 EXPRESSIONS: dict[str, str] = {"AN": "angry", "DI": "disgust", "FE": "fear", "HA": "happy",
                                "NE": "neutral", "SA": "sad", "SU": "surprise"}

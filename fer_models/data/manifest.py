@@ -26,11 +26,11 @@ from fer_models.data.errors import DatasetError
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import SPLIT_NAMES, FaceStore
 from fer_models.data.subjects import SPLIT_SEED, image_split, subject_split
-from fer_models.labels import NUM_CLASSES, UnknownLabelError, label_index
+from fer_models.labels import IMAGE_SIDE, NUM_CLASSES, UnknownLabelError, label_index
 
 logger = logging.getLogger(__name__)
 
-SIDE = 48
+SIDE = IMAGE_SIDE
 REQUIRED: tuple[str, ...] = ("path", "label")
 OPTIONAL: tuple[str, ...] = ("group", "subject", "sequence", "frame", "split")
 SPLIT_ALIASES: dict[str, str] = {"train": "train", "training": "train", "val": "val", "valid": "val",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fer_models.data.store import SPLIT_NAMES, FaceStore
-from fer_models.labels import EMOTIONS, NUM_CLASSES
+from fer_models.labels import EMOTIONS, IMAGE_SIDE, NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def _split(seed: int, split_index: int, per_class: int,
 
 
 def generate_synthetic(*, seed: int = 0, per_class: int = 240, eval_per_class: int = 60,
-                       size: int = 48) -> FaceStore:
+                       size: int = IMAGE_SIDE) -> FaceStore:
     """SYNTHETIC faces: ``per_class`` per emotion in train, ``eval_per_class`` in each of val/test."""
     if per_class < 1 or eval_per_class < 1:
         raise ValueError(f"per_class and eval_per_class must be >= 1, got {per_class}, {eval_per_class}")

@@ -16,7 +16,7 @@ from typing import ClassVar, Sequence
 
 from torch import Tensor, nn
 
-from fer_models.labels import NUM_CLASSES
+from fer_models.labels import IMAGE_SIDE, NUM_CLASSES
 from fer_models.models.scatter import SCATTER_J, ScatterFrontend
 
 
@@ -158,7 +158,7 @@ class FrameEncoder(nn.Module):
         pool_last: bool = True,
         activation: str = "relu",
         frontend: str = "pixels",
-        image_size: int = 48,
+        image_size: int = IMAGE_SIDE,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -253,7 +253,7 @@ class FrameCNN(FerModel):
         self,
         *,
         num_classes: int = NUM_CLASSES,
-        image_size: int = 48,
+        image_size: int = IMAGE_SIDE,
         in_channels: int = 1,
         channels: Sequence[int] | None = None,
         kernel_size: int = 3,

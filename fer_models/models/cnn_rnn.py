@@ -8,7 +8,7 @@ import torch
 from opacus.layers import DPGRU, DPLSTM
 from torch import Tensor, nn
 
-from fer_models.labels import NUM_CLASSES
+from fer_models.labels import IMAGE_SIDE, NUM_CLASSES
 from fer_models.models.blocks import FerModel, FrameEncoder, check_image_size, resolve_channels
 from fer_models.models.registry import register_model
 
@@ -68,7 +68,7 @@ class CNNRNN(FerModel):
         self,
         *,
         num_classes: int = NUM_CLASSES,
-        image_size: int = 48,
+        image_size: int = IMAGE_SIDE,
         in_channels: int = 1,
         channels: Sequence[int] | None = None,
         kernel_size: int = 3,

@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from torch import nn
 
-from fer_models.labels import NUM_CLASSES
+from fer_models.labels import IMAGE_SIDE, NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def model_options(name: str) -> dict[str, Any]:
     }
 
 
-def create_model(name: str, *, num_classes: int = NUM_CLASSES, image_size: int = 48, **kwargs: Any) -> nn.Module:
+def create_model(name: str, *, num_classes: int = NUM_CLASSES, image_size: int = IMAGE_SIDE, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` (training mode); model options go in ``kwargs``.
 
     Raises :class:`UnknownModelError` for an unregistered name and :class:`ModelOptionError`

@@ -130,7 +130,9 @@ def run_exported(path: Path, clips: np.ndarray, *, threads: int = 0) -> np.ndarr
     if path.suffix == SUFFIX["onnx"]:
         session = onnx_session(path, threads=threads)
         return session.run(None, {session.get_inputs()[0].name: clips.astype(np.float32)})[0]
-    module = torch.jit.load(str(path), map_location="cpu")
+    from fer_models.runtime import load_torchscript
+
+    module = load_torchscript(path)
     with torch.no_grad():
         return module(torch.from_numpy(clips.astype(np.float32))).numpy()
 

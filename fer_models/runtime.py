@@ -103,6 +103,15 @@ def onnx_session(path: Path, *, threads: int = 0) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def load_torchscript(path: Path) -> Any:
+    """``torch.jit.load`` without its deprecation warning (TorchScript is still what it reads)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
 def read_sidecar(model_path: Path) -> dict[str, Any]:
     """The validated sidecar of an exported model file."""
     side = sidecar_path(model_path)
@@ -140,7 +149,7 @@ def load_exported(path: Path, *, threads: int = 0) -> Predictor:
             return OnnxPredictor(onnx_session(path, threads=threads), **kwargs)
         if threads:
             torch.set_num_threads(threads)
-        return TorchScriptPredictor(torch.jit.load(str(path), map_location="cpu"), **kwargs)
+        return TorchScriptPredictor(load_torchscript(path), **kwargs)
     except Exception as exc:  # ONNX Runtime / TorchScript raise many types on damaged files
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise ExportedModelError(f"{path} cannot be loaded ({type(exc).__name__}: {first}); the file is damaged "

@@ -51,8 +51,12 @@ def open_source(*, video: Path | None = None, camera: int | None = None) -> tupl
 
 
 def run_video(*, cap: Any, fps: float, name: str, predictor: Predictor, out: Path, max_frames: int = 0,
-              smooth: float = 0.5, detect_width: int = 320, full_scan_every: int = 5) -> dict[str, Any]:
-    """Process every frame of ``cap`` (or the first ``max_frames``); write the outputs; return a summary."""
+              smooth: float = 0.5, detect_width: int = 320, full_scan_every: int = 5,
+              detector: Any = None) -> dict[str, Any]:
+    """Process every frame of ``cap`` (or the first ``max_frames``); write the outputs; return a summary.
+
+    ``detector`` (frame → boxes) replaces the Haar cascade (tests use the known boxes).
+    """
     import cv2
 
     from fer_models.video.detect import HaarFaceDetector
@@ -61,7 +65,8 @@ def run_video(*, cap: Any, fps: float, name: str, predictor: Predictor, out: Pat
     from fer_models.video.timeline import Timeline
 
     out.mkdir(parents=True, exist_ok=True)
-    stream = EmotionStream(predictor=predictor, detector=HaarFaceDetector(detect_width=detect_width), smooth=smooth,
+    detector = detector or HaarFaceDetector(detect_width=detect_width)
+    stream = EmotionStream(predictor=predictor, detector=detector, smooth=smooth,
                            full_scan_every=full_scan_every)
     timeline = Timeline(classes=predictor.classes)
     writer = None
@@ -106,5 +111,5 @@ def run_video(*, cap: Any, fps: float, name: str, predictor: Predictor, out: Pat
     if not tracks:
         raise VideoInputError(f"{name}: no face found in any of its {len(timeline.frames)} frames (outputs written "
                               f"to {out}); the detector needs upright frontal faces of at least about "
-                              f"{int(100 * stream.detector.min_face_fraction)}% of the frame height")
+                              f"{int(100 * getattr(detector, 'min_face_fraction', 0.08))}% of the frame height")
     return {**summary, "tracks": tracks, "out": str(out)}

@@ -83,7 +83,8 @@ class Timeline:
                     ax.plot(times, [p[k] for _, p in series], label=name, linewidth=1.2)
             ax.set_ylim(0, 1)
             ax.set_ylabel(f"track {track}" if track is not None else "no face")
-        axes[0, 0].legend(ncol=len(self.classes), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.35))
+        if tracks != [None]:
+            axes[0, 0].legend(ncol=len(self.classes), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.35))
         axes[-1, 0].set_xlabel("time (s)")
         fig.tight_layout()
         fig.savefig(path, dpi=100)

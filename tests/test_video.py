@@ -17,7 +17,7 @@ import torch
 from fer_models.data.synthetic import generate_synthetic
 from fer_models.export import export_model
 from fer_models.models import create_model
-from fer_models.runtime import TorchPredictor
+from fer_models.runtime import Predictor, TorchPredictor
 from fer_models.video.compose import background, ckplus_sequences, compose_video
 from fer_models.video.track import IouTracker, iou
 from simulation.cli import main
@@ -150,3 +150,34 @@ def test_model_from_another_version_is_refused(exported: Path, tmp_path: Path, c
     video = tmp_path / "v.mp4"
     compose_video(video, faces=[[np.full((48, 48), 128, np.uint8)]], frames=2)
     _refused(["predict", "--video", str(video), "--model", str(exported)], capsys, "another fedfer version")
+
+
+class _Recorder(Predictor):  # returns scripted probabilities, records its clips
+    backend = "scripted"
+
+    def __init__(self, outputs: list[np.ndarray], clip_length: int) -> None:
+        super().__init__(clip_length=clip_length, image_size=48)
+        self.outputs, self.clips = iter(outputs), []
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        self.clips.append(crops.copy())
+        return next(self.outputs)[None]
+
+
+def test_window_repeats_the_first_crop_then_slides_and_probabilities_are_smoothed() -> None:
+    from fer_models.video.stream import EmotionStream
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, size=(120, 160), dtype=np.uint8) for _ in range(4)]
+    outputs = [np.eye(7)[k] for k in (3, 3, 0, 0)]
+    predictor = _Recorder(outputs, clip_length=3)
+    stream = EmotionStream(predictor=predictor, detector=lambda gray: [(20, 10, 96, 96)], smooth=0.25)
+    results = [stream.process(f, frame=i, time_s=i / 10) for i, f in enumerate(frames)]
+    crops = [c[0, -1] for c in predictor.clips]  # the newest crop of each frame's clip
+    assert all((c == crops[0]).all() for c in predictor.clips[0][0])  # first clip: the first crop, 3 times
+    np.testing.assert_array_equal(predictor.clips[3][0], np.stack(crops[1:4]))  # then the last 3 crops
+    expected = outputs[0]
+    for out, res in zip(outputs[1:], results[1:]):
+        expected = 0.25 * out + 0.75 * expected
+        np.testing.assert_allclose(res.faces[0].probs, expected)
+    assert results[-1].faces[0].label_index == 3  # two frames of "angry" do not yet outweigh "happy"

@@ -152,6 +152,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=60, help="video frames timed per runtime")
     ap.add_argument("--full-scan-every", type=int, default=5)
     ap.add_argument("--note", default="")
+    ap.add_argument("--results-name", default="latency", help="results/<name>.{json,md}")
     args = ap.parse_args()
     frames = _video_frames(args.data, frames=args.frames)
     rows: list[dict[str, Any]] = []
@@ -171,9 +172,9 @@ def main() -> None:
              f"Model = one (1, T, 1, 48, 48) clip, {args.reps} calls after 10 warm-up calls. Untrained weights "
              f"(latency does not depend on them). Threads = torch intra-op threads (eager, TorchScript), ONNX "
              f"Runtime intra-op threads, and OpenCV threads. Size = state dict (eager) or exported file. "
-             f"int8 = ONNX Runtime dynamic quantisation of MatMul/Gemm. The machine is shared with other jobs: "
-             f"percentiles include their interference. {args.note}")
-    write_results("latency", results=rows, table=markdown_table(rows, COLUMNS), notes=notes)
+             f"int8 = ONNX Runtime dynamic quantisation of the Linear layers (fer_models/export.py). The machine is shared with other jobs: "
+             f"percentiles include their interference (load average {os.getloadavg()[0]:.1f} at the end). {args.note}")
+    write_results(args.results_name, results=rows, table=markdown_table(rows, COLUMNS), notes=notes)
 
 
 if __name__ == "__main__":

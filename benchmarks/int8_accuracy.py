@@ -72,7 +72,7 @@ def main() -> None:
                ("export parity max abs logit diff", "export_max_logit_diff", ".2e")]
     notes = (f"Model: {info['model']} {info['model_options']} (round {info['round']}, clip length {clip_length}) "
              f"from `{args.run}`; {len(test)} PrivateTest images. int8 = dynamic quantisation (ONNX Runtime "
-             f"MatMul/Gemm; torch.ao Linear). {args.note}")
+             f"nodes of the Linear layers; torch.ao Linear). {args.note}")
     write_results("int8_accuracy", results=rows, table=markdown_table(rows, columns), notes=notes)
 
 

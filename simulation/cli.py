@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "simulation.cmd_report",
     "simulation.cmd_evaluate",
     "simulation.cmd_predict",
+    "simulation.cmd_export",
     "simulation.cmd_deploy",
     "simulation.cmd_certs",
     "simulation.cmd_bench",

@@ -27,12 +27,26 @@ class ImageReadError(ValueError):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict the emotion of face images with a saved model")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any size, colour or grey)")
+    p = sub.add_parser("predict", help="predict the emotion of face images, a video or a camera stream")
+    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (any size, colour or grey)")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_OR_RUN_DIR",
-                   help="model.pt or the run folder holding it")
+                   help="model.pt or the run folder holding it; for --video/--camera also an exported "
+                        ".onnx (ONNX Runtime) or .ts (TorchScript) file from `fedfer export`")
     p.add_argument("--top", type=int, default=3, help=f"emotions to show per image (1..{NUM_CLASSES}, default 3)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    v = p.add_argument_group("video and camera (instead of images)")
+    v.add_argument("--video", type=Path, metavar="FILE", help="a video file: every face tracked, one label per frame")
+    v.add_argument("--camera", type=int, metavar="INDEX", help="a camera index (0 = first); stop with Ctrl-C")
+    v.add_argument("--out", type=Path, help="output folder (default: <video>-emotions or camera<INDEX>-emotions)")
+    v.add_argument("--smooth", type=float, default=0.5,
+                   help="weight of the newest frame in the per-face moving average (1 = no smoothing; default 0.5)")
+    v.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = all)")
+    v.add_argument("--threads", type=int, default=0, help="model threads (0 = all cores)")
+    v.add_argument("--detect-width", type=int, default=320,
+                   help="frames are downscaled to this width for the full-frame face scan (default 320)")
+    v.add_argument("--full-scan-every", type=int, default=5, metavar="K",
+                   help="scan the whole frame for faces every K frames, in between only around known faces "
+                        "(1 = every frame; default 5)")
     p.set_defaults(func=run)
 
 
@@ -82,9 +96,43 @@ def _print_table(paths: Sequence[Path], results: Sequence[list[dict[str, Any]]])
             print(f"  {item['emotion']:<9} {item['probability']:.3f}")
 
 
+def run_stream(args: argparse.Namespace) -> int:
+    from simulation.inference import load_predictor
+    from simulation.video_predict import VideoInputError, open_source, run_video
+
+    if args.images or (args.video is not None and args.camera is not None):
+        raise VideoInputError("give image files, --video FILE or --camera INDEX: one of them")
+    if args.max_frames < 0 or args.threads < 0:
+        raise ValueError("--max-frames and --threads must be >= 0")
+    cap, fps, name = open_source(video=args.video, camera=args.camera)  # before the model: fail fast
+    try:
+        predictor = load_predictor(path=args.model, threads=args.threads)
+    except BaseException:
+        cap.release()
+        raise
+    out = args.out or (args.video.with_name(f"{args.video.stem}-emotions") if args.video is not None
+                       else Path(f"camera{args.camera}-emotions"))
+    summary = run_video(cap=cap, fps=fps, name=name, predictor=predictor, out=out, max_frames=args.max_frames,
+                        smooth=args.smooth, detect_width=args.detect_width,
+                        full_scan_every=args.full_scan_every)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['frames']} frames, {summary['faces']} face track(s), {summary['processing_fps']} frames/s "
+              f"({summary['backend']}); outputs in {summary['out']}")
+        for track, info in summary["tracks"].items():
+            top = ", ".join(f"{k} {v}" for k, v in list(info["labels"].items())[:3])
+            print(f"  track {track}: frames {info['first_frame']}-{info['last_frame']}, labels: {top}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from simulation.model_io import load_model_file
 
+    if args.video is not None or args.camera is not None:
+        return run_stream(args)
+    if not args.images:
+        raise ImageReadError("give image files, --video FILE or --camera INDEX")
     if not 1 <= args.top <= NUM_CLASSES:
         raise ValueError(f"--top must be between 1 and {NUM_CLASSES}, got {args.top}")
     missing = [p for p in args.images if not p.is_file()]

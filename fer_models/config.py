@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -68,6 +69,10 @@ class RunConfig:
                                 "that miss it count as dropped for that round", minimum=1.0)
     strategy: str = _opt("fedavg", "aggregation strategy", choices=("fedavg", "fedprox", "fedadam",
                                                                     "fedmedian", "fedtrimmedavg"))
+    max_update_norm_ratio: float = _opt(100.0, "the server rejects a client's update whose norm exceeds this many "
+                                        "times the round's median update norm (non-finite updates are always "
+                                        "rejected); 0 = no norm check; not applied under dp=client, whose "
+                                        "clipping bounds every update", minimum=0.0)
     proximal_mu: float = _opt(0.01, "FedProx proximal term weight", minimum=0.0)
     server_learning_rate: float = _opt(0.01, "server-side learning rate of fedadam", minimum=0.0)
     partition: str = _opt("iid", "how training data is split over clients",
@@ -226,6 +231,8 @@ def _coerce(key: str, raw: Any, kind: type, meta: Mapping[str, Any], source: str
             value = float(raw)
         except ValueError:
             raise ConfigError(f"{where}: expected a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number (NaN and infinity are not settings)")
     else:
         if not isinstance(raw, str):
             raise ConfigError(f"{where}: expected a string")

@@ -15,9 +15,10 @@ from fer_models.privacy import restore_key
 from fer_models.pretrain import initial_model
 from fer_models.task import load_store
 from server.checkpoint import (check_resumable, load_checkpoint, restore_strategy_state, save_checkpoint)
-from server.grid import RecordingGrid
+from server.grid import RecordingGrid, RoundReplies
 from server.recorder import RunRecorder
 from server.strategy import make_strategy
+from server.validation import RoundFailedError, round_failure
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,19 @@ def main(grid: Grid, context: Context) -> None:
     else:
         initial = initial_model(cfg, image_size=store.image_size[0]).state_dict()
     remaining = cfg.num_server_rounds - done
-    recording_grid = RecordingGrid(grid)
+    # under dp=client the clipping bounds every update; a norm test relative to the others would not be private
+    recording_grid = RecordingGrid(grid, max_norm_ratio=0.0 if cfg.dp == "client" else cfg.max_update_norm_ratio)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         state = arrays.to_torch_state_dict()
-        metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=recording_grid.last_train,
+        replies, recording_grid.last_train = recording_grid.last_train, RoundReplies()  # a round without sends is empty
+        failure = server_round > 0 and round_failure(
+            server_round=server_round + done, sent=replies.sent, trained=len(replies.metrics),
+            minimum=cfg.min_train_clients, errors=replies.errors, state=state, all_or_nothing=cfg.dp == "client")
+        if failure:  # stop before anything of this round is saved: model.pt and checkpoint.pt keep the last good one
+            recorder.fail(server_round=server_round, reason=failure, replies=replies)
+            raise RoundFailedError(failure)
+        metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=replies,
                                     client_eval=recording_grid.last_evaluate if cfg.fraction_evaluate > 0 else None)
         if server_round > 0:
             # wait for min-available-clients only before the first round: a node that drops out for good

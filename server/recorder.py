@@ -14,7 +14,7 @@ from fer_models.task import model_options
 from server.evaluation import GlobalEvaluator
 from server.grid import RoundReplies
 from server.ledger import ServerLedger
-from server.run_folder import append_jsonl, resolve_run_dir, save_model, write_json
+from server.run_folder import FAILURE_FILE, append_jsonl, resolve_run_dir, save_model, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ class RunRecorder:
             row["train_accuracy"] = sum(m["train-accuracy"] * int(m["num-examples"]) for m in replies.metrics) / n
         if replies.errors:
             row["errors"] = [e["reason"] for e in replies.errors]
+        if replies.rejected:
+            row["clients_rejected"] = [{k: r[k] for k in ("node_id", "partition-id", "reason")}
+                                       for r in replies.rejected]
         if client_eval is not None and client_eval.metrics:
             n = sum(int(m["num-examples"]) for m in client_eval.metrics) or 1
             row["client_eval_accuracy"] = sum(m["eval-accuracy"] * int(m["num-examples"]) for m in client_eval.metrics) / n
@@ -72,7 +75,9 @@ class RunRecorder:
                 row[key] = report[key]
         row.update({k: report[k] for k in ("per_class", "confusion_matrix", "groups") if k in report})
         self.client_ledgers.update(replies.ledgers)
-        eps = self.ledger.record_round(server_round, replies.metrics, replies.errors)
+        # a rejected update was still trained: its privacy spending counts
+        spent = replies.metrics + [m for r in replies.rejected for m in r["metrics"]]
+        eps = self.ledger.record_round(server_round, spent, replies.errors)
         if eps is not None:
             row["epsilon_max"] = eps
             scalars["epsilon_max"] = eps
@@ -80,7 +85,8 @@ class RunRecorder:
         self.last_report = report
         append_jsonl(self.dir / "metrics.jsonl", row)
         save_model(self.dir / "model.pt", state_dict=state_dict, model=self.cfg.model,
-                   model_options=model_options(self.cfg), config=self.cfg.to_flat(), server_round=server_round)
+                   model_options=model_options(self.cfg), config=self.cfg.to_flat(), server_round=server_round,
+                   image_size=self.store.image_size[0])
         self._progress(row)
         return scalars
 
@@ -134,11 +140,23 @@ class RunRecorder:
             **({"left_out_group": self.cfg.leave_out_group} if self.cfg.leave_out_group else {}),
             "seconds": round(time.perf_counter() - self.started, 2),
         }
+        rejected = sum(len(r.get("clients_rejected", ())) for r in self.rounds)
+        if rejected:
+            out["rejected_updates"] = rejected
         if self.ledger.enabled:
             out["epsilon"] = self.ledger.summary()
         if client_eval:
             out["client_evaluation"] = [{"round": int(r), **dict(m)} for r, m in sorted(client_eval.items())]
         return out
+
+    def fail(self, *, server_round: int, reason: str, replies: RoundReplies) -> None:
+        """Record a failed round in ``failure.json``; model.pt and the checkpoint keep the last good round."""
+        write_json(self.dir / FAILURE_FILE, {
+            "round": server_round + self.round_offset, "reason": reason,
+            "last_good_round": self.rounds[-1]["round"] if self.rounds else 0,
+            "clients_sampled": replies.sent, "clients_trained": len(replies.metrics),
+            "errors": replies.errors})
+        logger.error("%s; the run stops (model.pt and checkpoint.pt keep the last completed round)", reason)
 
     def finish(self, *, client_eval: Mapping[int, Any] | None = None) -> dict[str, Any]:
         summary = self.summary(client_eval=client_eval)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 #: Files whose presence means a folder already holds a run's results.
 RESULT_FILES = ("summary.json", "metrics.jsonl", "model.pt")
+#: Written instead of summary.json when a round fails (why, and the clients' errors).
+FAILURE_FILE = "failure.json"
 
 
 class RunFolderExistsError(FileExistsError):
@@ -34,8 +37,9 @@ def resolve_run_dir(*, out_dir: str, run_name: str, overwrite: bool) -> Path:
         raise RunFolderExistsError(f"{path} already holds results ({', '.join(existing)}); choose another "
                                    f"--out, or pass --overwrite (overwrite=true) to replace them")
     path.mkdir(parents=True, exist_ok=True)
-    if existing:
+    if existing or (path / FAILURE_FILE).exists():
         (path / "metrics.jsonl").unlink(missing_ok=True)
+        (path / FAILURE_FILE).unlink(missing_ok=True)
     return path
 
 
@@ -52,27 +56,38 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """JSON any reader accepts: NaN and infinity (e.g. the loss of a diverged model) become null."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
+    atomic_write_bytes(path, (strict_json(obj, indent=2) + "\n").encode())
 
 
 def append_jsonl(path: Path, obj: Any) -> None:
     with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(obj, default=_jsonable) + "\n")
+        fh.write(strict_json(obj) + "\n")
 
 
-def save_model(path: Path, *, state_dict: dict[str, torch.Tensor], model: str,
-               model_options: dict[str, Any], config: dict[str, Any], server_round: int) -> None:
+def save_model(path: Path, *, state_dict: dict[str, torch.Tensor], model: str, model_options: dict[str, Any],
+               config: dict[str, Any], server_round: int, image_size: int) -> None:
     """Save the global model with what is needed to rebuild it (``fedfer evaluate`` reads this)."""
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"format": "fedfer-model-v1", "model": model, "model_options": model_options,
-                "config": config, "round": server_round, "state_dict": state_dict}, tmp)
+                "image_size": image_size, "config": config, "round": server_round, "state_dict": state_dict}, tmp)
     os.replace(tmp, path)
 
 
-def _jsonable(obj: Any) -> Any:
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return _finite(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+    return obj

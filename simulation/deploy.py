@@ -122,7 +122,7 @@ def marked_pids(mark: str) -> list[int]:
     return pids_with_env(MARK_ENV, mark)
 
 
-def _signal_pids(pids: list[int], sig: int) -> None:
+def signal_pids(pids: list[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
@@ -146,18 +146,18 @@ class Proc:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM the whole session, wait up to ``grace`` s, then SIGKILL what is left."""
-        _signal_pids(session_pids(self.pid) or ([self.pid] if self.alive() else []), signal.SIGTERM)
+        signal_pids(session_pids(self.pid) or ([self.pid] if self.alive() else []), signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and (self.alive() or session_pids(self.pid)):
             time.sleep(0.1)
-        _signal_pids(session_pids(self.pid), signal.SIGKILL)
+        signal_pids(session_pids(self.pid), signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=2)
         self.close()
 
     def kill(self) -> None:
         """SIGKILL the whole session at once (as when a node crashes or loses power)."""
-        _signal_pids(session_pids(self.pid), signal.SIGKILL)
+        signal_pids(session_pids(self.pid), signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
         self.close()
@@ -483,7 +483,7 @@ class LocalDeployment:
             left = self.remaining_pids()
             if not left:
                 break
-            _signal_pids(left, signal.SIGKILL)
+            signal_pids(left, signal.SIGKILL)
             time.sleep(0.1)
         for proc in self.started:
             proc.close()

@@ -28,6 +28,21 @@ def test_unknown_key_is_refused_with_a_suggestion():
         RunConfig.from_flat({"num-round": 3})
 
 
+FLOAT_KEYS = [k for k, v in default_flat().items() if isinstance(v, float)]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", float("nan"), float("inf")])
+def test_nan_and_infinity_are_refused_for_every_float_key(key, value):
+    with pytest.raises(ConfigError, match=rf"{key}=.*finite number"):
+        RunConfig.from_flat({key: value})
+
+
+def test_learning_rate_nan_is_refused_from_the_command_line():
+    with pytest.raises(ConfigError, match="learning-rate='nan'.*finite"):
+        resolve_config(experiment=None, sets=["learning-rate=nan"], extra={})
+
+
 @pytest.mark.parametrize("key, value, expected", [
     ("num-server-rounds", "three", "expected an integer"),
     ("num-server-rounds", 2.5, "expected an integer"),

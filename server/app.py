@@ -9,7 +9,7 @@ import random
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fer_models.config import RunConfig
+from fer_models.config import ConfigError, RunConfig
 from fer_models.dp_recipe import chosen
 from fer_models.privacy import restore_key
 from fer_models.pretrain import initial_model
@@ -44,7 +44,11 @@ def _relax_min_available(strategy: object, minimum: int) -> None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Federate ``num-server-rounds`` rounds; every round is evaluated, recorded and checkpointed."""
-    cfg = RunConfig.from_flat(context.run_config, source="run config")
+    try:
+        cfg = RunConfig.from_flat(context.run_config, source="run config")
+    except ConfigError as exc:  # `flwr run` shows the ServerApp's log: say it before Flower's traceback
+        logger.error("invalid run config, nothing was run: %s", exc)
+        raise
     store = load_store(cfg)
     logger.info("dataset %s", store.describe())
     recorder = RunRecorder(cfg=cfg, store=store)

@@ -10,6 +10,7 @@ import torch
 
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore
+from fer_models.data.duplicates import report_cross_split_duplicates
 from fer_models.task import model_options
 from server.evaluation import GlobalEvaluator
 from server.grid import RoundReplies
@@ -37,6 +38,7 @@ class RunRecorder:
         self.last_report: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.round_ends: list[float] = []
+        self.duplicates = report_cross_split_duplicates(store)
         write_json(self.dir / "config.json", cfg.to_flat())
         logger.info("run folder: %s", self.dir.resolve())
 
@@ -128,7 +130,8 @@ class RunRecorder:
         out: dict[str, Any] = {
             "dataset": {"name": self.store.name, "source": self.store.source, "synthetic": self.store.synthetic,
                         "report_split": self.evaluator.report_split,
-                        "sizes": {s: int(len(d)) for s, d in self.evaluator.splits.items()}},
+                        "sizes": {s: int(len(d)) for s, d in self.evaluator.splits.items()},
+                        "cross_split_duplicates": self.duplicates.as_dict()},
             "config": self.cfg.to_flat(),
             "initial": self.initial,
             "rounds": self.rounds,

@@ -136,17 +136,7 @@ class RunConfig:
     @classmethod
     def from_flat(cls, values: Mapping[str, Any], *, source: str = "run config") -> "RunConfig":
         """Build from flat kebab-case keys; unknown keys, wrong types and bad values raise ConfigError."""
-        known = {_key(f.name): f for f in fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, raw in values.items():
-            spec = known.get(key)
-            if spec is None:
-                hint = difflib.get_close_matches(key, list(known), n=1)
-                did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise ConfigError(f"{source}: unknown key {key!r}{did_you_mean}; "
-                                  f"known keys are listed by `fedfer config`")
-            kwargs[spec.name] = _coerce(key, raw, type(spec.default), spec.metadata, source)
-        config = cls(**kwargs)
+        config = cls(**{k.replace("-", "_"): v for k, v in check_values(values, source=source).items()})
         config.check()
         return config
 
@@ -186,6 +176,21 @@ class RunConfig:
 
 def _key(name: str) -> str:
     return name.replace("_", "-")
+
+
+def check_values(values: Mapping[str, Any], *, source: str) -> dict[str, ConfigValue]:
+    """Each value coerced to its key's type and range-checked (no cross-field checks); errors name ``source``."""
+    known = {_key(f.name): f for f in fields(RunConfig)}
+    out: dict[str, ConfigValue] = {}
+    for key, raw in values.items():
+        spec = known.get(key)
+        if spec is None:
+            hint = difflib.get_close_matches(key, list(known), n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{did_you_mean}; "
+                              f"known keys are listed by `fedfer config`")
+        out[key] = _coerce(key, raw, type(spec.default), spec.metadata, source)
+    return out
 
 
 def describe_keys() -> list[tuple[str, ConfigValue, str]]:

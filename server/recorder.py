@@ -28,7 +28,8 @@ class RunRecorder:
     def __init__(self, *, cfg: RunConfig, store: FaceStore) -> None:
         self.cfg = cfg
         self.store = store
-        self.dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite)
+        self.dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite,
+                                   resume=bool(cfg.resume_from))
         self.evaluator = GlobalEvaluator(cfg=cfg, store=store)
         self.ledger = ServerLedger(cfg)
         self.rounds: list[dict[str, Any]] = []

@@ -25,21 +25,40 @@ RESULT_FILES = ("summary.json", "metrics.jsonl", "model.pt")
 FAILURE_FILE = "failure.json"
 
 
+#: What an earlier run left that a fresh run replacing it (--overwrite, not --resume) removes first,
+#: so that a replacement that fails does not leave the old results looking like its own.
+_OLD_RUN_FILES = (*RESULT_FILES, FAILURE_FILE, "checkpoint.pt", "report.md")
+
+
 class RunFolderExistsError(FileExistsError):
     """The chosen run folder already holds results and overwriting was not allowed."""
 
 
-def resolve_run_dir(*, out_dir: str, run_name: str, overwrite: bool) -> Path:
-    """The folder to write into: ``out_dir`` or ``runs/<run_name>-<timestamp>``; checked for old results."""
+class RunFolderError(ValueError):
+    """The run folder cannot be created or written (a file in the way, no permission, ...)."""
+
+
+def resolve_run_dir(*, out_dir: str, run_name: str, overwrite: bool, resume: bool = False) -> Path:
+    """The folder to write into: ``out_dir`` or ``runs/<run_name>-<timestamp>``; checked for old results.
+
+    With ``overwrite`` a fresh run removes the old run's results first; a resumed run keeps them.
+    """
     path = Path(out_dir) if out_dir else Path("runs") / f"{run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     existing = [f for f in RESULT_FILES if (path / f).exists()]
     if existing and not overwrite:
         raise RunFolderExistsError(f"{path} already holds results ({', '.join(existing)}); choose another "
                                    f"--out, or pass --overwrite (overwrite=true) to replace them")
-    path.mkdir(parents=True, exist_ok=True)
-    if existing or (path / FAILURE_FILE).exists():
-        (path / "metrics.jsonl").unlink(missing_ok=True)
-        (path / FAILURE_FILE).unlink(missing_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "no permission to write there")
+        stale = (path / f for f in _OLD_RUN_FILES) if not resume else (path / "metrics.jsonl", path / FAILURE_FILE)
+        for old in [*stale, *([] if resume or not existing else path.glob("*.png"))]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot use {path} as the run folder: {exc.strerror or exc}"
+                             f"{' (a file of that name is in the way)' if path.is_file() else ''}; "
+                             f"choose another --out") from None
     return path
 
 

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg.dp == "sample":
         check_private_compatible(model)
     parts = client_partitions(cfg, num_partitions=cfg.num_clients)
-    run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite)
+    run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite,
+                              resume=bool(cfg.resume_from))
     report = describe_partition(cfg=cfg, store=store, parts=parts)
     logger.info("client partition:\n%s", format_table(report, max_rows=20))
     write_partition_files(report=report, run_dir=run_dir)

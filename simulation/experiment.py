@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from fer_models.config import ConfigError, RunConfig
+from fer_models.config import ConfigError, RunConfig, check_values
 from fer_models.dp_recipe import RECIPE_KEYS
 
 
@@ -71,8 +71,10 @@ def resolve_config(*, experiment: Path | None = None, sets: Iterable[str] = (),
     if experiment is not None:
         values.update(read_experiment(experiment))
     values.update(extra or {})
-    values.update(parse_sets(sets))
-    source = str(experiment) if experiment else "--set"
+    set_values = parse_sets(sets)
+    check_values(set_values, source="--set")  # a bad --set value is blamed on --set, not on the file
+    values.update(set_values)
+    source = f"{experiment} with --set" if experiment and set_values else str(experiment) if experiment else "--set"
     cfg = RunConfig.from_flat(values, source=source)
     check_recipe_keys(cfg, values, source=source)
     return cfg

@@ -89,3 +89,7 @@ def test_evaluate_and_predict_rebuild_the_model_at_its_saved_size(run, capsys):
     assert cli(["predict", str(image), "--model", str(run_dir), "--json"]) == 0
     (result,) = json.loads(capsys.readouterr().out)["images"]
     assert len(result["top"]) == 3
+    folder = image.parent  # a folder stands for its image files
+    assert cli(["predict", str(folder), "--model", str(run_dir), "--json"]) == 0
+    listed = [r["image"] for r in json.loads(capsys.readouterr().out)["images"]]
+    assert listed == sorted(str(p) for p in folder.glob("*.png"))

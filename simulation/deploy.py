@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, TextIO
 
+from server.run_folder import FAILURE_FILE
 from simulation.certs import TlsFiles, generate_certificates
 from simulation.node_keys import NodeKeys, generate_node_keys
 
@@ -441,6 +442,11 @@ class LocalDeployment:
                         time.sleep(0.5)
                         self._echo_new(proc.log, pos)
                     return result
+            failed = summary.with_name(FAILURE_FILE)
+            if failed.is_file():  # the ServerApp stopped the run after a failed round
+                with contextlib.suppress(json.JSONDecodeError):
+                    raise DeployError(f"the run FAILED: {json.loads(failed.read_text())['reason']} "
+                                      f"(details in {failed})")
             self.check_alive()
             if on_poll is not None:
                 on_poll()

@@ -13,6 +13,7 @@ clients the larger one is compared with the smaller one).
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import Counter
 from typing import Any, Mapping, Sequence
@@ -82,9 +83,23 @@ def nonfinite_tensors(state: Mapping[str, torch.Tensor]) -> list[str]:
     return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
+_EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Refusal|Interrupt)): (.+?)\s*$")
+
+
+def gist(reason: str) -> str:
+    """The telling line of a client's error: the innermost ``SomeError: message`` of a (Ray) traceback."""
+    found = [m for m in map(_EXCEPTION_LINE.match, reason.splitlines()) if m and m.group(2).strip(" '>")]
+    inner = [m for m in found if not m.group(1).endswith("ClientAppException")]
+    if inner or found:
+        m = (inner or found)[-1]
+        kind, message = m.group(1).rsplit(".", 1)[-1], m.group(2).strip(" '>")
+        return f"{kind}: {message}"[:_REASON_CHARS]
+    return reason.strip()[:_REASON_CHARS]
+
+
 def summarize_errors(errors: Sequence[Mapping[str, Any]]) -> str:
     """The clients' error reasons, identical ones counted once: ``2 clients: <reason>; 1 client: ...``."""
-    counts = Counter(str(e.get("reason", "")).strip()[:_REASON_CHARS] for e in errors)
+    counts = Counter(gist(str(e.get("reason", ""))) for e in errors)
     return "; ".join(f"{n} client{'s' if n != 1 else ''}: {reason or '(no reason given)'}"
                      for reason, n in counts.most_common())
 

@@ -55,3 +55,21 @@ def test_a_non_finite_aggregate_fails_the_round():
     state["w"][1, 1] = math.nan
     why = round_failure(server_round=3, sent=2, trained=2, minimum=1, errors=[], state=state)
     assert why is not None and "NaN or infinity" in why and "'w'" not in why and "w" in why
+
+
+RAY_REASON = """<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor.run() (pid=23827, ip=1)
+  File "/venv/lib/python3.11/site-packages/torch/optim/adamw.py", line 61, in __init__
+    raise ValueError(f"Invalid learning rate: {lr}")
+ValueError: Invalid learning rate: nan
+
+The above exception was the direct cause of the following exception:
+
+ray::ClientAppActor.run() (pid=23827, ip=1)
+    raise ClientAppException(str(ex)) from ex
+flwr.clientapp.client_app.ClientAppException:
+Exception ClientAppException occurred. Message: Invalid learning rate: nan'>"""
+
+
+def test_a_ray_traceback_is_summarized_by_its_innermost_exception_line():
+    errors = [{"reason": RAY_REASON.replace("pid=23827", f"pid={pid}")} for pid in (1, 2)]
+    assert summarize_errors(errors) == "2 clients: ValueError: Invalid learning rate: nan"

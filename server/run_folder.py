@@ -27,7 +27,7 @@ FAILURE_FILE = "failure.json"
 
 #: What an earlier run left that a fresh run replacing it (--overwrite, not --resume) removes first,
 #: so that a replacement that fails does not leave the old results looking like its own.
-_OLD_RUN_FILES = (*RESULT_FILES, FAILURE_FILE, "checkpoint.pt", "report.md")
+_OLD_RUN_FILES = (*RESULT_FILES, FAILURE_FILE, "checkpoint.pt", "report.md", "rounds.csv")
 
 
 class RunFolderExistsError(FileExistsError):

@@ -73,7 +73,8 @@ def test_overwrite_removes_the_old_run_s_results_but_resume_keeps_them(tmp_path)
     from server.run_folder import resolve_run_dir
 
     run = tmp_path / "run"
-    old = ("summary.json", "metrics.jsonl", "model.pt", "checkpoint.pt", "failure.json", "report.md", "accuracy.png")
+    old = ("summary.json", "metrics.jsonl", "model.pt", "checkpoint.pt", "failure.json", "report.md", "rounds.csv",
+           "accuracy.png")
     run.mkdir()
     for name in (*old, "notes.txt"):
         (run / name).write_text("old run")

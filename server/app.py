@@ -49,6 +49,11 @@ def main(grid: Grid, context: Context) -> None:
     except ConfigError as exc:  # `flwr run` shows the ServerApp's log: say it before Flower's traceback
         logger.error("invalid run config, nothing was run: %s", exc)
         raise
+    nodes = len(list(grid.get_node_ids()))
+    if nodes and nodes != cfg.num_clients:  # e.g. `flwr run` without --federation-config "num-supernodes=N"
+        logger.warning("%d SuperNodes are connected but num-clients=%d: each client splits the data by the "
+                       "num-partitions of its own node config; run as many SuperNodes as num-clients",
+                       nodes, cfg.num_clients)
     store = load_store(cfg)
     logger.info("dataset %s", store.describe())
     recorder = RunRecorder(cfg=cfg, store=store)

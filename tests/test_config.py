@@ -98,3 +98,13 @@ def test_experiment_file_errors_name_the_file_and_line(tmp_path):
 def test_set_without_equals_sign_is_refused():
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_sets(["num-server-rounds"])
+
+
+def test_a_checkpoint_from_before_a_new_key_resumes_while_the_key_keeps_its_default():
+    from server.checkpoint import CheckpointError, check_resumable
+
+    saved = RunConfig().to_flat()
+    del saved["max-update-norm-ratio"]  # written before the key existed
+    check_resumable(saved, RunConfig())
+    with pytest.raises(CheckpointError, match=r"max-update-norm-ratio: checkpoint has 100.0, this run has 5.0"):
+        check_resumable(saved, RunConfig.from_flat({"max-update-norm-ratio": 5}))

@@ -82,9 +82,14 @@ def run_simulation(cfg: RunConfig) -> None:
                                 server_app_context=context, is_app=True)
         except RoundFailedError:
             pass  # the ServerApp recorded why in the run folder; the caller reports it
-        except (KeyboardInterrupt, Terminated, SystemExit) as exc:  # Ray turns SIGTERM into SystemExit
-            _stop_and_exit(mark=mark, code=130 if isinstance(exc, KeyboardInterrupt) else 143, cfg=cfg,
-                           app_dir=Path(tmp))
+        except KeyboardInterrupt:
+            _stop_and_exit(mark=mark, code=130, cfg=cfg, app_dir=Path(tmp))
+        except Terminated:
+            _stop_and_exit(mark=mark, code=143, cfg=cfg, app_dir=Path(tmp))
+        except SystemExit as exc:
+            if exc.code != signal.SIGTERM:  # ray.init replaces our SIGTERM handler with sys.exit(signum)
+                raise
+            _stop_and_exit(mark=mark, code=143, cfg=cfg, app_dir=Path(tmp))
         finally:
             os.environ.pop(MARK_ENV, None)
 

@@ -77,7 +77,7 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
     engine.configure_threads(cfg.num_cpus)
     device = engine.select_device()
     data = client_data(cfg, partition_id=partition_id, num_partitions=num_partitions)
-    model = build_model(cfg)
+    model = build_model(cfg, image_size=load_store(cfg).image_size[0])
     model.load_state_dict(global_state)
     model.to(device)
     seed = round_seed(cfg, partition_id, server_round)
@@ -160,7 +160,7 @@ def evaluate_local(*, cfg: RunConfig, partition_id: int, num_partitions: int,
     split = "val" if store.has_split("val") else "test"
     idx = np.array_split(np.random.default_rng(cfg.seed).permutation(store.indices(split)),
                          num_partitions)[partition_id]
-    model = build_model(cfg)
+    model = build_model(cfg, image_size=store.image_size[0])
     model.load_state_dict(global_state)
     model.to(device)
     res = engine.evaluate(model=model, data=clips_for(cfg, store, np.sort(idx)),

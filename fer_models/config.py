@@ -73,6 +73,10 @@ class RunConfig:
                                 "that miss it count as dropped for that round", minimum=1.0)
     strategy: str = _opt("fedavg", "aggregation strategy", choices=("fedavg", "fedprox", "fedadam",
                                                                     "fedmedian", "fedtrimmedavg"))
+    max_update_norm_ratio: float = _opt(100.0, "the server rejects a client's update whose norm exceeds this many "
+                                        "times the round's median update norm (non-finite updates are always "
+                                        "rejected); 0 = no norm check; not applied under dp=client, whose "
+                                        "clipping bounds every update", minimum=0.0)
     proximal_mu: float = _opt(0.01, "FedProx proximal term weight", minimum=0.0)
     server_learning_rate: float = _opt(0.01, "server-side learning rate of fedadam", minimum=0.0)
     partition: str = _opt("iid", "how training data is split over clients",
@@ -142,16 +146,7 @@ class RunConfig:
     @classmethod
     def from_flat(cls, values: Mapping[str, Any], *, source: str = "run config") -> "RunConfig":
         """Build from flat kebab-case keys; unknown keys, wrong types and bad values raise ConfigError."""
-        known = {_key(f.name): f for f in fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, raw in values.items():
-            spec = known.get(key)
-            if spec is None:
-                hint = difflib.get_close_matches(key, list(known), n=1)
-                did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise ConfigError(f"{source}: unknown key {key!r}{did_you_mean}; "
-                                  f"known keys are listed by `fedfer config`")
-            kwargs[spec.name] = _coerce(key, raw, type(spec.default), spec.metadata, source)
+        kwargs = {k.replace("-", "_"): v for k, v in check_values(values, source=source).items()}
         config = cls(**kwargs)
         check_recipe_keys(config, kwargs, source=source)
         config = config.resolved()
@@ -236,6 +231,21 @@ def _key(name: str) -> str:
     return name.replace("_", "-")
 
 
+def check_values(values: Mapping[str, Any], *, source: str) -> dict[str, ConfigValue]:
+    """Each value coerced to its key's type and range-checked (no cross-field checks); errors name ``source``."""
+    known = {_key(f.name): f for f in fields(RunConfig)}
+    out: dict[str, ConfigValue] = {}
+    for key, raw in values.items():
+        spec = known.get(key)
+        if spec is None:
+            hint = difflib.get_close_matches(key, list(known), n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{did_you_mean}; "
+                              f"known keys are listed by `fedfer config`")
+        out[key] = _coerce(key, raw, type(spec.default), spec.metadata, source)
+    return out
+
+
 def describe_keys() -> list[tuple[str, ConfigValue, str]]:
     """(key, default, help) for every setting, in declaration order."""
     out = []
@@ -279,6 +289,8 @@ def _coerce(key: str, raw: Any, kind: type, meta: Mapping[str, Any], source: str
             value = float(raw)
         except ValueError:
             raise ConfigError(f"{where}: expected a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number (NaN and infinity are not settings)")
     else:
         if not isinstance(raw, str):
             raise ConfigError(f"{where}: expected a string")

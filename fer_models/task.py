@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore, load_dataset
-from fer_models.data.partition import make_partitioner
+from fer_models.data.partition import PartitionError, make_partitioner
 from fer_models.models import create_model
 from fer_models.data.clips import make_clips
 from fer_models.samples import ClipSet, stratified_subsample
@@ -65,6 +66,11 @@ def _units(cfg: RunConfig, store: FaceStore, pool: np.ndarray) -> tuple[np.ndarr
     return unit, first
 
 
+#: The partitioners' parameter names and the run settings they come from (errors name the settings).
+_PARTITION_KEYS = {"num_partitions": "num-clients", "min_size": "min-client-samples", "alpha": "dirichlet-alpha",
+                   "classes_per_client": "classes-per-client"}
+
+
 @functools.lru_cache(maxsize=8)
 def _partition(cfg: RunConfig, num_partitions: int) -> tuple[np.ndarray, ...]:
     store = load_store(cfg)
@@ -72,10 +78,14 @@ def _partition(cfg: RunConfig, num_partitions: int) -> tuple[np.ndarray, ...]:
     unit, first = _units(cfg, store, pool)
     labels = store.labels[torch.from_numpy(pool[first])].numpy()
     groups = store.meta.get("group")
-    partitioner = make_partitioner(name=cfg.partition, num_partitions=num_partitions, seed=cfg.seed,
-                                   min_size=cfg.min_client_samples, alpha=cfg.dirichlet_alpha,
-                                   classes_per_client=cfg.classes_per_client)
-    parts = partitioner.partition(labels, groups=None if groups is None else groups[pool[first]])
+    try:
+        partitioner = make_partitioner(name=cfg.partition, num_partitions=num_partitions, seed=cfg.seed,
+                                       min_size=cfg.min_client_samples, alpha=cfg.dirichlet_alpha,
+                                       classes_per_client=cfg.classes_per_client)
+        parts = partitioner.partition(labels, groups=None if groups is None else groups[pool[first]])
+    except PartitionError as exc:
+        text = re.sub(r"\b(" + "|".join(_PARTITION_KEYS) + r")\b", lambda m: _PARTITION_KEYS[m.group(1)], str(exc))
+        raise PartitionError(f"partition={cfg.partition} of {len(pool)} training samples: {text}") from None
     return tuple(np.sort(pool[np.isin(unit, p)]) for p in parts)
 
 

@@ -41,5 +41,9 @@ LEDGER_MISSING = 4702
 LEDGER_REGRESSION = 4703
 #: The client refuses client-side evaluation under DP (its counts would not be accounted).
 PRIVATE_EVALUATION_REFUSED = 4704
+#: The server refused to aggregate the update (non-finite, shape mismatch, outlier norm).
+UPDATE_REJECTED = 4801
+#: Recorded for a sampled client that did not reply (timeout or dropout).
+NO_REPLY = -1
 #: Codes that mean "a privacy rule stopped this client", recorded as refusals in the run record.
 PRIVACY_REFUSALS = (BUDGET_EXCEEDED, LEDGER_MISSING, LEDGER_REGRESSION)

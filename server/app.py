@@ -10,14 +10,15 @@ import secrets
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fer_models.config import RunConfig
+from fer_models.config import ConfigError, RunConfig
 from fer_models.pretrain import initial_model
 from fer_models.task import load_store
 from fer_models.wire import LINEAGE, ROUND_OFFSET
 from server.checkpoint import (check_resumable, load_checkpoint, restore_strategy_state, save_checkpoint)
-from server.grid import RecordingGrid
+from server.grid import RecordingGrid, RoundReplies
 from server.recorder import RunRecorder
 from server.strategy import make_strategy
+from server.validation import RoundFailedError, round_failure
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,16 @@ def _relax_min_available(strategy: object, minimum: int) -> None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Federate ``num-server-rounds`` rounds; every round is evaluated, recorded and checkpointed."""
-    cfg = RunConfig.from_flat(context.run_config, source="run config")
+    try:
+        cfg = RunConfig.from_flat(context.run_config, source="run config")
+    except ConfigError as exc:  # `flwr run` shows the ServerApp's log: say it before Flower's traceback
+        logger.error("invalid run config, nothing was run: %s", exc)
+        raise
+    nodes = len(list(grid.get_node_ids()))
+    if nodes and nodes != cfg.num_clients:  # e.g. `flwr run` without --federation-config "num-supernodes=N"
+        logger.warning("%d SuperNodes are connected but num-clients=%d: each client splits the data by the "
+                       "num-partitions of its own node config; run as many SuperNodes as num-clients",
+                       nodes, cfg.num_clients)
     store = load_store(cfg)
     logger.info("dataset %s", store.describe())
     recorder = RunRecorder(cfg=cfg, store=store)
@@ -61,11 +71,21 @@ def main(grid: Grid, context: Context) -> None:
         initial = initial_model(cfg, image_size=store.image_size[0]).state_dict()
     remaining = cfg.num_server_rounds - done
     train_config = ConfigRecord({LINEAGE: lineage, ROUND_OFFSET: done})
-    recording_grid = RecordingGrid(grid, screen=recorder.ledger.screen)
+    # under dp=client the clipping bounds every update; a norm test relative to the others would not be private
+    recording_grid = RecordingGrid(grid, max_norm_ratio=0.0 if cfg.dp == "client" else cfg.max_update_norm_ratio,
+                                   screen=recorder.ledger.screen)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         state = arrays.to_torch_state_dict()
-        metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=recording_grid.last_train,
+        replies, recording_grid.last_train = recording_grid.last_train, RoundReplies()  # a round without sends is empty
+        failure = server_round > 0 and round_failure(
+            server_round=server_round + done, sent=replies.sent, trained=len(replies.metrics),
+            minimum=cfg.min_train_clients, errors=replies.errors, state=state,
+            dp_skipped=any(s["round"] == server_round for s in getattr(strategy, "skipped", ())))
+        if failure:  # stop before anything of this round is saved: model.pt and checkpoint.pt keep the last good one
+            recorder.fail(server_round=server_round, reason=failure, replies=replies)
+            raise RoundFailedError(failure)
+        metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=replies,
                                     client_eval=recording_grid.last_evaluate if cfg.fraction_evaluate > 0 else None)
         if server_round > 0:
             # wait for min-available-clients only before the first round: a node that drops out for good

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from fer_models.atomic import atomic_write_bytes
-from fer_models.config import RunConfig
+from fer_models.config import RunConfig, default_flat
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def check_resumable(saved: dict[str, Any], cfg: RunConfig) -> None:
     """Refuse to resume under settings other than the checkpoint's, naming each difference."""
     now = cfg.to_flat()
+    # a setting added after the checkpoint was written is no difference while it keeps its default
+    saved = {**{k: v for k, v in default_flat().items() if k not in saved}, **saved}
     diffs = [f"{k}: checkpoint has {saved.get(k)!r}, this run has {now.get(k)!r}"
              for k in sorted(set(saved) | set(now)) if k not in RESUMABLE_DIFFERENCES and saved.get(k) != now.get(k)]
     if diffs:

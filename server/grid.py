@@ -3,6 +3,8 @@
 Flower's strategies aggregate replies and keep only the weighted averages; the privacy ledger
 needs each client's own epsilon, and the run record needs who was asked and who answered.
 Wrapping the Grid keeps this independent of the strategy (FedAvg, FedAdam, DP wrappers, ...).
+It is also where the server screens training replies (:mod:`server.validation`): a rejected
+update is recorded as that client's error and never reaches the strategy's aggregation.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any, Callable, Iterable
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
+from server.validation import NO_REPLY_CODE, REJECTED_CODE, screen_updates
+
+logger = logging.getLogger(__name__)
+
 #: How long one answer of get_node_ids is reused (the sample size and the sampling see the same nodes).
 NODE_SNAPSHOT_S = 2.0
 #: Looks at a successful reply's metrics; returns (error code, reason) to reject it before aggregation.
 Screen = Callable[[dict[str, Any]], "tuple[int, str] | None"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,14 +34,16 @@ class RoundReplies:
     sent: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)  # one dict per successful reply
     errors: list[dict[str, Any]] = field(default_factory=list)  # {"node_id", "code", "reason"}
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # {"node_id", "reason", "metrics"}
 
 
 class RecordingGrid:
     """Delegates to a Flower Grid; keeps the last training round's replies in ``last_train``."""
 
-    def __init__(self, grid: Grid, *, screen: Screen | None = None) -> None:
+    def __init__(self, grid: Grid, *, max_norm_ratio: float = 0.0, screen: Screen | None = None) -> None:
         self._grid = grid
-        self._screen = screen
+        self.max_norm_ratio = max_norm_ratio
+        self._metrics_screen = screen
         self._nodes: list[int] | None = None
         self._nodes_at = 0.0
         self.last_train = RoundReplies()
@@ -65,6 +71,9 @@ class RecordingGrid:
         if not messages:
             return replies
         record = RoundReplies(sent=len(messages))
+        received = len(replies)
+        if messages[0].metadata.message_type == MessageType.TRAIN:
+            replies = self._screen(messages[0], replies, record)
         kept = []
         for reply in replies:
             if reply.has_error():
@@ -74,20 +83,45 @@ class RecordingGrid:
                 record.errors.append(err)
                 kept.append(reply)
                 continue
-            metrics = [{"node_id": reply.metadata.src_node_id, **dict(rec)}
-                       for rec in reply.content.metric_records.values()]
-            rejected = next((r for r in map(self._screen, metrics) if r is not None), None) if self._screen else None
-            if rejected is not None:  # never reaches the strategy: recorded as that client's error
-                code, reason = rejected
+            metrics = _reply_metrics(reply)
+            verdicts = [v for v in map(self._metrics_screen, metrics) if v is not None] if self._metrics_screen else []
+            if verdicts:  # e.g. an epsilon below the recorded one: never aggregated, recorded as that client's error
+                code, reason = verdicts[0]
                 logger.warning("client node %s: reply rejected: %s", reply.metadata.src_node_id, reason)
                 record.errors.append({"node_id": reply.metadata.src_node_id, "code": code, "reason": reason})
                 continue
             record.metrics.extend(metrics)
             kept.append(reply)
-        record.errors.extend({"node_id": None, "code": -1, "reason": "no reply (timeout or dropout)"}
-                             for _ in range(len(messages) - len(replies)))
+        record.errors.extend({"node_id": None, "code": NO_REPLY_CODE, "reason": "no reply (timeout or dropout)"}
+                             for _ in range(len(messages) - received))
         if messages[0].metadata.message_type == MessageType.TRAIN:
             self.last_train = record
         else:
             self.last_evaluate = record
         return kept
+
+    def _screen(self, sent: Message, replies: list[Message], record: RoundReplies) -> list[Message]:
+        """The replies whose updates pass :func:`screen_updates`; the others are recorded as errors."""
+        ok = [r for r in replies if not r.has_error() and "arrays" in r.content.array_records]
+        if not ok or "arrays" not in sent.content.array_records:
+            return replies
+        global_state = sent.content.array_records["arrays"].to_torch_state_dict()
+        verdict = screen_updates(sent=global_state, max_norm_ratio=self.max_norm_ratio,
+                                 received=[r.content.array_records["arrays"].to_torch_state_dict() for r in ok])
+        bad = {id(ok[i]): why for i, why in verdict.items()}
+        for reply in replies:
+            if id(reply) in bad:
+                node = reply.metadata.src_node_id
+                metrics = _reply_metrics(reply)  # its privacy spending still counts
+                pid = metrics[0].get("partition-id") if metrics else None
+                reason = f"update rejected by the server: {bad[id(reply)]}"
+                logger.warning("client node %s%s: %s", node, "" if pid is None else f" (partition {int(pid)})",
+                               reason)
+                record.rejected.append({"node_id": node, "partition-id": pid, "reason": reason, "metrics": metrics})
+                record.errors.append({"node_id": node, "code": REJECTED_CODE, "reason": reason})
+        return [r for r in replies if id(r) not in bad]
+
+
+def _reply_metrics(reply: Message) -> list[dict[str, Any]]:
+    """The reply's metric records, one dict each, with the sender's node id."""
+    return [{"node_id": reply.metadata.src_node_id, **dict(rec)} for rec in reply.content.metric_records.values()]

@@ -10,12 +10,13 @@ import torch
 
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore
+from fer_models.data.duplicates import report_cross_split_duplicates
 from fer_models.task import model_options
 from server.evaluation import GlobalEvaluator
 from server.grid import RoundReplies
 from server.ledger import ServerLedger
 from fer_models.wire import CLIENT_SETTINGS, PARTITION_ID
-from server.run_folder import append_jsonl, resolve_run_dir, save_model, write_json
+from server.run_folder import FAILURE_FILE, append_jsonl, resolve_run_dir, save_model, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ class RunRecorder:
     def __init__(self, *, cfg: RunConfig, store: FaceStore) -> None:
         self.cfg = cfg
         self.store = store
-        self.dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite)
+        self.dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite,
+                                   resume=bool(cfg.resume_from))
         self.evaluator = GlobalEvaluator(cfg=cfg, store=store)
         self.ledger = ServerLedger(cfg)
         self.rounds: list[dict[str, Any]] = []
@@ -38,6 +40,7 @@ class RunRecorder:
         self.last_report: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.round_ends: list[float] = []
+        self.duplicates = report_cross_split_duplicates(store)
         write_json(self.dir / "config.json", cfg.to_flat())
         logger.info("run folder: %s", self.dir.resolve())
 
@@ -65,6 +68,9 @@ class RunRecorder:
             row["samples_seen"] = sum(int(m["samples-seen"]) for m in replies.metrics)
         if replies.errors:
             row["errors"] = [e["reason"] for e in replies.errors]
+        if replies.rejected:
+            row["clients_rejected"] = [{k: r[k] for k in ("node_id", "partition-id", "reason")}
+                                       for r in replies.rejected]
         if client_eval is not None and client_eval.metrics:
             n = sum(int(m["num-examples"]) for m in client_eval.metrics) or 1
             row["client_eval_accuracy"] = sum(m["eval-accuracy"] * int(m["num-examples"]) for m in client_eval.metrics) / n
@@ -76,7 +82,9 @@ class RunRecorder:
         for m in replies.metrics:
             if PARTITION_ID in m:
                 self.client_settings[str(int(m[PARTITION_ID]))] = {k: m[k] for k in CLIENT_SETTINGS if k in m}
-        eps = self.ledger.record_round(server_round, replies.metrics, replies.errors)
+        # a rejected update was still trained: its privacy spending counts
+        spent = replies.metrics + [m for r in replies.rejected for m in r["metrics"]]
+        eps = self.ledger.record_round(server_round, spent, replies.errors)
         if eps is not None:
             row["epsilon_max"] = eps
             scalars["epsilon_max"] = eps
@@ -84,7 +92,8 @@ class RunRecorder:
         self.last_report = report
         append_jsonl(self.dir / "metrics.jsonl", row)
         save_model(self.dir / "model.pt", state_dict=state_dict, model=self.cfg.model,
-                   model_options=model_options(self.cfg), config=self.cfg.to_flat(), server_round=server_round)
+                   model_options=model_options(self.cfg), config=self.cfg.to_flat(), server_round=server_round,
+                   image_size=self.store.image_size[0])
         self._progress(row)
         return scalars
 
@@ -130,7 +139,8 @@ class RunRecorder:
         out: dict[str, Any] = {
             "dataset": {"name": self.store.name, "source": self.store.source, "synthetic": self.store.synthetic,
                         "report_split": self.evaluator.report_split,
-                        "sizes": {s: int(len(d)) for s, d in self.evaluator.splits.items()}},
+                        "sizes": {s: int(len(d)) for s, d in self.evaluator.splits.items()},
+                        "cross_split_duplicates": self.duplicates.as_dict()},
             "config": self.cfg.to_flat(),  # resolved: the values that ran (the DP recipe's included)
             "client_settings": dict(sorted(self.client_settings.items(), key=lambda kv: int(kv[0]))),
             "initial": self.initial,
@@ -143,11 +153,23 @@ class RunRecorder:
             **({"left_out_group": self.cfg.leave_out_group} if self.cfg.leave_out_group else {}),
             "seconds": round(time.perf_counter() - self.started, 2),
         }
+        rejected = sum(len(r.get("clients_rejected", ())) for r in self.rounds)
+        if rejected:
+            out["rejected_updates"] = rejected
         if self.ledger.enabled:
             out["epsilon"] = self.ledger.summary()
         if client_eval:
             out["client_evaluation"] = [{"round": int(r), **dict(m)} for r, m in sorted(client_eval.items())]
         return out
+
+    def fail(self, *, server_round: int, reason: str, replies: RoundReplies) -> None:
+        """Record a failed round in ``failure.json``; model.pt and the checkpoint keep the last good round."""
+        write_json(self.dir / FAILURE_FILE, {
+            "round": server_round + self.round_offset, "reason": reason,
+            "last_good_round": self.rounds[-1]["round"] if self.rounds else 0,
+            "clients_sampled": replies.sent, "clients_trained": len(replies.metrics),
+            "errors": replies.errors})
+        logger.error("%s; the run stops (model.pt and checkpoint.pt keep the last completed round)", reason)
 
     def finish(self, *, client_eval: Mapping[int, Any] | None = None) -> dict[str, Any]:
         summary = self.summary(client_eval=client_eval)

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = deploy_config(args)
     make_strategy(cfg)  # settings the strategy refuses stop here, before any process starts
-    run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite)
+    run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite,
+                              resume=bool(cfg.resume_from))
     cfg = cfg.replace(overwrite=True)  # the folder is checked; the ServerApp may now write into it
     work = run_dir / "deploy"
     from simulation.deploy import PROJECT_ROOT

@@ -28,7 +28,8 @@ class ImageReadError(ValueError):
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict the emotion of face images, a video or a camera stream")
-    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (any size, colour or grey)")
+    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (any size, colour or grey), "
+                   "or folders: every image file in them")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_OR_RUN_DIR",
                    help="model.pt or the run folder holding it; for --video/--camera also an exported "
                         ".onnx (ONNX Runtime) or .ts (TorchScript) file from `fedfer export`")
@@ -135,18 +136,34 @@ def run(args: argparse.Namespace) -> int:
         raise ImageReadError("give image files, --video FILE or --camera INDEX")
     if not 1 <= args.top <= NUM_CLASSES:
         raise ValueError(f"--top must be between 1 and {NUM_CLASSES}, got {args.top}")
-    missing = [p for p in args.images if not p.is_file()]
-    if missing:  # before the model is loaded: fail fast on a typo
-        raise ImageReadError(f"no such image file: {', '.join(str(p) for p in missing)}")
+    images = image_files(args.images)  # before the model is loaded: fail fast on a typo
     model, info = load_model_file(path=args.model)
     size = int(getattr(model, "image_size", 48))
-    faces = np.stack([read_face(path=p, size=size) for p in args.images])
+    faces = np.stack([read_face(path=p, size=size) for p in images])
     probs = predict_faces(model=model, faces=faces, clip_length=int(info["config"].get("clip-length", 1)))
     results = [top_k(probs=p, k=args.top) for p in probs]
     if args.json:
         print(json.dumps({"model": str(info["path"]), "round": info["round"],
-                          "images": [{"image": str(p), "top": r} for p, r in zip(args.images, results)]},
+                          "images": [{"image": str(p), "top": r} for p, r in zip(images, results)]},
                          indent=2))
     else:
-        _print_table(args.images, results)
+        _print_table(images, results)
     return 0
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The given files, a folder standing for the image files in it (sorted); missing ones are named."""
+    from fer_models.data.fer2013 import IMAGE_EXTENSIONS
+
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise ImageReadError(f"{path} is a folder without image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            out.extend(found)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ImageReadError(f"{path}: no such image file or folder")
+    return out

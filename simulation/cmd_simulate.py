@@ -45,25 +45,33 @@ def _resume_config(args: argparse.Namespace) -> "RunConfig":
 def run(args: argparse.Namespace) -> int:
     from fer_models.models import check_private_compatible
     from fer_models.task import build_model, client_partitions, load_store
-    from server.run_folder import resolve_run_dir
+    from server.run_folder import FAILURE_FILE, resolve_run_dir
     from server.strategy import make_strategy
     from simulation.launcher import run_simulation
     from simulation.partition_report import describe_partition, format_table, write_partition_files
 
     cfg = _resume_config(args) if args.resume else resolve_run_config(args)
     make_strategy(cfg)  # settings the strategy refuses stop here, before the engine starts
-    model = build_model(cfg)  # an unknown model or option, too
-    if cfg.dp == "sample":
-        check_private_compatible(model)
     store = load_store(cfg)  # decode (and cache) once, and fail on bad data before the engine starts
     logger.info("dataset %s", store.describe())
+    model = build_model(cfg, image_size=store.image_size[0])  # an unknown model or option, or a too small image
+    if cfg.dp == "sample":
+        check_private_compatible(model)
     parts = client_partitions(cfg, num_partitions=cfg.num_clients)
-    run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite)
+    run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite,
+                              resume=bool(cfg.resume_from))
     report = describe_partition(cfg=cfg, store=store, parts=parts)
     logger.info("client partition:\n%s", format_table(report, max_rows=20))
     write_partition_files(report=report, run_dir=run_dir)
     cfg = cfg.replace(overwrite=True)  # the folder is checked; the server may now write into it
     run_simulation(cfg)
+    failure_path = run_dir / FAILURE_FILE
+    if failure_path.is_file():
+        failure = json.loads(failure_path.read_text())
+        logger.error("%s", failure["reason"])
+        print(f"\nthe run FAILED in round {failure['round']}; no final accuracy (rounds completed: "
+              f"{failure['last_good_round']}); details in {failure_path}")
+        return 1
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         logger.error("the run ended without writing %s; see the log above", summary_path)

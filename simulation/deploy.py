@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, TextIO
 
+from server.run_folder import FAILURE_FILE
 from simulation.certs import TlsFiles, generate_certificates
 from simulation.node_keys import NodeKeys, generate_node_keys
 
@@ -122,7 +123,7 @@ def marked_pids(mark: str) -> list[int]:
     return pids_with_env(MARK_ENV, mark)
 
 
-def _signal_pids(pids: list[int], sig: int) -> None:
+def signal_pids(pids: list[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
@@ -146,18 +147,18 @@ class Proc:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM the whole session, wait up to ``grace`` s, then SIGKILL what is left."""
-        _signal_pids(session_pids(self.pid) or ([self.pid] if self.alive() else []), signal.SIGTERM)
+        signal_pids(session_pids(self.pid) or ([self.pid] if self.alive() else []), signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and (self.alive() or session_pids(self.pid)):
             time.sleep(0.1)
-        _signal_pids(session_pids(self.pid), signal.SIGKILL)
+        signal_pids(session_pids(self.pid), signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=2)
         self.close()
 
     def kill(self) -> None:
         """SIGKILL the whole session at once (as when a node crashes or loses power)."""
-        _signal_pids(session_pids(self.pid), signal.SIGKILL)
+        signal_pids(session_pids(self.pid), signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
         self.close()
@@ -441,6 +442,11 @@ class LocalDeployment:
                         time.sleep(0.5)
                         self._echo_new(proc.log, pos)
                     return result
+            failed = summary.with_name(FAILURE_FILE)
+            if failed.is_file():  # the ServerApp stopped the run after a failed round
+                with contextlib.suppress(json.JSONDecodeError):
+                    raise DeployError(f"the run FAILED: {json.loads(failed.read_text())['reason']} "
+                                      f"(details in {failed})")
             self.check_alive()
             if on_poll is not None:
                 on_poll()
@@ -483,7 +489,7 @@ class LocalDeployment:
             left = self.remaining_pids()
             if not left:
                 break
-            _signal_pids(left, signal.SIGKILL)
+            signal_pids(left, signal.SIGKILL)
             time.sleep(0.1)
         for proc in self.started:
             proc.close()

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from fer_models.config import ConfigError, RunConfig
+from fer_models.config import ConfigError, RunConfig, check_values
 
 
 class ExperimentError(ConfigError):
@@ -70,6 +70,8 @@ def resolve_config(*, experiment: Path | None = None, sets: Iterable[str] = (),
     if experiment is not None:
         values.update(read_experiment(experiment))
     values.update(extra or {})
-    values.update(parse_sets(sets))
-    source = str(experiment) if experiment else "--set"
+    set_values = parse_sets(sets)
+    check_values(set_values, source="--set")  # a bad --set value is blamed on --set, not on the file
+    values.update(set_values)
+    source = f"{experiment} with --set" if experiment and set_values else str(experiment) if experiment else "--set"
     return RunConfig.from_flat(values, source=source)  # refuses recipe keys under dp=sample (config.py)

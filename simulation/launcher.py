@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
+import sys
 import tempfile
+import time
+import uuid
 from pathlib import Path
+from typing import NoReturn
 
 from fer_models.config import ConfigValue, RunConfig
+from server.validation import RoundFailedError
+from simulation.deploy import MARK_ENV, Terminated, marked_pids, signal_pids, signals_raise
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +65,54 @@ def run_simulation(cfg: RunConfig) -> None:
     if os.environ.get("RAY_ADDRESS"):  # attach to a running Ray cluster; its nodes bring their own CPUs/GPUs
         backend["init_args"] = {"address": os.environ["RAY_ADDRESS"]}
         logger.info("attaching to the Ray cluster at RAY_ADDRESS=%s", os.environ["RAY_ADDRESS"])
+    # every process the engine starts (Ray's daemons and workers) inherits this mark: an interruption stops them all
+    mark = f"simulate-{uuid.uuid4().hex}"
+    os.environ[MARK_ENV] = mark
     with tempfile.TemporaryDirectory(prefix="fedfer-app-") as tmp:
         app_dir = write_app_dir(cfg, Path(tmp))
         context = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_flat())
         logger.info("starting Flower simulation: %d clients, %d rounds (engine start-up takes a while)",
                     cfg.num_clients, cfg.num_server_rounds)
-        _run_simulation(num_supernodes=cfg.num_clients, exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-                        server_app_attr="server.app:app", client_app_attr="client.app:app",
-                        backend_name="ray", backend_config=backend, app_dir=str(app_dir),
-                        server_app_context=context, is_app=True)
+        try:
+            with signals_raise():
+                _run_simulation(num_supernodes=cfg.num_clients,
+                                exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+                                server_app_attr="server.app:app", client_app_attr="client.app:app",
+                                backend_name="ray", backend_config=backend, app_dir=str(app_dir),
+                                server_app_context=context, is_app=True)
+        except RoundFailedError:
+            pass  # the ServerApp recorded why in the run folder; the caller reports it
+        except KeyboardInterrupt:
+            _stop_and_exit(mark=mark, code=130, cfg=cfg, app_dir=Path(tmp))
+        except Terminated:
+            _stop_and_exit(mark=mark, code=143, cfg=cfg, app_dir=Path(tmp))
+        except SystemExit as exc:
+            if exc.code != signal.SIGTERM:  # ray.init replaces our SIGTERM handler with sys.exit(signum)
+                raise
+            _stop_and_exit(mark=mark, code=143, cfg=cfg, app_dir=Path(tmp))
+        finally:
+            os.environ.pop(MARK_ENV, None)
+
+
+def _stop_and_exit(*, mark: str, code: int, cfg: RunConfig, app_dir: Path, grace: float = 3.0) -> NoReturn:
+    """Stop every process the engine started, then leave at once.
+
+    The ServerApp runs in a Flower thread that never learns of the interruption and would keep the
+    interpreter alive: ``os._exit`` ends it. Checkpoints are written atomically, so the last
+    completed round stays resumable.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
+    logger.warning("interrupted: stopping the simulation engine and its processes")
+    signal_pids(marked_pids(mark), signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while marked_pids(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    signal_pids(marked_pids(mark), signal.SIGKILL)
+    shutil.rmtree(app_dir, ignore_errors=True)
+    logger.warning("interrupted; the rounds completed so far are saved: continue with "
+                   "`fedfer simulate --resume %s`", cfg.out_dir or "<run folder>")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

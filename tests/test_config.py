@@ -28,6 +28,21 @@ def test_unknown_key_is_refused_with_a_suggestion():
         RunConfig.from_flat({"num-round": 3})
 
 
+FLOAT_KEYS = [k for k, v in default_flat().items() if isinstance(v, float)]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", float("nan"), float("inf")])
+def test_nan_and_infinity_are_refused_for_every_float_key(key, value):
+    with pytest.raises(ConfigError, match=rf"{key}=.*finite number"):
+        RunConfig.from_flat({key: value})
+
+
+def test_learning_rate_nan_is_refused_from_the_command_line():
+    with pytest.raises(ConfigError, match="learning-rate='nan'.*finite"):
+        resolve_config(experiment=None, sets=["learning-rate=nan"], extra={})
+
+
 @pytest.mark.parametrize("key, value, expected", [
     ("num-server-rounds", "three", "expected an integer"),
     ("num-server-rounds", 2.5, "expected an integer"),
@@ -83,3 +98,13 @@ def test_experiment_file_errors_name_the_file_and_line(tmp_path):
 def test_set_without_equals_sign_is_refused():
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_sets(["num-server-rounds"])
+
+
+def test_a_checkpoint_from_before_a_new_key_resumes_while_the_key_keeps_its_default():
+    from server.checkpoint import CheckpointError, check_resumable
+
+    saved = RunConfig().to_flat()
+    del saved["max-update-norm-ratio"]  # written before the key existed
+    check_resumable(saved, RunConfig())
+    with pytest.raises(CheckpointError, match=r"max-update-norm-ratio: checkpoint has 100.0, this run has 5.0"):
+        check_resumable(saved, RunConfig.from_flat({"max-update-norm-ratio": 5}))

@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     engine.train(model=model, data=data, optimizer=optimizer, epochs=1, device=torch.device("cpu"),
                  loader=engine.index_loader(len(data), batch_size=32, seed=0))
     run = tmp_path_factory.mktemp("run")
-    save_model(run / "model.pt", state_dict=model.state_dict(), model="cnn", model_options={},
+    save_model(run / "model.pt", state_dict=model.state_dict(), model="cnn", model_options={}, image_size=48,
                config=cfg.to_flat(), server_round=1)
     return run
 

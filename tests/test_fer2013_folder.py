@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -131,3 +132,12 @@ def test_real_fer2013_folder_has_the_official_split_counts(shared_data: Path, ca
     assert store.class_counts("train") == {k: TRAIN[k] for k in store.class_counts()}
     assert store.class_counts("val") == {k: TEST_FOLDER[k] - PRIVATE[k] for k in store.class_counts()}
     assert store.class_counts("test") == {k: PRIVATE[k] for k in store.class_counts()}
+    # FER2013's known exact duplicates across splits are found, and each example really is one
+    from fer_models.data.duplicates import cross_split_duplicates
+
+    found = cross_split_duplicates(store)
+    assert found.groups > 0 and found.images >= found.groups
+    path_index = {p: i for i, p in enumerate(store.meta["path"])}
+    for example in found.examples:
+        first, *others = (path_index[part.rsplit(" (", 1)[0]] for part in example.split(" = "))
+        assert others and all(torch.equal(store.images[first], store.images[i]) for i in others)

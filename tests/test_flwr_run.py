@@ -23,13 +23,37 @@ pytestmark = pytest.mark.simulation
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_flwr_run_trains_with_run_config_overrides_and_leaves_no_process(tmp_path):
+def _flwr_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     bindir = Path(sys.executable).parent
     if not (bindir / "flwr").exists() or shutil.which("flower-superlink", path=str(bindir)) is None:
         pytest.fail(f"flwr / flower-superlink not found beside {sys.executable}: is flwr installed?")
+    return bindir, {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"),
+                    "PATH": f"{bindir}:{os.environ['PATH']}",
+                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def test_flwr_run_with_a_wrongly_typed_key_names_it_and_the_run_is_recorded_failed(tmp_path):
+    """Flower 1.42's `flwr run` exits 0 whatever the run's outcome; the ServerApp says what is wrong
+    first thing in the streamed log, and the SuperLink records the run as failed with the reason."""
+    bindir, env = _flwr_env(tmp_path)
+    proc = subprocess.Popen([str(bindir / "flwr"), "run", ".", "--run-config", "num-clients='abc'", "--stream"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=300)
+        listing = subprocess.run([str(bindir / "flwr"), "ls", "--format", "json"], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=60)
+    finally:
+        kill_session(proc.pid)
+        kill_env("FLWR_HOME", env["FLWR_HOME"])
+    assert "invalid run config, nothing was run: run config: num-clients='abc': expected an integer" in log, log[-3000:]
+    (run,) = json.loads(listing.stdout)["runs"]
+    assert run["status"] == "finished:failed" and "num-clients='abc'" in run["status-details"]
+
+
+def test_flwr_run_trains_with_run_config_overrides_and_leaves_no_process(tmp_path):
+    bindir, env = _flwr_env(tmp_path)
     out = tmp_path / "run"
-    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"), "PATH": f"{bindir}:{os.environ['PATH']}",
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     overrides = (f"num-server-rounds=2 out-dir='{out}' synthetic-per-class=30 synthetic-eval-per-class=10 "
                  "run-name='via-flwr'")
     proc = subprocess.Popen([str(bindir / "flwr"), "run", ".", "--run-config", overrides, "--stream"], cwd=ROOT,

@@ -96,9 +96,40 @@ def test_bad_rows_are_reported_with_the_csv_and_its_line(tmp_path: Path, header:
 
 def test_a_sequence_split_across_two_splits_is_reported(tmp_path: Path) -> None:
     _image(tmp_path / "a.png")
-    csv_path = _csv(tmp_path / "m.csv", "path,label,sequence,split", ["a.png,sad,q,train", "a.png,sad,q,test"])
+    _image(tmp_path / "b.png")
+    csv_path = _csv(tmp_path / "m.csv", "path,label,sequence,split", ["a.png,sad,q,train", "b.png,sad,q,test"])
     with pytest.raises(DatasetError, match=r"m\.csv line 3: sequence 'q' is in split test but in train on line 2"):
         read_manifest(path=csv_path)
+
+
+def test_an_image_listed_twice_is_used_once_and_counted(tmp_path: Path, caplog) -> None:
+    for n in range(4):
+        _image(tmp_path / f"{n}.png", 10 * n)
+    rows = ["0.png,sad", "1.png,happy", "./0.png,sad", "2.png,fear", "3.png,fear", f"{tmp_path / '1.png'},happy"]
+    with caplog.at_level("WARNING"):
+        store = read_manifest(path=_csv(tmp_path / "m.csv", "path,label", rows))
+    assert len(store) == 4 and sorted(store.meta["path"]) == ["0.png", "1.png", "2.png", "3.png"]
+    assert "2 rows repeat an image" in caplog.text
+
+
+@pytest.mark.parametrize("second, what", [("a.png,happy,train", "label"), ("a.png,sad,test", "split")])
+def test_an_image_listed_twice_with_another_label_or_split_is_refused(tmp_path: Path, second, what) -> None:
+    _image(tmp_path / "a.png")
+    csv_path = _csv(tmp_path / "m.csv", "path,label,split", ["a.png,sad,train", second])
+    with pytest.raises(DatasetError, match=rf"m\.csv line 3: image .*a\.png is listed again \(first on line 2\) "
+                                           rf"with another {what}"):
+        read_manifest(path=csv_path)
+
+
+def test_identical_pixels_in_train_and_test_are_reported(tmp_path: Path) -> None:
+    from fer_models.data.duplicates import cross_split_duplicates
+
+    for name, value in (("a", 10), ("b", 10), ("c", 90), ("d", 90), ("e", 150)):
+        _image(tmp_path / f"{name}.png", value)
+    rows = ["a.png,sad,train", "b.png,sad,test", "c.png,sad,train", "d.png,sad,train", "e.png,sad,val"]
+    found = cross_split_duplicates(read_manifest(path=_csv(tmp_path / "m.csv", "path,label,split", rows)))
+    assert (found.images, found.groups) == (1, 1)  # a/b cross splits; c/d are both train
+    assert found.examples == ("a.png (train) = b.png (test)",)
 
 
 def test_load_dataset_detects_a_manifest_and_rejects_an_unknown_csv(tmp_path: Path, cache_dir: Path) -> None:

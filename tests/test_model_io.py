@@ -16,7 +16,7 @@ def _save(path: Path, *, name: str = "cnn", state: dict | None = None) -> torch.
     torch.manual_seed(0)
     model = create_model("cnn")
     save_model(path, state_dict=state if state is not None else model.state_dict(), model=name,
-               model_options={}, config={"clip-length": 1, "model": "cnn"}, server_round=4)
+               model_options={}, image_size=48, config={"clip-length": 1, "model": "cnn"}, server_round=4)
     return model
 
 

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 DATA_FORMATS: tuple[str, ...] = ("auto", "csv", "folder", "ckplus", "jaffe", "manifest", "synthetic")
 #: Bump a reader's version here when its output changes, so its old cache files are not reused.
 _READER_NAMES: dict[str, str] = {"csv": "fer2013-csv", "folder": "fer2013-folder", "ckplus": "ckplus-v1",
-                                 "jaffe": "jaffe-v1", "manifest": "manifest-v1"}
+                                 "jaffe": "jaffe-v1", "manifest": "manifest-v2"}
 _FORMATS_HELP = ("a FER2013 CSV (columns emotion,pixels,Usage), a manifest CSV (columns path,label,...), "
                  "a FER2013 image folder (train/<class>/*, test/<class>/*), a CK+ folder "
                  "(<class>/S010_004_00000017.png) or a JAFFE folder (KA.AN1.39.tiff)")

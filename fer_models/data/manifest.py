@@ -7,6 +7,7 @@ mode are converted to grayscale, centre-cropped to a square (the shorter side) a
 48x48 (Lanczos), so already-cropped faces should be given. Splits: the ``split`` column
 (train/val/test) when present, else subject-disjoint (seeded) when ``subject`` is present, else a
 seeded split of the images stratified by class. ``sequence`` ids must be unique across the file.
+An image listed twice is used once (a count is logged), or refused if its label or split differ.
 """
 
 from __future__ import annotations
@@ -118,6 +119,28 @@ def _read_rows(csv_path: Path) -> tuple[list[_Row], dict[str, int]]:
     return rows, cols
 
 
+def _drop_repeated_paths(rows: list[_Row], *, csv_path: Path) -> list[_Row]:
+    """Each image once: a row repeating an earlier row's image is dropped (with a count in the log),
+    or refused when it gives the image another label or split (one image, two answers)."""
+    first: dict[Path, _Row] = {}
+    kept: list[_Row] = []
+    for row in rows:
+        key = Path(os.path.normpath(os.path.abspath(row.file)))
+        earlier = first.setdefault(key, row)
+        if earlier is row:
+            kept.append(row)
+            continue
+        for name, value, before in (("label", row.label, earlier.label),
+                                    ("split", row.fields.get("split", ""), earlier.fields.get("split", ""))):
+            if value != before:
+                raise DatasetError(f"{csv_path} line {row.line}: image {row.file} is listed again (first on line "
+                                   f"{earlier.line}) with another {name}; list each image once")
+    if len(kept) < len(rows):
+        logger.warning("%s: %d rows repeat an image listed earlier with the same label; each image is used "
+                       "once (%d images)", csv_path, len(rows) - len(kept), len(kept))
+    return kept
+
+
 def image_fingerprint(*, path: str | Path) -> str:
     """Digest of (path, size, mtime) of every image a manifest lists, so its cache notices edits."""
     csv_path = Path(path)
@@ -198,6 +221,7 @@ def read_manifest(*, path: str | Path, seed: int = SPLIT_SEED) -> FaceStore:
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path} is not a file: expected a manifest CSV; {_HEADER}")
     rows, cols = _read_rows(csv_path)
+    rows = _drop_repeated_paths(rows, csv_path=csv_path)
     logger.info("%s: decoding %d images", csv_path, len(rows))
     images = np.stack([_load_image(r, csv_path=csv_path) for r in rows])
     splits = _splits(rows, cols, csv_path=csv_path, seed=seed)

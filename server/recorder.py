@@ -65,7 +65,8 @@ class RunRecorder:
             n = sum(int(m.get("num-examples", 0)) for m in replies.metrics) or 1
             row["train_loss"] = sum(m["train-loss"] * int(m["num-examples"]) for m in replies.metrics) / n
             row["train_accuracy"] = sum(m["train-accuracy"] * int(m["num-examples"]) for m in replies.metrics) / n
-            row["samples_seen"] = sum(int(m["samples-seen"]) for m in replies.metrics)
+            if all("samples-seen" in m for m in replies.metrics):
+                row["samples_seen"] = sum(int(m["samples-seen"]) for m in replies.metrics)
         if replies.errors:
             row["errors"] = [e["reason"] for e in replies.errors]
         if replies.rejected:

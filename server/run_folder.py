@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_args(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run after its last completed "
                    "round, with its own settings (its privacy ledger included)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="debug logging, and Flower's and Ray's own logs on the terminal too")
     p.set_defaults(func=run)
 
 
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from fer_models.task import build_model, client_partitions, load_store
     from server.run_folder import FAILURE_FILE, resolve_run_dir
     from server.strategy import make_strategy
+    from simulation.console import engine_logs_to_file
     from simulation.launcher import run_simulation
     from simulation.partition_report import describe_partition, format_table, write_partition_files
 
@@ -64,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     logger.info("client partition:\n%s", format_table(report, max_rows=20))
     write_partition_files(report=report, run_dir=run_dir)
     cfg = cfg.replace(overwrite=True)  # the folder is checked; the server may now write into it
-    run_simulation(cfg)
+    flower_log = engine_logs_to_file(run_dir, verbose=args.verbose)
+    if flower_log is not None:
+        logger.info("Flower's and Ray's own logs: %s (and Ray's session folder); --verbose shows them here", flower_log)
+    run_simulation(cfg, verbose=args.verbose)
     failure_path = run_dir / FAILURE_FILE
     if failure_path.is_file():
         failure = json.loads(failure_path.read_text())

@@ -46,8 +46,11 @@ def ray_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def run_simulation(cfg: RunConfig) -> None:
-    """Run ``cfg`` with ``num-clients`` virtual SuperNodes; results land in ``cfg.out_dir``."""
+def run_simulation(cfg: RunConfig, *, verbose: bool = False) -> None:
+    """Run ``cfg`` with ``num-clients`` virtual SuperNodes; results land in ``cfg.out_dir``.
+
+    Unless ``verbose``, Flower's log goes to ``<out-dir>/logs/flower.log`` and Ray's worker output
+    stays off the terminal (simulation/console.py)."""
     from flwr.app import Context, RecordDict
     from flwr.supercore.telemetry import EventType
     from flwr.simulation.run_simulation import _run_simulation
@@ -60,10 +63,10 @@ def run_simulation(cfg: RunConfig) -> None:
     backend = {
         "client_resources": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
         "init_args": {"num_cpus": ray_cpus(), "num_gpus": torch.cuda.device_count(),
-                      "include_dashboard": False},
+                      "include_dashboard": False, "log_to_driver": verbose},
     }
     if os.environ.get("RAY_ADDRESS"):  # attach to a running Ray cluster; its nodes bring their own CPUs/GPUs
-        backend["init_args"] = {"address": os.environ["RAY_ADDRESS"]}
+        backend["init_args"] = {"address": os.environ["RAY_ADDRESS"], "log_to_driver": verbose}
         logger.info("attaching to the Ray cluster at RAY_ADDRESS=%s", os.environ["RAY_ADDRESS"])
     # every process the engine starts (Ray's daemons and workers) inherits this mark: an interruption stops them all
     mark = f"simulate-{uuid.uuid4().hex}"

@@ -89,7 +89,7 @@ def run_dir(tmp_path: Path) -> Path:
     run.mkdir()
     save_model(run / "model.pt", state_dict=model.state_dict(), model="cnn_rnn",
                model_options={"channels": list(SMALL["pixels"])}, config={"clip-length": 3, "run-name": "r"},
-               server_round=4)
+               server_round=4, image_size=48)
     return run
 
 

@@ -34,6 +34,7 @@ def run_dir(tmp_path_factory) -> Path:
            "--set", "local-epochs=4", "--set", "batch-size=32", "--set", "fraction-evaluate=1.0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, f"simulate failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    (tmp / "console.txt").write_text(proc.stdout + proc.stderr)
     return out
 
 
@@ -105,3 +106,14 @@ def test_the_bench_table_counts_the_sample_gradients_the_clients_recorded(summar
     train = sum(len(client_data(cfg, partition_id=p, num_partitions=cfg.num_clients)) for p in range(cfg.num_clients))
     assert how == RECORDED
     assert count == ROUNDS * cfg.local_epochs * train  # non-private batches cover every sample once per epoch
+
+
+def test_the_console_shows_one_progress_line_per_round_and_no_flower_dump(run_dir):
+    console = (run_dir.parent / "console.txt").read_text()
+    progress = [line for line in console.splitlines() if f"/{ROUNDS} | accuracy" in line]
+    assert len(progress) == ROUNDS, console
+    for noise in ("configure_train", "aggregate_train", "Strategy", "ClientAppActor", "Aggregated MetricRecord"):
+        assert noise not in console, noise
+    assert len(console.splitlines()) <= 40, console  # start-up, partition table, a line per round, the result
+    flower_log = (run_dir / "logs" / "flower.log").read_text()
+    assert "configure_train" in flower_log and "ROUND 1" in flower_log  # Flower's full log is in the run folder

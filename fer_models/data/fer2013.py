@@ -10,7 +10,6 @@ Training -> train, PublicTest -> val, PrivateTest -> test.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import warnings
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer_models.data.csv_rows import csv_rows
 from fer_models.data.errors import DatasetError
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import FaceStore, split_code
@@ -85,37 +85,26 @@ def read_fer2013_csv(*, path: str | Path) -> FaceStore:
     images: list[np.ndarray] = []
     labels: list[int] = []
     splits: list[int] = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise DatasetError(f"{path} is empty: expected a header line {','.join(CSV_COLUMNS)}")
-        cols = _column_positions(header, path=path)
-        width = max(cols.values()) + 1
-        for row in reader:
-            where = f"{path} line {reader.line_num}"
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            if len(row) < width:
-                raise DatasetError(f"{where}: got {len(row)} fields, expected at least {width} "
-                                   f"(columns {', '.join(header)})")
-            label_text = row[cols["emotion"]].strip()
-            try:
-                label = int(label_text)
-            except ValueError:
-                label = -1
-            if not 0 <= label < NUM_CLASSES:
-                raise DatasetError(f"{where}: emotion {label_text!r} is not an integer "
-                                   f"0..{NUM_CLASSES - 1}")
-            usage = row[cols["Usage"]].strip()
-            if usage not in USAGE_SPLITS:
-                raise DatasetError(f"{where}: unknown Usage {usage!r}; expected one of "
-                                   f"{', '.join(USAGE_SPLITS)}")
-            images.append(_parse_pixels(row[cols["pixels"]], where=where))
-            labels.append(label)
-            splits.append(split_code(USAGE_SPLITS[usage]))
-            if len(images) % _PROGRESS_EVERY == 0:
-                logger.info("%s: parsed %d rows", path.name, len(images))
+    expected = f"expected a header line {','.join(CSV_COLUMNS)}"
+    for line, row, cols in csv_rows(path, columns=lambda h: _column_positions(h, path=path), expected_header=expected):
+        where = f"{path} line {line}"
+        label_text = row[cols["emotion"]].strip()
+        try:
+            label = int(label_text)
+        except ValueError:
+            label = -1
+        if not 0 <= label < NUM_CLASSES:
+            raise DatasetError(f"{where}: emotion {label_text!r} is not an integer "
+                               f"0..{NUM_CLASSES - 1}")
+        usage = row[cols["Usage"]].strip()
+        if usage not in USAGE_SPLITS:
+            raise DatasetError(f"{where}: unknown Usage {usage!r}; expected one of "
+                               f"{', '.join(USAGE_SPLITS)}")
+        images.append(_parse_pixels(row[cols["pixels"]], where=where))
+        labels.append(label)
+        splits.append(split_code(USAGE_SPLITS[usage]))
+        if len(images) % _PROGRESS_EVERY == 0:
+            logger.info("%s: parsed %d rows", path.name, len(images))
     if not images:
         raise DatasetError(f"{path} has a header but no data rows: expected one row per face")
     store = FaceStore(

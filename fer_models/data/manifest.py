@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fer_models.data.csv_rows import csv_rows
 from fer_models.data.errors import DatasetError
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import SPLIT_NAMES, FaceStore
@@ -94,26 +95,15 @@ def _columns(header: list[str], *, csv_path: Path) -> dict[str, int]:
 
 def _read_rows(csv_path: Path) -> tuple[list[_Row], dict[str, int]]:
     rows: list[_Row] = []
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise DatasetError(f"{csv_path} is empty: {_HEADER}")
-        cols = _columns(header, csv_path=csv_path)
-        width = max(cols.values()) + 1
-        for row in reader:
-            where = f"{csv_path} line {reader.line_num}"
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) < width:
-                raise DatasetError(f"{where}: got {len(row)} fields, expected {width} (columns "
-                                   f"{', '.join(header)})")
-            fields = {name: row[i].strip() for name, i in cols.items()}
-            if not fields["path"]:
-                raise DatasetError(f"{where}: empty path; expected an image path")
-            file = Path(fields["path"]).expanduser()
-            rows.append(_Row(reader.line_num, file if file.is_absolute() else csv_path.parent / file,
-                             _parse_label(fields["label"], where=where), fields))
+    cols: dict[str, int] = {}
+    for line, row, cols in csv_rows(csv_path, columns=lambda h: _columns(h, csv_path=csv_path), expected_header=_HEADER):
+        where = f"{csv_path} line {line}"
+        fields = {name: row[i].strip() for name, i in cols.items()}
+        if not fields["path"]:
+            raise DatasetError(f"{where}: empty path; expected an image path")
+        file = Path(fields["path"]).expanduser()
+        rows.append(_Row(line, file if file.is_absolute() else csv_path.parent / file,
+                         _parse_label(fields["label"], where=where), fields))
     if not rows:
         raise DatasetError(f"{csv_path} has a header but no rows: expected one row per image")
     return rows, cols

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer_models.labels import EMOTIONS
+from fer_models.labels import EMOTIONS, IMAGE_SIDE
 from fer_models.samples import PIXEL_MEAN, PIXEL_STD
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def export_model(*, model: nn.Module, out: Path, fmt: str, clip_length: int, qua
         raise ExportError(f"--quantize must be one of {', '.join(QUANTIZE)} (got {quantize!r})")
     if clip_length < 1:
         raise ExportError(f"clip length must be >= 1 (got {clip_length})")
-    image_size = int(getattr(model, "image_size", 48))
+    image_size = int(getattr(model, "image_size", IMAGE_SIDE))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = example_clips(batch=2, clip_length=clip_length, image_size=image_size, seed=1)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from fer_models.labels import EMOTIONS, NUM_CLASSES
+from fer_models.labels import EMOTIONS, IMAGE_SIDE, NUM_CLASSES
 
 
 class ImageReadError(ValueError):
@@ -51,14 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def prepare_face(*, image: Image.Image, size: int = 48) -> np.ndarray:
+def prepare_face(*, image: Image.Image, size: int = IMAGE_SIDE) -> np.ndarray:
     """Grayscale, centre-crop to a square, resize to ``size`` x ``size``: ``uint8 (size, size)``."""
     from fer_models.data.manifest import square_resize
 
     return square_resize(np.asarray(image.convert("L")), side=size)
 
 
-def read_face(*, path: Path, size: int = 48) -> np.ndarray:
+def read_face(*, path: Path, size: int = IMAGE_SIDE) -> np.ndarray:
     """:func:`prepare_face` of an image file; :class:`ImageReadError` naming the file if it fails."""
     if not path.is_file():
         raise ImageReadError(f"{path}: no such image file")
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--top must be between 1 and {NUM_CLASSES}, got {args.top}")
     images = image_files(args.images)  # before the model is loaded: fail fast on a typo
     model, info = load_model_file(path=args.model)
-    size = int(getattr(model, "image_size", 48))
+    size = int(getattr(model, "image_size", IMAGE_SIDE))
     faces = np.stack([read_face(path=p, size=size) for p in images])
     probs = predict_faces(model=model, faces=faces, clip_length=int(info["config"].get("clip-length", 1)))
     results = [top_k(probs=p, k=args.top) for p in probs]

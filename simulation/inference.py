@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from fer_models.labels import IMAGE_SIDE
 from fer_models.export import SUFFIX
 from fer_models.runtime import Predictor, TorchPredictor, load_exported
 
@@ -24,4 +25,4 @@ def load_predictor(*, path: Path, threads: int = 0) -> Predictor:
         torch.set_num_threads(threads)
     model, info = load_model_file(path=path)
     return TorchPredictor(model, clip_length=int(info["config"].get("clip-length", 1)),
-                          image_size=int(getattr(model, "image_size", 48)), source=str(info["path"]))
+                          image_size=int(getattr(model, "image_size", IMAGE_SIDE)), source=str(info["path"]))

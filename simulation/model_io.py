@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fer_models.labels import IMAGE_SIDE
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def load_model_file(*, path: Path, image_size: int | None = None) -> tuple[nn.Mo
     info.setdefault("config", {})
     info.setdefault("round", None)
     info["path"] = file
-    size = int(image_size or obj.get("image_size") or 48)
+    size = int(image_size or obj.get("image_size") or IMAGE_SIDE)
     try:
         model = create_model(str(obj["model"]), image_size=size, **obj["model_options"])
     except (UnknownModelError, ModelOptionError) as exc:

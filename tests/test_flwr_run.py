@@ -32,11 +32,20 @@ def _flwr_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def test_flwr_run_with_a_wrongly_typed_key_names_it_and_the_run_is_recorded_failed(tmp_path):
+RECIPE_REFUSAL = ("batch-size set while dp=sample uses the tuned DP recipe, which chooses frontend, activation, "
+                  "pretrain-epochs, batch-size")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ("num-clients='abc'", "run config: num-clients='abc': expected an integer"),
+    ("dp='sample' target-epsilon=8.0 batch-size=32", f"run config: {RECIPE_REFUSAL}"),  # fedfer simulate's refusal
+])
+def test_flwr_run_with_a_refused_setting_names_it_and_the_run_is_recorded_failed(tmp_path, overrides, message):
     """Flower 1.42's `flwr run` exits 0 whatever the run's outcome; the ServerApp says what is wrong
-    first thing in the streamed log, and the SuperLink records the run as failed with the reason."""
+    first thing in the streamed log, with the message `fedfer simulate` gives, and the SuperLink
+    records the run as failed with the reason."""
     bindir, env = _flwr_env(tmp_path)
-    proc = subprocess.Popen([str(bindir / "flwr"), "run", ".", "--run-config", "num-clients='abc'", "--stream"],
+    proc = subprocess.Popen([str(bindir / "flwr"), "run", ".", "--run-config", overrides, "--stream"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
@@ -46,9 +55,13 @@ def test_flwr_run_with_a_wrongly_typed_key_names_it_and_the_run_is_recorded_fail
     finally:
         kill_session(proc.pid)
         kill_env("FLWR_HOME", env["FLWR_HOME"])
-    assert "invalid run config, nothing was run: run config: num-clients='abc': expected an integer" in log, log[-3000:]
+    assert f"invalid run config, nothing was run: {message}" in log, log[-3000:]
     (run,) = json.loads(listing.stdout)["runs"]
-    assert run["status"] == "finished:failed" and "num-clients='abc'" in run["status-details"]
+    assert run["status"] == "finished:failed" and message.split(": ", 1)[1][:40] in run["status-details"]
+    cli = subprocess.run([sys.executable, "-m", "simulation.cli", "simulate", "--set",
+                          *" --set ".join(overrides.replace("'", "").split()).split(" ")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2 and message.split(": ", 1)[1] in cli.stderr, cli.stderr[-2000:]
 
 
 def test_flwr_run_trains_with_run_config_overrides_and_leaves_no_process(tmp_path):

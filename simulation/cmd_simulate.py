@@ -54,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     from simulation.partition_report import describe_partition, format_table, write_partition_files
 
     cfg = _resume_config(args) if args.resume else resolve_run_config(args)
-    make_strategy(cfg)  # settings the strategy refuses stop here, before the engine starts
     store = load_store(cfg)  # decode (and cache) once, and fail on bad data before the engine starts
     logger.info("dataset %s", store.describe())
     model = build_model(cfg, image_size=store.image_size[0])  # an unknown model or option, or a too small image
@@ -70,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     flower_log = engine_logs_to_file(run_dir, verbose=args.verbose)
     if flower_log is not None:
         logger.info("Flower's and Ray's own logs: %s (and Ray's session folder); --verbose shows them here", flower_log)
+    make_strategy(cfg)  # settings the strategy refuses stop here, before the engine starts
     run_simulation(cfg, verbose=args.verbose)
     failure_path = run_dir / FAILURE_FILE
     if failure_path.is_file():

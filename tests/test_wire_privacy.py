@@ -43,7 +43,7 @@ def _replies(cfg: RunConfig, pid: int) -> list[Message]:
 
 @pytest.mark.parametrize("dp", ["none", "sample"])
 def test_a_train_reply_carries_only_model_arrays_and_scalar_metrics(flower_identity, dp):
-    cfg = RunConfig.from_flat({**SMALL, "dp": dp, "noise-multiplier": 1.0})
+    cfg = RunConfig.from_flat({**SMALL, "dp": dp, "noise-multiplier": 1.0, "dp-recipe": "none"})
     pid = 1
     data = client_data(cfg, partition_id=pid, num_partitions=cfg.num_clients)
     n_local = len(data)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fer_models.models.blocks import FrameCNN
+from fer_models.models.encoder_model import FrameCNN
 from fer_models.models.registry import register_model
 
 
@@ -38,7 +38,7 @@ class CNNAttention(FrameCNN):
 
     At default settings (channels 16-32-64-128, 7 classes) it has 98,424 parameters.
     :meth:`attention_map` shows where the model looked. Options: those of
-    :class:`~fer_models.models.blocks.FrameCNN`.
+    :class:`~fer_models.models.encoder_model.FrameCNN`.
     """
 
     DEFAULT_PARAM_COUNT = 98_424

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any
 
 import torch
 from opacus.layers import DPGRU, DPLSTM
 from torch import Tensor, nn
 
-from fer_models.labels import IMAGE_SIDE, NUM_CLASSES
-from fer_models.models.blocks import FerModel, FrameEncoder, check_image_size, resolve_channels
+from fer_models.models.encoder_model import EncoderModel
 from fer_models.models.registry import register_model
 
 RNN_CELLS: dict[str, type[nn.Module]] = {"gru": DPGRU, "lstm": DPLSTM}
@@ -36,30 +35,21 @@ class TemporalAttention(nn.Module):
 
 
 @register_model("cnn_rnn")
-class CNNRNN(FerModel):
+class CNNRNN(EncoderModel):
     """Hybrid CNN-RNN: frame encoder → ``DPGRU``/``DPLSTM`` over frames → readout → Linear.
 
     At default settings (channels 16-32-64-128, GRU hidden 64, 7 classes) it has 135,095
     parameters (LSTM: 147,511; temporal attention adds 65).
 
-    Args:
-        num_classes: number of output logits.
-        image_size: input height and width.
-        in_channels: image channels (1 = grey).
-        channels: output channels of the conv blocks (each halves H and W); default 16-32-64-128
-            (pixels) or 64-64 (scatter).
-        kernel_size: spatial kernel size of the convolutions.
-        norm_groups: GroupNorm groups per block.
+    Args (besides the frame encoder's options and ``dropout``, see
+    :class:`~fer_models.models.encoder_model.EncoderModel`; here ``dropout`` acts on the frame
+    embeddings and before the classifier):
         rnn: ``"gru"`` (opacus DPGRU) or ``"lstm"`` (opacus DPLSTM).
         hidden_size: RNN hidden size.
         num_layers: stacked RNN layers.
         readout: ``"last"`` (last RNN output) or ``"mean"`` (mean over frames); ignored
             (and must stay at its default) when ``temporal_attention`` is on.
         temporal_attention: pool the RNN outputs with learned softmax weights over frames.
-        dropout: dropout on frame embeddings and before the classifier (0 disables it).
-        activation: ``relu`` or ``tanh`` in the frame encoder (the DP recipe uses tanh).
-        frontend: ``pixels`` or ``scatter`` (a fixed ScatterNet before the conv blocks; the DP
-            recipe uses it; default channels then 64-64).
     """
 
     DEFAULT_PARAM_COUNT = 135_095
@@ -67,24 +57,13 @@ class CNNRNN(FerModel):
     def __init__(
         self,
         *,
-        num_classes: int = NUM_CLASSES,
-        image_size: int = IMAGE_SIDE,
-        in_channels: int = 1,
-        channels: Sequence[int] | None = None,
-        kernel_size: int = 3,
-        norm_groups: int = 8,
         rnn: str = "gru",
         hidden_size: int = 64,
         num_layers: int = 1,
         readout: str = "last",
         temporal_attention: bool = False,
-        dropout: float = 0.25,
-        activation: str = "relu",
-        frontend: str = "pixels",
+        **options: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, image_size=image_size, in_channels=in_channels)
-        channels = resolve_channels(channels, frontend=frontend)
-        check_image_size(image_size, channels=channels, frontend=frontend)
         if rnn not in RNN_CELLS:
             raise ValueError(f"rnn must be one of {sorted(RNN_CELLS)} (got {rnn!r})")
         if readout not in READOUTS:
@@ -93,19 +72,14 @@ class CNNRNN(FerModel):
             raise ValueError("temporal_attention replaces the readout; leave readout at 'last'")
         if hidden_size < 1 or num_layers < 1:
             raise ValueError(f"hidden_size and num_layers must be >= 1 (got {hidden_size}, {num_layers})")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
+        super().__init__(**options)  # the frame encoder (EncoderModel's options) and the dropout rate
         self.rnn_type = rnn
         self.readout = readout
-        self.encoder = FrameEncoder(
-            in_channels=in_channels, channels=channels, kernel_size=kernel_size, norm_groups=norm_groups,
-            activation=activation, frontend=frontend, image_size=image_size,
-        )
-        self.frame_dropout = nn.Dropout(p=dropout, inplace=False)
+        self.frame_dropout = nn.Dropout(p=self.dropout_rate, inplace=False)
         self.rnn = RNN_CELLS[rnn](self.encoder.out_dim, hidden_size, num_layers=num_layers, batch_first=True)
         self.attention = TemporalAttention(hidden_size) if temporal_attention else None
-        self.dropout = nn.Dropout(p=dropout, inplace=False)
-        self.classifier = nn.Linear(hidden_size, num_classes)
+        self.dropout = nn.Dropout(p=self.dropout_rate, inplace=False)
+        self.classifier = nn.Linear(hidden_size, self.num_classes)
 
     def rnn_outputs(self, x: Tensor) -> Tensor:
         """``(B, T, C, H, W)`` clips → ``(B, T, hidden_size)`` RNN outputs."""

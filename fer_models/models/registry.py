@@ -39,7 +39,7 @@ def register_model(name: str) -> Callable[[_FactoryT], _FactoryT]:
     def decorator(factory: _FactoryT) -> _FactoryT:
         if name in _REGISTRY and _REGISTRY[name] is not factory:
             raise ValueError(f"model {name!r} is already registered by {_REGISTRY[name]!r}; pick another name")
-        params = inspect.signature(factory).parameters
+        params = factory_parameters(factory)
         missing = [p for p in _COMMON if p not in params]
         if missing:
             raise TypeError(f"model factory for {name!r} must accept keyword arguments {missing}")
@@ -47,6 +47,25 @@ def register_model(name: str) -> Callable[[_FactoryT], _FactoryT]:
         return factory
 
     return decorator
+
+
+def factory_parameters(factory: Callable[..., nn.Module]) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of a factory. A model class whose ``__init__`` passes ``**options`` on to
+    its base (e.g. ``CNNRNN`` to ``EncoderModel``) also has the base's parameters, declared there once."""
+    params = dict(inspect.signature(factory).parameters)
+    passes_on = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for base in factory.__mro__[1:] if isinstance(factory, type) else ():
+        if not passes_on:
+            break
+        init = base.__dict__.get("__init__")
+        if init is None:
+            continue
+        own = inspect.signature(init).parameters
+        for name, p in own.items():
+            if name != "self" and p.kind is not p.VAR_KEYWORD:
+                params.setdefault(name, p)
+        passes_on = any(p.kind is p.VAR_KEYWORD for p in own.values())
+    return {n: p for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
 
 
 def list_models() -> list[str]:
@@ -67,7 +86,7 @@ def _factory(name: str) -> Callable[..., nn.Module]:
 
 def model_options(name: str) -> dict[str, Any]:
     """The model-specific options of ``name`` and their defaults (``num_classes``/``image_size`` excluded)."""
-    params = inspect.signature(_factory(name)).parameters
+    params = factory_parameters(_factory(name))
     return {
         p.name: p.default
         for p in params.values()

@@ -8,12 +8,9 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrim
 
 from fer_models.config import RunConfig
 from fer_models.wire import UNIFORM_WEIGHT
-from server.client_dp import (ClientClippedClientDP, ServerClippedClientDP, client_level_epsilon,
-                              client_noise_multiplier)
+from server.client_dp import ClientClippedClientDP, ServerClippedClientDP, client_noise_multiplier
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["clients_per_round", "make_strategy", "client_level_epsilon"]
 
 
 def clients_per_round(cfg: RunConfig) -> int:

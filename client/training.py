@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-
 import numpy as np
 import torch
 from flwr.app import Context
@@ -48,11 +47,12 @@ def privacy_units(cfg: RunConfig, data: ClipSet) -> tuple[PersonIndex | None, st
     if cfg.privacy_unit != "person":
         return None, "image"
     subjects = load_store(cfg).meta.get("subject")
-    if subjects is None or not np.any(np.asarray(subjects)[data.frames[:, 0].numpy()].astype(str) != ""):
+    mine = None if subjects is None else np.asarray(subjects)[data.frames[:, 0].numpy()]  # each sample's first frame
+    if mine is None or not np.any(mine.astype(str) != ""):
         logger.warning("privacy-unit=person, but this client's data has no subject ids (FER2013 has none): "
                        "its epsilon protects one image, not one person")
         return None, "image"
-    return person_index(np.asarray(subjects)[data.frames[:, 0].numpy()]), "person"
+    return person_index(mine), "person"
 
 
 def _noise_multiplier(cfg: RunConfig, stored: float | None, *, sample_rate: float, steps_per_round: int,
@@ -95,8 +95,7 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
         augment = lambda x: augmenter(x, generator=generator)  # noqa: E731
     weights = class_weights(cfg, data)
     metrics: dict[str, float | int] = {PARTITION_ID: partition_id, **hp.as_metrics(),
-                                             "round-learning-rate": learning_rate,
-                                             "optimizer-state-carried": int(carried)}
+                                       "round-learning-rate": learning_rate, "optimizer-state-carried": int(carried)}
     recipe = dict(views=cfg.augment_multiplicity,
                   ema=WeightEMA(model, decay=hp.ema_decay) if hp.ema_decay > 0 else None)
     if cfg.dp == "sample":

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import logging
 
-from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.ledger import LedgerMismatch, LedgerMissing, lineage_of
 from client.mods import client_side_clipping
 from client.training import BudgetRefusal, evaluate_local, train_local
 from fer_models.config import RunConfig
-from fer_models.wire import (BUDGET_EXCEEDED, LEDGER_MISSING, PRIVATE_EVALUATION_REFUSED, ROUND_OFFSET,
-                             SERVER_ROUND)
+from fer_models.federated_eval import NoHeldOutSplit, held_out_counts
+from fer_models.sites import SiteDataError, local_data
+from fer_models.wire import (BUDGET_EXCEEDED, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, LEDGER_MISSING,
+                             PRIVATE_EVALUATION_REFUSED, ROUND_OFFSET, SERVER_ROUND, SITE_DATA_ERROR, SITE_NAME,
+                             SITE_RECORD)
 
 logger = logging.getLogger(__name__)
 
@@ -26,35 +29,32 @@ BUDGET_EXCEEDED_CODE = BUDGET_EXCEEDED
 app = ClientApp(mods=[client_side_clipping])
 
 
-def _partition(context: Context, cfg: RunConfig) -> tuple[int, int]:
-    """(partition-id, num-partitions) from the node config (simulation or a SuperNode's own)."""
-    node = context.node_config
-    if "partition-id" not in node:
-        raise KeyError("node config has no 'partition-id': start the SuperNode with "
-                       "--node-config \"partition-id=<i> num-partitions=<n>\"")
-    num = int(node.get("num-partitions", cfg.num_clients))  # type: ignore[arg-type]
-    return int(node["partition-id"]), num  # type: ignore[arg-type]
+def _site_error(msg: Message, exc: Exception) -> Message:
+    logger.error("%s", exc)
+    return Message(Error(code=SITE_DATA_ERROR, reason=str(exc)), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this client's partition."""
     cfg = RunConfig.from_flat(context.run_config)
-    pid, num = _partition(context, cfg)
+    try:
+        local = local_data(cfg, context.node_config)
+    except SiteDataError as exc:  # this site stops; the run goes on with the others if min-train-clients allows
+        return _site_error(msg, exc)
     config = msg.content["config"]
     # a resumed run numbers rounds from 1 again; round-offset restores the run's own numbering
     server_round = int(config.get(SERVER_ROUND, 0)) + int(config.get(ROUND_OFFSET, 0))  # type: ignore[union-attr]
     proximal_mu = float(config.get("proximal-mu", 0.0))  # type: ignore[union-attr]
     state = msg.content["arrays"].to_torch_state_dict()  # type: ignore[union-attr]
     try:
-        result = train_local(cfg=cfg, context=context, partition_id=pid, num_partitions=num,
-                             global_state=state, server_round=server_round, proximal_mu=proximal_mu,
-                             lineage=lineage_of(config, context))
+        result = train_local(cfg=cfg, context=context, local=local, global_state=state, server_round=server_round,
+                             proximal_mu=proximal_mu, lineage=lineage_of(config, context))
     except BudgetRefusal as refusal:
-        logger.warning("client %d: %s", pid, refusal)
+        logger.warning("%s: %s", local.name, refusal)
         return Message(Error(code=BUDGET_EXCEEDED, reason=str(refusal)), reply_to=msg)
     except (LedgerMissing, LedgerMismatch) as refusal:
-        logger.error("client %d: %s", pid, refusal)
+        logger.error("%s: %s", local.name, refusal)
         return Message(Error(code=LEDGER_MISSING, reason=str(refusal)), reply_to=msg)
     content = RecordDict({"arrays": ArrayRecord(result.state), "metrics": MetricRecord(result.metrics)})
     return Message(content=content, reply_to=msg)
@@ -62,12 +62,30 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the received global model on this client's local share (client-side evaluation)."""
+    """Evaluate the received global model: a site's held-out counts (federated evaluation, when the server asks
+    for them) or the loss and accuracy on this client's share (client-side evaluation)."""
     cfg = RunConfig.from_flat(context.run_config)
-    pid, num = _partition(context, cfg)
     if cfg.dp != "none":  # loss and accuracy on private data would leave outside the accounted mechanism
         return Message(Error(code=PRIVATE_EVALUATION_REFUSED, reason=f"dp={cfg.dp}: this client sends no evaluation "
                              f"metrics (they are not noised or accounted)"), reply_to=msg)
+    try:
+        local = local_data(cfg, context.node_config)
+    except SiteDataError as exc:
+        return _site_error(msg, exc)
     state = msg.content["arrays"].to_torch_state_dict()  # type: ignore[union-attr]
-    metrics = evaluate_local(cfg=cfg, partition_id=pid, num_partitions=num, global_state=state)
+    config = msg.content.config_records.get("config", {})
+    if config.get(EVALUATE_COUNTS):
+        if local.site is None or not local.site.share_evaluation:
+            return Message(Error(code=EVALUATION_NOT_SHARED, reason=f"{local.name} does not share evaluation counts "
+                                 f"of its held-out split: its node config would need share-evaluation=true"),
+                           reply_to=msg)
+        try:
+            counts = held_out_counts(cfg=cfg, local=local, global_state=state)
+        except NoHeldOutSplit as exc:
+            return _site_error(msg, exc)
+        return Message(content=RecordDict({"metrics": MetricRecord(counts),
+                                           SITE_RECORD: ConfigRecord({SITE_NAME: local.site.name})}), reply_to=msg)
+    pid = int(context.node_config.get("partition-id", 0))  # type: ignore[arg-type]
+    num = int(context.node_config.get("num-partitions", cfg.num_clients))  # type: ignore[arg-type]
+    metrics = evaluate_local(cfg=cfg, local=local, partition_id=pid, num_partitions=num, global_state=state)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,8 @@ from fer_models.persons import PersonIndex, person_index
 from fer_models.privacy import (PrivacyLedger, make_private, noise_for_target, plain_state_dict,
                                 sample_rate_for, steps_per_epoch)
 from fer_models.samples import ClipSet
-from fer_models.task import build_model, client_data, clips_for, load_store
+from fer_models.sites import LocalData
+from fer_models.task import build_model, clips_for
 from fer_models.wire import EPSILON, NUM_EXAMPLES, PARTITION_ID, TRAIN_STATISTICS, UNIFORM_WEIGHT, UNIT_IS_PERSON
 
 logger = logging.getLogger(__name__)
@@ -42,11 +44,12 @@ def round_seed(cfg: RunConfig, partition_id: int, server_round: int) -> int:
     return int(np.random.SeedSequence([cfg.seed, partition_id, server_round]).generate_state(1)[0])
 
 
-def privacy_units(cfg: RunConfig, data: ClipSet) -> tuple[PersonIndex | None, str]:
+def privacy_units(cfg: RunConfig, local: LocalData) -> tuple[PersonIndex | None, str]:
     """(persons, unit name): persons under privacy-unit=person when the data has subject ids, else images."""
     if cfg.privacy_unit != "person":
         return None, "image"
-    subjects = load_store(cfg).meta.get("subject")
+    data = local.train
+    subjects = local.store.meta.get("subject")
     mine = None if subjects is None else np.asarray(subjects)[data.frames[:, 0].numpy()]  # each sample's first frame
     if mine is None or not np.any(mine.astype(str) != ""):
         logger.warning("privacy-unit=person, but this client's data has no subject ids (FER2013 has none): "
@@ -70,17 +73,17 @@ def _noise_multiplier(cfg: RunConfig, stored: float | None, *, sample_rate: floa
     return noise
 
 
-def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_partitions: int,
-                global_state: dict[str, torch.Tensor], server_round: int,
-                proximal_mu: float = 0.0, lineage: str = "") -> LocalResult:
-    """Train the global model on this client's share; under dp=sample compose the ledger on disk."""
+def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_state: dict[str, torch.Tensor],
+                server_round: int, proximal_mu: float = 0.0, lineage: str = "") -> LocalResult:
+    """Train the global model on this client's data; under dp=sample compose the ledger on disk."""
     engine.configure_threads(cfg.num_cpus)
     device = engine.select_device()
-    data = client_data(cfg, partition_id=partition_id, num_partitions=num_partitions)
-    model = build_model(cfg, image_size=load_store(cfg).image_size[0])
+    data = local.train
+    model = build_model(cfg, image_size=local.store.image_size[0])
     model.load_state_dict(global_state)
     model.to(device)
-    seed = round_seed(cfg, partition_id, server_round)
+    partition_id = int(context.node_config.get("partition-id", -1))  # type: ignore[arg-type]  (a site may have none)
+    seed = round_seed(cfg, partition_id if local.site is None else zlib.crc32(local.key.encode()), server_round)
     torch.manual_seed(seed)  # dropout & co.: the same draws whichever process runs this client
     hp = training_hyperparams(cfg, num_samples=len(data))
     learning_rate = hp.learning_rate * lr_factor(schedule=hp.lr_schedule, server_round=server_round,
@@ -94,15 +97,15 @@ def train_local(*, cfg: RunConfig, context: Context, partition_id: int, num_part
         augmenter = Augmenter(policy=cfg.augment, same_across_frames=data.real_clips)
         augment = lambda x: augmenter(x, generator=generator)  # noqa: E731
     weights = class_weights(cfg, data)
-    metrics: dict[str, float | int] = {PARTITION_ID: partition_id, **hp.as_metrics(),
+    metrics: dict[str, float | int] = {**({PARTITION_ID: partition_id} if partition_id >= 0 else {}), **hp.as_metrics(),
                                        "round-learning-rate": learning_rate, "optimizer-state-carried": int(carried)}
     recipe = dict(views=cfg.augment_multiplicity,
                   ema=WeightEMA(model, decay=hp.ema_decay) if hp.ema_decay > 0 else None)
     if cfg.dp == "sample":
         check_lineage(context, lineage)
-        where = LedgerFile.locate(context, lineage=lineage, client=f"p{partition_id}-of-{num_partitions}")
+        where = LedgerFile.locate(context, lineage=lineage, client=local.key)
         ledger, stored_noise = where.load(context, accountant=cfg.accountant)
-        persons, unit = privacy_units(cfg, data)
+        persons, unit = privacy_units(cfg, local)
         units = len(persons) if persons is not None else len(data)
         q = sample_rate_for(batch_size=hp.batch_size, num_samples=units)
         steps = cfg.local_epochs * steps_per_epoch(q)
@@ -150,15 +153,18 @@ def class_weights(cfg: RunConfig, data: ClipSet) -> torch.Tensor | None:
     return engine.balanced_class_weights(data.labels)
 
 
-def evaluate_local(*, cfg: RunConfig, partition_id: int, num_partitions: int,
+def evaluate_local(*, cfg: RunConfig, local: LocalData, partition_id: int, num_partitions: int,
                    global_state: dict[str, torch.Tensor]) -> dict[str, float | int]:
-    """Evaluate the global model on this client's IID share of the validation split."""
+    """Evaluate the global model on this client's IID share of the validation split (a site: its held-out split)."""
     engine.configure_threads(cfg.num_cpus)
     device = engine.select_device()
-    store = load_store(cfg)
+    store = local.store
     split = "val" if store.has_split("val") else "test"
-    idx = np.array_split(np.random.default_rng(cfg.seed).permutation(store.indices(split)),
-                         num_partitions)[partition_id]
+    if local.held_out is not None:
+        idx = store.indices(local.held_out)
+    else:
+        idx = np.array_split(np.random.default_rng(cfg.seed).permutation(store.indices(split)),
+                             num_partitions)[partition_id]
     model = build_model(cfg, image_size=store.image_size[0])
     model.load_state_dict(global_state)
     model.to(device)

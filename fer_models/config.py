@@ -42,6 +42,17 @@ class RunConfig:
     data_format: str = _opt("auto", "dataset format", choices=("auto", "csv", "folder", "ckplus", "jaffe",
                                                                "manifest", "synthetic"))
     leave_out_group: str = _opt("", "with several datasets: train without this group and report the model on it")
+    client_data: str = _opt("partition", "what each client trains on: 'partition' = part partition-id of the run's "
+                            "data-path (simulation, trials); 'site' = its own site's data, the data-path (data-format, "
+                            "site, face-crop, share-evaluation) of its node config; in simulation the run's data-path "
+                            "name=path list gives virtual client i the i-th site (README: sites)",
+                            choices=("partition", "site"))
+    eval_data_path: str = _opt("", "client-data=site: the server's own evaluation set (e.g. FER2013 with its "
+                               "PrivateTest); empty = federated evaluation: each site evaluates the global model on "
+                               "its held-out split and sends counts (sites that opt in; never under DP)")
+    face_crop: str = _opt("auto", "how photos of JAFFE and manifests become 48x48 faces: detect (Haar, the fixed "
+                          "central square as fallback), center (the fixed square), none (already faces), auto "
+                          "(detect for photos over 96 px)", choices=("auto", "detect", "center", "none"))
     synthetic_per_class: int = _opt(240, "synthetic faces per class in the train split", minimum=1)
     synthetic_eval_per_class: int = _opt(60, "synthetic faces per class in each of val and test", minimum=1)
     max_train_samples: int = _opt(0, "use at most this many training images (stratified, seeded); 0 = all",
@@ -181,6 +192,8 @@ class RunConfig:
         if self.min_train_clients > self.num_clients:
             raise ConfigError(f"min-train-clients={self.min_train_clients} exceeds "
                               f"num-clients={self.num_clients}")
+        if self.client_data == "site":
+            check_site_settings(self)
         self.public_class_weights  # noqa: B018  (parses class-weights, raising ConfigError if malformed)
         check_privacy_settings(self)
 
@@ -210,6 +223,25 @@ class RunConfig:
     @property
     def uses_synthetic(self) -> bool:
         return self.data_format == "synthetic" or (self.data_format == "auto" and not self.data_path)
+
+
+def check_site_settings(cfg: RunConfig) -> None:
+    """client-data=site: settings that only mean something for one partitioned dataset are refused."""
+    if cfg.leave_out_group:
+        raise ConfigError(f"leave-out-group={cfg.leave_out_group!r} holds a group out of one combined dataset; with "
+                          f"client-data=site every site keeps its data: leave a site out by not starting it, and "
+                          f"evaluate on it with eval-data-path")
+    if cfg.partition != "iid":
+        raise ConfigError(f"partition={cfg.partition} splits one dataset over clients; with client-data=site each "
+                          f"site trains on its own data whole: remove partition")
+    if cfg.dp != "none" and not cfg.eval_data_path:
+        raise ConfigError(f"dp={cfg.dp} with client-data=site needs eval-data-path (a server-held evaluation set, "
+                          f"e.g. FER2013 with PrivateTest): under DP the sites send no evaluation counts, which "
+                          f"would be released outside the accounted mechanism")
+    if cfg.data_path and "=" not in cfg.data_path:
+        raise ConfigError(f"client-data=site with data-path={cfg.data_path!r}: in simulation data-path lists the "
+                          f"sites as name=path,name=path (one virtual client each); in a deployment leave it empty "
+                          f"and give each SuperNode its own --node-config \"data-path=...\"")
 
 
 def check_recipe_keys(cfg: RunConfig, given: Mapping[str, Any], *, source: str) -> None:

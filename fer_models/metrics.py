@@ -40,3 +40,32 @@ def classification_report(*, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=_LABELS).tolist(),
         "n": int(y_true.size),
     }
+
+
+def classification_report_from_confusion(matrix: np.ndarray) -> dict[str, Any]:
+    """:func:`classification_report` of the labels a confusion matrix counts (rows true, columns predicted):
+    the same numbers as on the samples themselves, e.g. for counts summed over sites."""
+    counts = np.asarray(matrix, dtype=np.int64).reshape(NUM_CLASSES, NUM_CLASSES)
+    if (counts < 0).any():
+        raise ValueError("a confusion matrix holds counts: negative entries are not counts")
+    cells = np.arange(NUM_CLASSES * NUM_CLASSES)
+    pairs = np.repeat(cells, counts.ravel())
+    return classification_report(y_true=pairs // NUM_CLASSES, y_pred=pairs % NUM_CLASSES)
+
+
+def group_report(confusions: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Accuracy, n and confusion matrix per group (dataset, culture, site) and the largest gap between two."""
+    per: dict[str, Any] = {}
+    for name, matrix in confusions.items():
+        counts = np.asarray(matrix, dtype=np.int64).reshape(NUM_CLASSES, NUM_CLASSES)
+        n = int(counts.sum())
+        per[str(name)] = {"accuracy": float(np.trace(counts) / n) if n else float("nan"), "n": n,
+                          "confusion_matrix": counts.tolist()}
+    accs = [v["accuracy"] for v in per.values() if v["n"]]
+    return {"groups": per, "group_gap": float(max(accs) - min(accs)) if accs else 0.0}
+
+
+def group_accuracy(*, groups: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """:func:`group_report` of samples tagged with their group."""
+    return group_report({str(g): confusion_matrix(y_true[groups == g], y_pred[groups == g], labels=_LABELS)
+                         for g in np.unique(groups)})

@@ -14,6 +14,9 @@ ROUND_OFFSET = "round-offset"
 #: privacy ledger belongs to one lineage and continues over every round of it.
 LINEAGE = "fedfer-lineage"
 
+#: Config key of the server's evaluate message asking a site for its held-out counts (federated evaluation).
+EVALUATE_COUNTS = "fedfer-evaluate-counts"
+
 # --- reply metrics a client sends ------------------------------------------------------------------------
 NUM_EXAMPLES = "num-examples"  # public: the FedAvg weight (documented as released)
 #: A constant 1 every client sends: the weight of client-level DP's unweighted mean.
@@ -32,6 +35,18 @@ PUBLIC_DP_METRICS = frozenset({
 #: Reply metrics computed from private data, sent only without DP (they are not accounted).
 TRAIN_STATISTICS = ("train-loss", "train-accuracy", "samples-seen", "train-seconds")
 
+#: Federated evaluation reply (a site's held-out split under the global model): the 7x7 confusion counts
+#: (row-major, rows = true class), the summed loss, the example count, faces found / fallbacks of the crop.
+#: A release the site opts into (node config share-evaluation=true); never sent under DP.
+EVAL_CONFUSION = "eval-confusion"
+EVAL_LOSS_SUM = "eval-loss-sum"
+EVAL_N = "eval-n"
+EVAL_FACES_FOUND = "eval-faces-found"
+EVAL_FACE_FALLBACKS = "eval-face-fallbacks"
+#: The config record of a federated evaluation reply, with the site's (public) name under SITE_NAME.
+SITE_RECORD = "site"
+SITE_NAME = "name"
+
 # --- error codes of client replies (and of replies the server rejects) ----------------------------------
 #: The client refuses the round: training would exceed its epsilon budget.
 BUDGET_EXCEEDED = 4701
@@ -41,6 +56,10 @@ LEDGER_MISSING = 4702
 LEDGER_REGRESSION = 4703
 #: The client refuses client-side evaluation under DP (its counts would not be accounted).
 PRIVATE_EVALUATION_REFUSED = 4704
+#: The site's data could not be used (missing, empty, unreadable, labels outside the 7 classes).
+SITE_DATA_ERROR = 4705
+#: The site did not opt into sharing evaluation counts of its held-out split (share-evaluation=false).
+EVALUATION_NOT_SHARED = 4706
 #: The server refused to aggregate the update (non-finite, shape mismatch, outlier norm).
 UPDATE_REJECTED = 4801
 #: Recorded for a sampled client that did not reply (timeout or dropout).

@@ -12,8 +12,9 @@ from flwr.serverapp import Grid, ServerApp
 
 from fer_models.config import ConfigError, RunConfig
 from fer_models.pretrain import initial_model
-from fer_models.task import load_store
 from fer_models.wire import LINEAGE, ROUND_OFFSET
+from server.evaluation import make_evaluator, model_image_side
+from server.federated_evaluation import FederatedEvaluationError
 from server.checkpoint import (check_resumable, load_checkpoint, restore_strategy_state, save_checkpoint)
 from server.grid import RecordingGrid, RoundReplies
 from server.recorder import RunRecorder
@@ -41,13 +42,14 @@ def main(grid: Grid, context: Context) -> None:
         logger.error("invalid run config, nothing was run: %s", exc)
         raise
     nodes = len(list(grid.get_node_ids()))
-    if nodes and nodes != cfg.num_clients:  # e.g. `flwr run` without --federation-config "num-supernodes=N"
+    if cfg.client_data == "partition" and nodes and nodes != cfg.num_clients:  # e.g. `flwr run` without --federation-config "num-supernodes=N"
         logger.warning("%d SuperNodes are connected but num-clients=%d: each client splits the data by the "
                        "num-partitions of its own node config; run as many SuperNodes as num-clients",
                        nodes, cfg.num_clients)
-    store = load_store(cfg)
-    logger.info("dataset %s", store.describe())
-    recorder = RunRecorder(cfg=cfg, store=store)
+    evaluator = make_evaluator(cfg=cfg, grid=grid)  # client-data=site: no site's data is opened here
+    if cfg.client_data == "partition":
+        logger.info("dataset %s", evaluator.store.describe())
+    recorder = RunRecorder(cfg=cfg, evaluator=evaluator)
     strategy = make_strategy(cfg)
     if cfg.dp == "client":
         recorder.ledger.client_dp = strategy  # type: ignore[assignment]
@@ -68,7 +70,7 @@ def main(grid: Grid, context: Context) -> None:
             logger.warning("optimizer-state=client: the clients' momentum stays on the clients and is not in the "
                            "checkpoint, so each client restarts it once after this resume (epsilon is unaffected)")
     else:
-        initial = initial_model(cfg, image_size=store.image_size[0]).state_dict()
+        initial = initial_model(cfg, image_size=model_image_side(evaluator)).state_dict()
     remaining = cfg.num_server_rounds - done
     train_config = ConfigRecord({LINEAGE: lineage, ROUND_OFFSET: done})
     # under dp=client the clipping bounds every update; a norm test relative to the others would not be private
@@ -85,8 +87,12 @@ def main(grid: Grid, context: Context) -> None:
         if failure:  # stop before anything of this round is saved: model.pt and checkpoint.pt keep the last good one
             recorder.fail(server_round=server_round, reason=failure, replies=replies)
             raise RoundFailedError(failure)
-        metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=replies,
-                                    client_eval=recording_grid.last_evaluate if cfg.fraction_evaluate > 0 else None)
+        try:
+            metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=replies,
+                                        client_eval=recording_grid.last_evaluate if cfg.fraction_evaluate > 0 else None)
+        except FederatedEvaluationError as exc:  # no site could evaluate: the round has no result to record
+            recorder.fail(server_round=server_round, reason=str(exc), replies=replies)
+            raise RoundFailedError(str(exc)) from None
         if server_round > 0:
             # wait for min-available-clients only before the first round: a node that drops out for good
             # must not stall every later round (min-train-clients still has to respond)

@@ -1,4 +1,8 @@
-"""Global evaluation of the aggregated model on the server's held-out splits."""
+"""Global evaluation of the aggregated model: on held-out splits the server holds, or through the sites.
+
+:func:`make_evaluator` picks it: ``client-data=partition`` evaluates on the run dataset's held-out
+splits; ``client-data=site`` on the server's own ``eval-data-path`` when given, else federated
+(:mod:`server.federated_evaluation`), so that a server of sites never opens a site's data."""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ import torch
 
 from fer_models import engine
 from fer_models.config import RunConfig
-from fer_models.data import FaceStore
-from fer_models.metrics import classification_report
-from fer_models.task import build_model, eval_splits, report_split, sample_groups
+from fer_models.data import FaceStore, load_dataset
+from fer_models.data.duplicates import report_cross_split_duplicates
+from fer_models.metrics import classification_report, group_accuracy
+from fer_models.labels import IMAGE_SIDE
+from fer_models.task import build_model, eval_splits, load_store, report_split, sample_groups
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +32,8 @@ class GlobalEvaluator:
 
     def __init__(self, *, cfg: RunConfig, store: FaceStore) -> None:
         self.cfg = cfg
+        self.store = store
+        self.duplicates = report_cross_split_duplicates(store)
         self.splits = eval_splits(cfg, store)
         self.report_split = report_split(cfg, store)
         self.groups = sample_groups(store, self.splits[self.report_split])
@@ -49,10 +57,31 @@ class GlobalEvaluator:
                 out[f"{name}_loss"] = res.loss
         return out
 
+    def describe(self) -> dict[str, Any]:
+        """The summary's dataset section."""
+        return {"name": self.store.name, "source": self.store.source, "synthetic": self.store.synthetic,
+                "report_split": self.report_split, "sizes": {s: int(len(d)) for s, d in self.splits.items()},
+                "cross_split_duplicates": self.duplicates.as_dict(),
+                "evaluation": "server"}
 
-def group_accuracy(*, groups: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """Accuracy per group (e.g. per dataset / culture) and the largest gap between two groups."""
-    per = {str(g): {"accuracy": float((y_pred[groups == g] == y_true[groups == g]).mean()),
-                    "n": int((groups == g).sum())} for g in np.unique(groups)}
-    accs = [v["accuracy"] for v in per.values()]
-    return {"groups": per, "group_gap": float(max(accs) - min(accs)) if accs else 0.0}
+
+def make_evaluator(*, cfg: RunConfig, grid: Any = None) -> Any:
+    """The run's global evaluator (a callable state dict -> report, with ``report_split`` and ``describe()``)."""
+    if cfg.client_data == "partition":
+        return GlobalEvaluator(cfg=cfg, store=load_store(cfg))
+    if cfg.eval_data_path:
+        store = load_dataset(data_path=cfg.eval_data_path, cache_dir=cfg.cache_dir, seed=cfg.seed,
+                             face_crop=cfg.face_crop)
+        logger.info("evaluation set of the server: %s", store.describe())
+        return GlobalEvaluator(cfg=cfg, store=store)
+    from server.federated_evaluation import FederatedEvaluator
+
+    if grid is None:
+        raise ValueError("client-data=site without eval-data-path evaluates through the sites: pass the grid")
+    return FederatedEvaluator(cfg=cfg, grid=grid)
+
+
+def model_image_side(evaluator: Any) -> int:
+    """The image side the model is built for: the evaluation store's, else the federation's 48."""
+    store = getattr(evaluator, "store", None)
+    return store.image_size[0] if store is not None else IMAGE_SIDE

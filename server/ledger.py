@@ -25,6 +25,15 @@ class ReleaseCounter(Protocol):
     def epsilon(self, releases: int | None = None) -> float: ...
 
 
+def client_key(metrics: dict[str, Any]) -> str:
+    """Who a reply is from, for the record: its partition id, or (a site started without one) its node id."""
+    return str(int(metrics[PARTITION_ID])) if PARTITION_ID in metrics else f"node-{metrics.get('node_id')}"
+
+
+def client_order(item: tuple[str, Any]) -> tuple[int, str]:
+    return (int(item[0]), "") if item[0].isdigit() else (1 << 62, item[0])
+
+
 def epsilon_label(*, unit: str, delta: float, owner: str) -> str:
     """How every epsilon is named: ``image-level, delta=1e-05, each client's own``."""
     return f"{unit}-level, delta={delta:g}, {owner}"
@@ -60,9 +69,9 @@ class ServerLedger:
 
     def screen(self, metrics: dict[str, Any]) -> tuple[int, str] | None:
         """(error code, reason) if a reply must not be aggregated: its epsilon went down (ledger reset)."""
-        if self.cfg.dp != "sample" or EPSILON not in metrics or PARTITION_ID not in metrics:
+        if self.cfg.dp != "sample" or EPSILON not in metrics:
             return None
-        key = str(int(metrics[PARTITION_ID]))
+        key = client_key(metrics)
         history = self.per_client.get(key)
         reported = float(metrics[EPSILON])
         if history and reported < history[-1]["epsilon"] - 1e-9:
@@ -77,7 +86,7 @@ class ServerLedger:
         if self.cfg.dp == "sample":
             for m in client_metrics:
                 if EPSILON in m:
-                    key = str(int(m[PARTITION_ID]))
+                    key = client_key(m)
                     self.per_client.setdefault(key, []).append({"round": server_round, "epsilon": float(m[EPSILON])})
                     self.units[key] = "person" if int(m.get(UNIT_IS_PERSON, 0)) else "image"
             self.refusals.extend({"round": server_round, **e} for e in errors if e.get("code") in PRIVACY_REFUSALS)
@@ -96,8 +105,8 @@ class ServerLedger:
                                "final_max": self.per_round_max[-1] if self.per_round_max else 0.0}
         if self.cfg.dp == "sample":
             out["owner"] = "each client (its ledger is on its own node); final_max is the largest"
-            out["per_client"] = {k: v[-1]["epsilon"] for k, v in sorted(self.per_client.items(), key=lambda kv: int(kv[0]))}
-            out["per_client_unit"] = dict(sorted(self.units.items(), key=lambda kv: int(kv[0])))
+            out["per_client"] = {k: v[-1]["epsilon"] for k, v in sorted(self.per_client.items(), key=client_order)}
+            out["per_client_unit"] = dict(sorted(self.units.items(), key=client_order))
             out["per_client_history"] = self.per_client
             out["budget"] = self.cfg.budget if self.cfg.budget != float("inf") else None
             out["refusals"] = self.refusals

@@ -9,13 +9,11 @@ from typing import Any, Mapping
 import torch
 
 from fer_models.config import RunConfig
-from fer_models.data import FaceStore
-from fer_models.data.duplicates import report_cross_split_duplicates
 from fer_models.task import model_options
-from server.evaluation import GlobalEvaluator
+from server.evaluation import model_image_side
 from server.grid import RoundReplies
-from server.ledger import ServerLedger
-from fer_models.wire import CLIENT_SETTINGS, PARTITION_ID
+from server.ledger import ServerLedger, client_order, client_key
+from fer_models.wire import CLIENT_SETTINGS
 from server.run_folder import FAILURE_FILE, append_jsonl, resolve_run_dir, save_model, write_json
 
 logger = logging.getLogger(__name__)
@@ -26,12 +24,11 @@ _SCALAR_KEYS = ("accuracy", "loss", "macro_f1", "weighted_f1", "val_accuracy", "
 class RunRecorder:
     """Owns the run folder; :meth:`on_round` is called after each round's aggregation."""
 
-    def __init__(self, *, cfg: RunConfig, store: FaceStore) -> None:
+    def __init__(self, *, cfg: RunConfig, evaluator: Any) -> None:
         self.cfg = cfg
-        self.store = store
         self.dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite,
                                    resume=bool(cfg.resume_from))
-        self.evaluator = GlobalEvaluator(cfg=cfg, store=store)
+        self.evaluator = evaluator  # server.evaluation.make_evaluator: server-held splits or the sites
         self.ledger = ServerLedger(cfg)
         self.rounds: list[dict[str, Any]] = []
         self.initial: dict[str, Any] = {}
@@ -40,7 +37,6 @@ class RunRecorder:
         self.last_report: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.round_ends: list[float] = []
-        self.duplicates = report_cross_split_duplicates(store)
         write_json(self.dir / "config.json", cfg.to_flat())
         logger.info("run folder: %s", self.dir.resolve())
 
@@ -81,8 +77,7 @@ class RunRecorder:
                 row[key] = report[key]
         row.update({k: report[k] for k in ("per_class", "confusion_matrix", "groups") if k in report})
         for m in replies.metrics:
-            if PARTITION_ID in m:
-                self.client_settings[str(int(m[PARTITION_ID]))] = {k: m[k] for k in CLIENT_SETTINGS if k in m}
+            self.client_settings[client_key(m)] = {k: m[k] for k in CLIENT_SETTINGS if k in m}
         # a rejected update was still trained: its privacy spending counts
         spent = replies.metrics + [m for r in replies.rejected for m in r["metrics"]]
         eps = self.ledger.record_round(server_round, spent, replies.errors)
@@ -94,7 +89,7 @@ class RunRecorder:
         append_jsonl(self.dir / "metrics.jsonl", row)
         save_model(self.dir / "model.pt", state_dict=state_dict, model=self.cfg.model,
                    model_options=model_options(self.cfg), config=self.cfg.to_flat(), server_round=server_round,
-                   image_size=self.store.image_size[0])
+                   image_size=model_image_side(self.evaluator))
         self._progress(row)
         return scalars
 
@@ -138,12 +133,9 @@ class RunRecorder:
     def summary(self, *, client_eval: Mapping[int, Any] | None = None) -> dict[str, Any]:
         report = self.last_report
         out: dict[str, Any] = {
-            "dataset": {"name": self.store.name, "source": self.store.source, "synthetic": self.store.synthetic,
-                        "report_split": self.evaluator.report_split,
-                        "sizes": {s: int(len(d)) for s, d in self.evaluator.splits.items()},
-                        "cross_split_duplicates": self.duplicates.as_dict()},
+            "dataset": self.evaluator.describe(),
             "config": self.cfg.to_flat(),  # resolved: the values that ran (the DP recipe's included)
-            "client_settings": dict(sorted(self.client_settings.items(), key=lambda kv: int(kv[0]))),
+            "client_settings": dict(sorted(self.client_settings.items(), key=client_order)),
             "initial": self.initial,
             "rounds": self.rounds,
             "final": {k: report[k] for k in ("accuracy", "loss", "macro_f1", "weighted_f1", "macro_precision",
@@ -176,8 +168,9 @@ class RunRecorder:
         summary = self.summary(client_eval=client_eval)
         write_json(self.dir / "summary.json", summary)
         final = summary["final"]
+        dataset = summary["dataset"]
         logger.info("finished: %s accuracy %.4f, macro-F1 %.4f on %s%s; results in %s",
-                    self.store.name + (" [SYNTHETIC]" if self.store.synthetic else ""),
+                    dataset["name"] + (" [SYNTHETIC]" if dataset["synthetic"] else ""),
                     final.get("accuracy", float("nan")), final.get("macro_f1", float("nan")),
                     final.get("split", "?"),
                     f", epsilon {summary['epsilon']['final_max']:.3f} ({summary['epsilon']['label']})"

@@ -15,7 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy-local", help="run on Flower's Deployment Engine: a SuperLink and N SuperNode "
                        "processes on loopback (a one-machine trial of a multi-machine deployment)")
     add_run_args(p)
-    p.add_argument("--nodes", type=int, required=True, metavar="N", help="SuperNodes to start (= num-clients)")
+    p.add_argument("--nodes", type=int, metavar="N", help="SuperNodes to start (= num-clients), each taking partition i "
+                   "of the run's data; not with --site")
+    p.add_argument("--site", action="append", default=[], metavar="NAME=PATH", help="a site with its own data: one "
+                   "SuperNode each, given only its own PATH in its node config (client-data=site); the SuperLink and "
+                   "ServerApp get no data path (evaluation: federated, or --set eval-data-path=...). Repeat per site")
     p.add_argument("--tls", action="store_true", help="TLS with a throwaway CA made for this run")
     p.add_argument("--auth", action="store_true", help="SuperNode authentication: per-node keys registered "
                    "with the SuperLink (implies --tls)")
@@ -32,8 +36,14 @@ def deploy_config(args: argparse.Namespace):
     from fer_models.config import ConfigError
     from simulation.experiment import parse_sets
 
-    if args.nodes < 1:
-        raise ConfigError("--nodes must be at least 1")
+    if args.site:
+        if args.nodes is not None and args.nodes != len(args.site):
+            raise ConfigError(f"--nodes {args.nodes} with {len(args.site)} --site: each site is one SuperNode; drop --nodes")
+        if args.data:
+            raise ConfigError("--data with --site: each site's data goes to its own SuperNode only; drop --data")
+        args = argparse.Namespace(**{**vars(args), "nodes": len(args.site)})
+    if args.nodes is None or args.nodes < 1:
+        raise ConfigError("give --nodes N (N >= 1) SuperNodes, or one --site NAME=PATH per site")
     explicit = parse_sets(args.sets)
     if "num-clients" in explicit and int(explicit["num-clients"]) != args.nodes:
         raise ConfigError(f"num-clients={explicit['num-clients']} differs from --nodes {args.nodes}: each "
@@ -43,9 +53,24 @@ def deploy_config(args: argparse.Namespace):
         extra.append(f"min-available-clients={args.nodes}")  # round 1 waits for every SuperNode
     if args.round_timeout is not None:
         extra.append(f"round-timeout={args.round_timeout}")
+    if args.site:
+        extra += ["client-data=site", "data-path="]  # the server's config holds no site's path
     ns = argparse.Namespace(**{**vars(args), "sets": [*extra, *args.sets]})
     cfg = resolve_run_config(ns)
     return cfg.replace(out_dir=str(Path(cfg.out_dir).resolve()))
+
+
+def site_node_configs(items: list[str], *, cfg) -> list[dict[str, object]]:
+    """Each --site NAME=PATH as the node config a real site's SuperNode would have (it shares evaluation
+    counts: the operator of a one-machine trial holds every site; a real site decides in its own node config)."""
+    from fer_models.data.loading import parse_data_paths
+    from fer_models.sites import SiteSpec
+
+    if not items:
+        return []
+    pairs = parse_data_paths(",".join(items))
+    return [SiteSpec(name=name, data_path=str(Path(path).expanduser().resolve()), face_crop=cfg.face_crop,
+                     share_evaluation=True).node_config() for name, path in pairs]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from simulation.deploy import DeployError, LocalDeployment, Terminated, signals_raise
 
     cfg = deploy_config(args)
+    sites = site_node_configs(args.site, cfg=cfg)
     make_strategy(cfg)  # settings the strategy refuses stop here, before any process starts
     run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite,
                               resume=bool(cfg.resume_from))
@@ -65,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if inside and not run_dir.resolve().is_relative_to(PROJECT_ROOT / "runs"):
         logger.warning("the run folder %s lies inside the project but outside runs/: `flwr run` packages the "
                        "project, so unless it is git-ignored its deploy/ keys and logs travel with the app", run_dir)
-    logger.info("deploying %d SuperNodes; logs, certificates, keys and FLWR_HOME in %s", args.nodes, work)
-    deployment = LocalDeployment(work_dir=work, num_nodes=args.nodes, tls=args.tls, auth=args.auth,
-                                 superlink_port=args.port)
+    logger.info("deploying %d SuperNodes; logs, certificates, keys and FLWR_HOME in %s", len(sites) or args.nodes, work)
+    deployment = LocalDeployment(work_dir=work, num_nodes=len(sites) or args.nodes, tls=args.tls, auth=args.auth,
+                                 superlink_port=args.port, site_configs=sites)
     try:
         with signals_raise():
             try:
@@ -88,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     final = summary["final"]
     tag = " (SYNTHETIC faces)" if summary["dataset"]["synthetic"] else ""
     print(f"\n{summary['dataset']['name']}{tag}: final {final['split']} accuracy {final['accuracy']:.4f}, "
-          f"macro-F1 {final['macro_f1']:.4f} after {len(summary['rounds'])} rounds on {args.nodes} SuperNodes")
+          f"macro-F1 {final['macro_f1']:.4f} after {len(summary['rounds'])} rounds on {len(sites) or args.nodes} SuperNodes")
+    if "groups" in summary:
+        print("per site: " + ", ".join(f"{g} {v['accuracy']:.4f} (n={v['n']})" for g, v in summary["groups"].items())
+              + f"; gap {summary['group_gap']:.4f}")
     print(f"results: {run_dir}")
     return 0

@@ -26,8 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a saved model (model.pt or run folder) on a dataset split")
     p.add_argument("model", type=Path, metavar="MODEL_OR_RUN_DIR", help="model.pt or the run folder holding it")
     p.add_argument("--data", help="dataset: FER2013 CSV or image folder (default: the run's own dataset)")
-    p.add_argument("--data-format", choices=("auto", "csv", "folder", "synthetic"),
+    p.add_argument("--data-format", choices=("auto", "csv", "folder", "ckplus", "jaffe", "manifest", "synthetic"),
                    help="format of --data (default: auto-detect; the run's format without --data)")
+    p.add_argument("--face-crop", choices=("auto", "detect", "center", "none"),
+                   help="how photos (manifest, JAFFE) are cropped to faces (default: the run's face-crop)")
     p.add_argument("--split", choices=SPLITS, help="split to score (default: test, else val)")
     p.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/evaluations/<dataset>-<split>)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in the output folder")
@@ -51,7 +53,7 @@ def _recorded_source(model_file: Path) -> str | None:
 
 
 def load_eval_store(*, config: dict[str, Any], model_file: Path, data: str | None,
-                    data_format: str | None) -> FaceStore:
+                    data_format: str | None, face_crop: str | None = None) -> FaceStore:
     """The dataset to evaluate on: ``data`` if given, else the one the run was trained on."""
     from fer_models.data import load_dataset
 
@@ -65,7 +67,8 @@ def load_eval_store(*, config: dict[str, Any], model_file: Path, data: str | Non
     return load_dataset(data_path=path, data_format=fmt, cache_dir=str(_setting(config, "cache-dir")),
                         seed=int(_setting(config, "seed")),
                         synthetic_per_class=int(_setting(config, "synthetic-per-class")),
-                        synthetic_eval_per_class=int(_setting(config, "synthetic-eval-per-class")))
+                        synthetic_eval_per_class=int(_setting(config, "synthetic-eval-per-class")),
+                        face_crop=face_crop or str(_setting(config, "face-crop")))
 
 
 def split_indices(*, store: FaceStore, split: str) -> np.ndarray:
@@ -85,6 +88,7 @@ def evaluate_saved_model(*, model_path: Path, store: FaceStore, split: str,
     from fer_models import engine
     from fer_models.metrics import classification_report
     from fer_models.data.clips import make_clips
+    from fer_models.data.face_crop import CropCounts
     from simulation.model_io import load_model_file
 
     model, info = load_model_file(path=model_path, image_size=store.image_size[0])
@@ -99,15 +103,18 @@ def evaluate_saved_model(*, model_path: Path, store: FaceStore, split: str,
     device = engine.select_device()
     res = engine.evaluate(model=model.to(device), data=data, batch_size=batch, device=device)
     report = classification_report(y_true=res.y_true, y_pred=res.y_pred)
-    return {**report, "loss": res.loss, "split": split,
+    detected = store.meta.get("face_detected")
+    crop = {} if detected is None else {"face_crop": vars(CropCounts.of(np.asarray(detected)[data.frames[:, 0].numpy()]))}
+    return {**report, **crop, "loss": res.loss, "split": split,
             "dataset": {"name": store.name, "source": store.source, "synthetic": store.synthetic},
             "model": {"path": str(info["path"]), "name": info["model"], "options": info["model_options"],
                       "round": info["round"]}}
 
 
-def _default_out(*, model_file: Path, data: str | None, store: FaceStore, split: str) -> Path:
+def _default_out(*, model_file: Path, data: str | None, store: FaceStore, split: str,
+                 face_crop: str | None = None) -> Path:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data).stem if data else store.name) or "dataset"
-    return model_file.parent / "evaluations" / f"{name}-{split}"
+    return model_file.parent / "evaluations" / (f"{name}-{split}" + (f"-crop-{face_crop}" if face_crop else ""))
 
 
 def _print(result: dict[str, Any], out: Path) -> None:
@@ -117,6 +124,10 @@ def _print(result: dict[str, Any], out: Path) -> None:
           f"round {result['model']['round']} from {result['model']['path']}")
     print(f"accuracy {result['accuracy']:.4f} | macro-F1 {result['macro_f1']:.4f} | "
           f"weighted-F1 {result['weighted_f1']:.4f} | loss {result['loss']:.4f}")
+    if "face_crop" in result:
+        crop = result["face_crop"]
+        print(f"faces found {crop['found']}, fallbacks (fixed central square) {crop['fallbacks']}, "
+              f"not searched {crop['not_searched']}")
     print(f"{'emotion':<10} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
     for name, m in result["per_class"].items():
         print(f"{name:<10} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['f1']:>7.3f} {m['support']:>8d}")
@@ -135,9 +146,10 @@ def run(args: argparse.Namespace) -> int:
     model_file = resolve_model_path(path=args.model)
     _, info = load_model_file(path=model_file)  # fail on a bad model before loading any data
     store = load_eval_store(config=info["config"], model_file=model_file, data=args.data,
-                            data_format=args.data_format)
+                            data_format=args.data_format, face_crop=args.face_crop)
     split = args.split or ("test" if store.has_split("test") else "val")
-    out = args.out or _default_out(model_file=model_file, data=args.data, store=store, split=split)
+    out = args.out or _default_out(model_file=model_file, data=args.data, store=store, split=split,
+                                   face_crop=args.face_crop)
     if (out / "evaluation.json").exists() and not args.overwrite:
         raise FileExistsError(f"{out} already holds evaluation.json; pass --overwrite or choose another --out")
     result = evaluate_saved_model(model_path=model_file, store=store, split=split, batch_size=args.batch_size)

@@ -1,6 +1,6 @@
 """``fedfer predict IMAGE ... --model MODEL_OR_RUN_DIR``: the most likely emotions of face images.
 
-Preprocessing is the manifest reader's (:func:`fer_models.data.manifest.square_resize`): the
+Preprocessing is the manifest reader's (:func:`fer_models.data.face_crop.square_resize`): the
 image is converted to 8-bit grayscale, centre-cropped to a square of its shorter side and resized
 to the model's input size (48x48, Lanczos); then scaled to [0, 1] and normalised like training
 (:func:`fer_models.samples.normalize`), and repeated over the model's clip length. No face
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def prepare_face(*, image: Image.Image, size: int = IMAGE_SIDE) -> np.ndarray:
     """Grayscale, centre-crop to a square, resize to ``size`` x ``size``: ``uint8 (size, size)``."""
-    from fer_models.data.manifest import square_resize
+    from fer_models.data.face_crop import square_resize
 
     return square_resize(np.asarray(image.convert("L")), side=size)
 

@@ -54,17 +54,22 @@ def run(args: argparse.Namespace) -> int:
     from simulation.partition_report import describe_partition, format_table, write_partition_files
 
     cfg = _resume_config(args) if args.resume else resolve_run_config(args)
-    store = load_store(cfg)  # decode (and cache) once, and fail on bad data before the engine starts
-    logger.info("dataset %s", store.describe())
-    model = build_model(cfg, image_size=store.image_size[0])  # an unknown model or option, or a too small image
+    if cfg.client_data == "site":
+        image_side = check_sites(cfg)
+    else:
+        store = load_store(cfg)  # decode (and cache) once, and fail on bad data before the engine starts
+        logger.info("dataset %s", store.describe())
+        image_side = store.image_size[0]
+    model = build_model(cfg, image_size=image_side)  # an unknown model or option, or a too small image
     if cfg.dp == "sample":
         check_private_compatible(model)
-    parts = client_partitions(cfg, num_partitions=cfg.num_clients)
     run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite,
                               resume=bool(cfg.resume_from))
-    report = describe_partition(cfg=cfg, store=store, parts=parts)
-    logger.info("client partition:\n%s", format_table(report, max_rows=20))
-    write_partition_files(report=report, run_dir=run_dir)
+    if cfg.client_data == "partition":
+        parts = client_partitions(cfg, num_partitions=cfg.num_clients)
+        report = describe_partition(cfg=cfg, store=store, parts=parts)
+        logger.info("client partition:\n%s", format_table(report, max_rows=20))
+        write_partition_files(report=report, run_dir=run_dir)
     cfg = cfg.replace(overwrite=True)  # the folder is checked; the server may now write into it
     flower_log = engine_logs_to_file(run_dir, verbose=args.verbose)
     if flower_log is not None:
@@ -95,12 +100,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_sites(cfg: "RunConfig") -> int:
+    """client-data=site: decode (and cache) every virtual site's data once before the engine starts.
+
+    A site whose data cannot be used is logged and left in: its client refuses each round with the same
+    message, and the run goes on with the others while min-train-clients allows (as in a deployment).
+    Returns the model's image side."""
+    from fer_models.labels import IMAGE_SIDE
+    from fer_models.sites import SiteDataError, SiteSpec, simulated_site_config, site_data
+    from server.evaluation import make_evaluator
+
+    usable = 0
+    for i in range(cfg.num_clients):
+        spec = SiteSpec.from_node_config(simulated_site_config(cfg, partition_id=i))
+        try:
+            local = site_data(cfg, spec)
+        except SiteDataError as exc:
+            logger.error("virtual client %d: %s; it will refuse every round", i, exc)
+            continue
+        usable += 1
+        logger.info("virtual client %d = site %s: %d training samples, held-out split %s (%s)", i, spec.name,
+                    len(local.train), local.held_out or "none", spec.data_path)
+    if usable < cfg.min_train_clients:
+        raise ValueError(f"only {usable} of {cfg.num_clients} sites have usable data but min-train-clients="
+                         f"{cfg.min_train_clients}: fix the sites named above")
+    if cfg.eval_data_path:
+        make_evaluator(cfg=cfg)  # the server's own evaluation set: fail now if it cannot be read
+    return IMAGE_SIDE
+
+
 def _write_figures(*, cfg: "RunConfig", run_dir: Path) -> None:
     """The attention grid (attention models) and report.md with its plots; a failure here only warns."""
     from simulation.report import write_report
 
     try:
-        if cfg.model == "cnn_attention":
+        if cfg.model == "cnn_attention" and cfg.client_data == "partition":
             _attention_grid(cfg=cfg, run_dir=run_dir)
         written = write_report(run_dir=run_dir)
         logger.info("report: %s (%d files)", run_dir / "report.md", len(written))

@@ -228,10 +228,14 @@ class LocalDeployment:
     startup_timeout: float = 60.0
     echo: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     mark: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: client-data=site: SuperNode i's own node config entries (its data-path, site, ...), one per node.
+    site_configs: list[Mapping[str, object]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.num_nodes < 1:
             raise DeployError("a deployment needs at least one SuperNode")
+        if self.site_configs and len(self.site_configs) != self.num_nodes:
+            raise DeployError(f"{len(self.site_configs)} site(s) for {self.num_nodes} SuperNodes: give one per node")
         if self.auth and not self.tls:
             logger.info("SuperNode authentication needs TLS: enabling --tls")
             self.tls = True
@@ -359,7 +363,7 @@ class LocalDeployment:
         port = port or self.node_ports.get(i) or free_port()
         check_port_free(port, what=f"SuperNode {i} runtime port")
         cmd = [str(self.bins["flower-supernode"]), "--superlink", self.address, "--port", str(port),
-               "--node-config", f"partition-id={i} num-partitions={self.num_nodes}"]
+               "--node-config", self.node_config(i)]
         cmd += ["--root-certificates", str(self.tls_files.ca_cert)] if self.tls_files else ["--insecure"]
         key = private_key or (self.node_keys[i].private_key if i in self.node_keys else None)
         if key is not None:
@@ -371,6 +375,16 @@ class LocalDeployment:
                 old.close()
             self.nodes[i] = proc
         return proc
+
+    def node_config(self, i: int) -> str:
+        """SuperNode ``i``'s ``--node-config``: its partition, and with sites a TOML file naming its own data."""
+        base = {"partition-id": i, "num-partitions": self.num_nodes}
+        if not self.site_configs:
+            return " ".join(f"{k}={v}" for k, v in base.items())
+        path = self.work_dir / f"node-config-{i}.toml"
+        path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in {**base, **self.site_configs[i]}.items()),
+                        encoding="utf-8")
+        return str(path)
 
     def wait_nodes_connected(self, procs: list[Proc] | None = None, *, timeout: float | None = None) -> None:
         """Wait until each SuperNode logged its node id; a node that exits meanwhile is an error."""

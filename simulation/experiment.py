@@ -1,6 +1,9 @@
 """Experiment files: a YAML mapping of run settings holding only what differs from the defaults.
 
 ``base: other.yaml`` (relative to the file) chains a small override file onto another one.
+``sites: {clinic: data/clinic.csv, lab: /srv/lab}`` (paths relative to the file) runs one virtual
+client per site on its own data: ``client-data=site``, ``data-path`` = the name=path list and
+``num-clients`` = the number of sites.
 ``--set key=value`` pairs are applied last. The result is one :class:`RunConfig`.
 """
 
@@ -44,12 +47,24 @@ def read_experiment(path: Path, *, _seen: tuple[Path, ...] = ()) -> dict[str, An
     base = data.pop("base", None)
     if base is not None:
         values.update(read_experiment(path.parent / str(base), _seen=_seen + (path.resolve(),)))
+    sites = data.pop("sites", None)
+    if sites is not None:
+        values.update(_site_settings(sites, path=path))
     for key, value in data.items():
         if isinstance(value, (dict, list)):
             raise ExperimentError(f"{path}: {key} must be a single value, got a {type(value).__name__}")
         values[str(key)] = value
     RunConfig.from_flat({**RunConfig().to_flat(), **values}, source=str(path))  # validate early
     return values
+
+
+def _site_settings(sites: Any, *, path: Path) -> dict[str, Any]:
+    if not isinstance(sites, dict) or not sites or not all(isinstance(v, str) and v for v in sites.values()):
+        raise ExperimentError(f"{path}: sites must map each site's name to its data path, e.g. "
+                              f"sites: {{clinic: data/clinic.csv, lab: /srv/lab}}")
+    paths = {str(name): (path.parent / Path(p).expanduser()).resolve() for name, p in sites.items()}
+    return {"client-data": "site", "num-clients": len(paths),
+            "data-path": ",".join(f"{name}={p}" for name, p in paths.items())}
 
 
 def parse_sets(pairs: Iterable[str]) -> dict[str, str]:

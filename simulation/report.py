@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from fer_models.labels import EMOTIONS, NUM_CLASSES
+from simulation.report_sites import sites_markdown
 from fer_models.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ def _markdown(*, run_dir: Path, summary: dict[str, Any] | None, rows: Sequence[d
         out += ["", "| emotion | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         out += [f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
                 for name, m in final["per_class"].items()]
+    out += sites_markdown(summary)
     eps = (summary or {}).get("epsilon")
     last_eps = rows[-1].get("epsilon_max")
     if eps or last_eps is not None:

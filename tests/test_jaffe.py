@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from fer_models.data import DatasetError, load_dataset, read_jaffe
+from fer_models.data.face_crop import face_detector
 from fer_models.data.jaffe import EXPRESSIONS, crop_square, detect_face, fallback_box
 from fer_models.data.subjects import check_disjoint
 from fer_models.labels import label_index
@@ -99,8 +100,12 @@ def test_detect_face_keeps_the_largest_face() -> None:
 
 def test_a_missing_opencv_names_the_package_to_install(jaffe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` raise ImportError
-    with pytest.raises(DatasetError, match=r"pip install \"opencv-python-headless<5\""):
-        read_jaffe(path=jaffe)
+    face_detector.cache_clear()  # the cascade is loaded once per process
+    try:
+        with pytest.raises(DatasetError, match=r"pip install \"opencv-python-headless<5\""):
+            read_jaffe(path=jaffe)
+    finally:
+        face_detector.cache_clear()
 
 
 @needs_cv2

@@ -11,7 +11,7 @@ from PIL import Image
 
 from fer_models.data import DatasetError, load_dataset, read_manifest
 from fer_models.data.loading import clear_memo
-from fer_models.data.manifest import square_resize
+from fer_models.data.face_crop import square_resize
 from fer_models.data.subjects import check_disjoint
 from fer_models.labels import label_index
 

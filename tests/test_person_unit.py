@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from flwr.app import Context, RecordDict
 from opacus import GradSampleModule
 
-import client.training as training
+from fer_models.sites import local_data
 from client.training import privacy_units, train_local
 from fer_models.config import ConfigError, RunConfig
 from fer_models.dp_recipe import average_rows
@@ -66,7 +66,7 @@ SMALL = {"synthetic-per-class": 12, "synthetic-eval-per-class": 4, "num-clients"
 def _train(cfg: RunConfig, tmp_path, pid: int = 0) -> dict:
     ctx = Context(run_id=1, node_id=1, state=RecordDict(), run_config=cfg.to_flat(),
                   node_config={"partition-id": pid, "num-partitions": cfg.num_clients, "state-dir": str(tmp_path)})
-    return train_local(cfg=cfg, context=ctx, partition_id=pid, num_partitions=cfg.num_clients,
+    return train_local(cfg=cfg, context=ctx, local=local_data(cfg, ctx.node_config),
                        global_state=build_model(cfg).state_dict(), server_round=1, lineage="persons").metrics
 
 
@@ -87,8 +87,8 @@ def test_under_privacy_unit_person_the_client_samples_persons_and_says_so(flower
 def test_data_without_subject_ids_stays_at_image_level_and_says_so(monkeypatch, caplog):
     cfg = RunConfig.from_flat({**SMALL, "privacy-unit": "person"})
     data = client_data(cfg, partition_id=0, num_partitions=cfg.num_clients)
-    monkeypatch.setattr(training, "load_store", lambda _cfg: types.SimpleNamespace(meta={}))  # like FER2013
-    persons, unit = privacy_units(cfg, data)
+    local = types.SimpleNamespace(train=data, store=types.SimpleNamespace(meta={}))  # like FER2013
+    persons, unit = privacy_units(cfg, local)
     assert persons is None and unit == "image" and "no subject ids" in caplog.text
 
 

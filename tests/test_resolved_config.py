@@ -14,6 +14,7 @@ from fer_models.config import RunConfig
 from fer_models.dp_recipe import training_hyperparams
 from fer_models.task import build_model, client_data, load_store
 from server.grid import RoundReplies
+from server.evaluation import make_evaluator
 from server.recorder import RunRecorder
 from simulation.report import write_report
 
@@ -34,7 +35,7 @@ def test_summary_and_report_show_what_the_dp_clients_used(flower_identity, tmp_p
         reply = train(msg, ctx)
         assert not reply.has_error(), reply.error
         replies.metrics.append(dict(reply.content["metrics"]))
-    recorder = RunRecorder(cfg=cfg, store=load_store(cfg))
+    recorder = RunRecorder(cfg=cfg, evaluator=make_evaluator(cfg=cfg))
     recorder.on_round(server_round=1, state_dict=state, replies=replies)
     recorder.finish()
     summary = json.loads((recorder.dir / "summary.json").read_text())

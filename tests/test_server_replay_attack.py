@@ -17,6 +17,7 @@ import pytest
 import torch
 from flwr.app import Context, RecordDict
 
+from fer_models.sites import local_data
 from client.training import train_local
 from fer_models.config import RunConfig
 from fer_models.privacy import sample_rate_for
@@ -32,7 +33,7 @@ PID, ROUND = 1, 1
 def _round(cfg: RunConfig, global_state: dict[str, torch.Tensor], state_dir) -> dict[str, torch.Tensor]:
     ctx = Context(run_id=1, node_id=PID + 1, state=RecordDict(), run_config=cfg.to_flat(),
                   node_config={"partition-id": PID, "num-partitions": cfg.num_clients, "state-dir": str(state_dir)})
-    return train_local(cfg=cfg, context=ctx, partition_id=PID, num_partitions=cfg.num_clients,
+    return train_local(cfg=cfg, context=ctx, local=local_data(cfg, ctx.node_config),
                        global_state=global_state, server_round=ROUND, lineage="attack-test").state
 
 

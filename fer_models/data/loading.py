@@ -21,6 +21,7 @@ from fer_models.data.cache import cached_load, default_cache_dir
 from fer_models.data.ckplus import looks_like_ckplus, read_ckplus
 from fer_models.data.combined import combine_stores, holdout_store
 from fer_models.data.errors import DatasetError
+from fer_models.data.face_crop import check_face_crop
 from fer_models.data.fer2013 import read_fer2013_csv, read_fer2013_folder
 from fer_models.data.jaffe import looks_like_jaffe, read_jaffe
 from fer_models.data.manifest import image_fingerprint, looks_like_manifest, read_manifest
@@ -32,8 +33,11 @@ logger = logging.getLogger(__name__)
 DATA_FORMATS: tuple[str, ...] = ("auto", "csv", "folder", "ckplus", "jaffe", "manifest", "synthetic")
 #: Bump a reader's version here when its output changes, so its old cache files are not reused.
 _READER_NAMES: dict[str, str] = {"csv": "fer2013-csv", "folder": "fer2013-folder", "ckplus": "ckplus-v1",
-                                 "jaffe": "jaffe-v1", "manifest": "manifest-v2"}
-_FORMATS_HELP = ("a FER2013 CSV (columns emotion,pixels,Usage), a manifest CSV (columns path,label,...), "
+                                 "jaffe": "jaffe-v1", "manifest": "manifest-v3"}
+#: Readers whose images go through face-crop, and the modes their plain reader name stands for (the cache
+#: files of other modes carry the mode in their name).
+_CROPPED: dict[str, tuple[str, ...]] = {"jaffe": ("auto", "detect"), "manifest": ("auto",)}
+FORMATS_HELP = ("a FER2013 CSV (columns emotion,pixels,Usage), a manifest CSV (columns path,label,...), "
                  "a FER2013 image folder (train/<class>/*, test/<class>/*), a CK+ folder "
                  "(<class>/S010_004_00000017.png) or a JAFFE folder (KA.AN1.39.tiff)")
 
@@ -63,7 +67,7 @@ def _resolve_format(path: Path, data_format: str) -> str:
         return "folder"
     if path.is_file() and path.suffix.lower() == ".csv":
         return _csv_format(path)
-    raise DatasetError(f"{path}: cannot tell its format; supported are {_FORMATS_HELP}; "
+    raise DatasetError(f"{path}: cannot tell its format; supported are {FORMATS_HELP}; "
                        f"or set data-format to one of {', '.join(DATA_FORMATS[1:])}")
 
 
@@ -73,24 +77,26 @@ def _synthetic(seed: int, per_class: int, eval_per_class: int) -> FaceStore:
 
 
 @functools.lru_cache(maxsize=8)
-def _real(path: Path, data_format: str, cache_dir: Path) -> FaceStore:
+def _real(path: Path, data_format: str, cache_dir: Path, face_crop: str = "auto") -> FaceStore:
     readers = {"csv": lambda: read_fer2013_csv(path=path), "folder": lambda: read_fer2013_folder(path=path),
-               "ckplus": lambda: read_ckplus(path=path), "jaffe": lambda: read_jaffe(path=path),
-               "manifest": lambda: read_manifest(path=path)}
+               "ckplus": lambda: read_ckplus(path=path), "jaffe": lambda: read_jaffe(path=path, face_crop=face_crop),
+               "manifest": lambda: read_manifest(path=path, face_crop=face_crop)}
     reader_name = _READER_NAMES[data_format]
+    if data_format in _CROPPED and face_crop not in _CROPPED[data_format]:
+        reader_name += f"-crop-{face_crop}"
     if data_format == "manifest":  # the CSV's fingerprint alone would miss edited images
         reader_name += "-" + image_fingerprint(path=path)[:12]
     return cached_load(source=path, reader_name=reader_name, cache_dir=cache_dir, reader=readers[data_format])
 
 
 @functools.lru_cache(maxsize=4)
-def _combined(pairs: tuple[tuple[str, Path, str], ...], cache_dir: Path) -> FaceStore:
-    return combine_stores(stores={name: _real(path, fmt, cache_dir) for name, path, fmt in pairs})
+def _combined(pairs: tuple[tuple[str, Path, str], ...], cache_dir: Path, face_crop: str) -> FaceStore:
+    return combine_stores(stores={name: _real(path, fmt, cache_dir, face_crop) for name, path, fmt in pairs})
 
 
 @functools.lru_cache(maxsize=4)
-def _without(pairs: tuple[tuple[str, Path, str], ...], cache_dir: Path, group: str) -> FaceStore:
-    return holdout_store(_combined(pairs, cache_dir), group=group)
+def _without(pairs: tuple[tuple[str, Path, str], ...], cache_dir: Path, face_crop: str, group: str) -> FaceStore:
+    return holdout_store(_combined(pairs, cache_dir, face_crop), group=group)
 
 
 def clear_memo() -> None:
@@ -123,11 +129,13 @@ def parse_data_paths(data_path: str) -> list[tuple[str, str]]:
 
 def load_dataset(*, data_path: str = "", data_format: str = "auto", cache_dir: str = "", seed: int = 0,
                  synthetic_per_class: int = 240, synthetic_eval_per_class: int = 60,
-                 leave_out: str = "") -> FaceStore:
+                 leave_out: str = "", face_crop: str = "auto") -> FaceStore:
     """The dataset a run asks for: empty path or ``synthetic`` -> SYNTHETIC faces, else real data.
 
     ``leave_out`` (only with ``name=path`` lists) names the group held out as the whole test split.
+    ``face_crop`` is how photos of JAFFE and manifests are cropped to faces (:mod:`fer_models.data.face_crop`).
     """
+    check_face_crop(face_crop)
     if data_format not in DATA_FORMATS:
         raise DatasetError(f"unknown data format {data_format!r}: expected one of {', '.join(DATA_FORMATS)}")
     if not data_path or data_format == "synthetic":
@@ -141,15 +149,15 @@ def load_dataset(*, data_path: str = "", data_format: str = "auto", cache_dir: s
         if leave_out:
             raise DatasetError(f"leave-out {leave_out!r} needs several datasets: give data-path as "
                                f"name=path,name=path (e.g. fer2013=...,ckplus=...,jaffe=...)")
-        path = _existing(data_path, what=_FORMATS_HELP)
-        return _real(path, _resolve_format(path, data_format), directory)
+        path = _existing(data_path, what=FORMATS_HELP)
+        return _real(path, _resolve_format(path, data_format), directory, face_crop)
     if data_format != "auto":
         raise DatasetError(f"data-format {data_format!r} applies to a single path; the datasets of a "
                            f"name=path list are detected one by one (set data-format to auto)")
     pairs = []
     for name, text in parse_data_paths(data_path):
-        path = _existing(text, what=f"dataset {name!r} ({_FORMATS_HELP})")
+        path = _existing(text, what=f"dataset {name!r} ({FORMATS_HELP})")
         pairs.append((name, path, _resolve_format(path, "auto")))
     if leave_out:
-        return _without(tuple(pairs), directory, leave_out)
-    return _combined(tuple(pairs), directory)
+        return _without(tuple(pairs), directory, face_crop, leave_out)
+    return _combined(tuple(pairs), directory, face_crop)

@@ -3,8 +3,10 @@
 Header ``path,label`` plus optional ``group,subject,sequence,frame,split`` (any order; other
 columns are ignored). ``path`` is relative to the CSV's folder or absolute; ``label`` is a
 canonical emotion, an alias (``anger``, ``sadness`` ...) or an index 0..6. Images of any size and
-mode are converted to grayscale, centre-cropped to a square (the shorter side) and resized to
-48x48 (Lanczos), so already-cropped faces should be given. Splits: the ``split`` column
+mode are converted to grayscale and cropped to a 48x48 face by ``face-crop``
+(:mod:`fer_models.data.face_crop`: ``auto`` searches a face in photos larger than 96 pixels, e.g.
+whole-head photos, and takes already-cropped faces as they are; the counts are logged and kept in
+meta ``face_detected``). Splits: the ``split`` column
 (train/val/test) when present, else subject-disjoint (seeded) when ``subject`` is present, else a
 seeded split of the images stratified by class. ``sequence`` ids must be unique across the file.
 An image listed twice is used once (a count is logged), or refused if its label or split differ.
@@ -21,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fer_models.data.csv_rows import csv_rows
 from fer_models.data.errors import DatasetError
+from fer_models.data.face_crop import CropCounts, check_face_crop, face_square
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import SPLIT_NAMES, FaceStore
 from fer_models.data.subjects import SPLIT_SEED, image_split, subject_split
@@ -57,18 +59,6 @@ def looks_like_manifest(path: Path) -> bool:
         return False
     names = {h.strip().lower() for h in header}
     return set(REQUIRED) <= names
-
-
-def square_resize(gray: np.ndarray, *, side: int = SIDE) -> np.ndarray:
-    """Centre-crop a 2-D ``uint8`` image to a square of its shorter side, then resize to ``side``."""
-    h, w = gray.shape
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    square = gray[top:top + s, left:left + s]
-    if square.shape == (side, side):
-        return np.ascontiguousarray(square)
-    image = Image.fromarray(np.ascontiguousarray(square), "L")
-    return np.asarray(image.resize((side, side), Image.Resampling.LANCZOS))
 
 
 def _parse_label(text: str, *, where: str) -> int:
@@ -146,13 +136,13 @@ def image_fingerprint(*, path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _load_image(row: _Row, *, csv_path: Path) -> np.ndarray:
+def _load_image(row: _Row, *, csv_path: Path, face_crop: str) -> tuple[np.ndarray, int]:
     where = f"{csv_path} line {row.line}"
     if not row.file.is_file():
         raise DatasetError(f"{where}: image {row.file} does not exist; paths are relative to "
                            f"{csv_path.parent} or absolute")
-    return square_resize(decode_grayscale(row.file, where=where,
-                                          expected="image file (png, jpg, bmp, tiff ...)"))
+    return face_square(decode_grayscale(row.file, where=where, expected="image file (png, jpg, bmp, tiff ...)"),
+                       mode=face_crop)
 
 
 def _text_column(rows: list[_Row], name: str) -> np.ndarray:
@@ -205,17 +195,21 @@ def _check_sequences(rows: list[_Row], splits: np.ndarray, *, csv_path: Path) ->
                                f"{first[0]}; a sequence must stay in one split")
 
 
-def read_manifest(*, path: str | Path, seed: int = SPLIT_SEED) -> FaceStore:
+def read_manifest(*, path: str | Path, seed: int = SPLIT_SEED, face_crop: str = "auto") -> FaceStore:
     """Read a manifest CSV into a store named after the CSV file (e.g. ``faces`` for faces.csv)."""
+    check_face_crop(face_crop)
     csv_path = Path(path)
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path} is not a file: expected a manifest CSV; {_HEADER}")
     rows, cols = _read_rows(csv_path)
     rows = _drop_repeated_paths(rows, csv_path=csv_path)
     logger.info("%s: decoding %d images", csv_path, len(rows))
-    images = np.stack([_load_image(r, csv_path=csv_path) for r in rows])
+    crops, detected = zip(*(_load_image(r, csv_path=csv_path, face_crop=face_crop) for r in rows))
+    images = np.stack(crops)
+    CropCounts.of(np.array(detected)).log(csv_path, face_crop)
     splits = _splits(rows, cols, csv_path=csv_path, seed=seed)
-    meta: dict[str, np.ndarray] = {"path": np.array([r.fields["path"] for r in rows])}
+    meta: dict[str, np.ndarray] = {"path": np.array([r.fields["path"] for r in rows]),
+                                   "face_detected": np.array(detected, dtype=np.int64)}
     for name in ("group", "subject", "sequence"):
         if name in cols:
             meta[name] = _text_column(rows, name)
@@ -235,4 +229,4 @@ def read_manifest(*, path: str | Path, seed: int = SPLIT_SEED) -> FaceStore:
     return store
 
 
-__all__ = ["read_manifest", "looks_like_manifest", "square_resize", "image_fingerprint"]
+__all__ = ["read_manifest", "looks_like_manifest", "image_fingerprint"]

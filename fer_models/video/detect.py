@@ -35,11 +35,11 @@ class HaarFaceDetector:
     _cascade: Any = None
 
     def __post_init__(self) -> None:
-        from fer_models.data.jaffe import _face_detector
+        from fer_models.data.face_crop import face_detector
 
         if self.detect_width < 64:
             raise ValueError(f"detect_width must be >= 64 pixels (got {self.detect_width})")
-        self._cascade = _face_detector()
+        self._cascade = face_detector()
 
     def _scan(self, gray: np.ndarray, *, scale: float, min_side: int, max_side: int = 0,
               offset: tuple[int, int] = (0, 0)) -> list[Box]:

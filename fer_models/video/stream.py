@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from fer_models.data.jaffe import crop_square
+from fer_models.data.face_crop import crop_square
 from fer_models.runtime import Predictor
 from fer_models.video.detect import Box
 from fer_models.video.track import IouTracker, Track

@@ -1,0 +1,98 @@
+"""`fedfer deploy-local --site`: three real sites, each SuperNode given only its own folder, a server with no data.
+
+The SuperLink, the ServerApp and the run config get no data path at all: the run still trains, and
+evaluates through the sites (federated evaluation), with per-site accuracy and the gap in
+summary.json and report.md. A fourth site whose path does not exist stops with the reason, and
+the run goes on with the other three (min-train-clients=3).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.procs import kill_env, kill_session, pids_with_env, session_pids
+
+pytestmark = pytest.mark.simulation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fer2013_subset(fer2013: Path, out: Path, *, train: int = 30, test: int = 10) -> Path:
+    """A manifest of the first images of each class (absolute paths into ../shared: nothing is copied)."""
+    rows = ["path,label,split"]
+    for cls in sorted(p.name for p in (fer2013 / "train").iterdir()):
+        rows += [f"{p},{cls},train" for p in sorted((fer2013 / "train" / cls).glob("Training_*"))[:train]]
+        rows += [f"{p},{cls},test" for p in sorted((fer2013 / "test" / cls).glob("PrivateTest_*"))[:test]]
+    out.write_text("\n".join(rows) + "\n")
+    return out
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_three_sites_train_on_their_own_folders_and_a_server_without_data_reports_each(shared_data, tmp_path):
+    sites = {"fer2013": _fer2013_subset(shared_data / "fer2013", tmp_path / "fer2013_subset.csv"),
+             "ckplus": shared_data / "ckplus48", "jaffe": shared_data / "jaffe", "broken": tmp_path / "nowhere"}
+    out = tmp_path / "run"
+    home = out / "deploy" / "flwr-home"
+    cmd = [sys.executable, "-m", "simulation.cli", "deploy-local", "--out", str(out),
+           *[a for n, p in sites.items() for a in ("--site", f"{n}={p}")],
+           *[a for kv in ("num-server-rounds=2", "local-epochs=1", "min-train-clients=3", "round-timeout=240")
+             for a in ("--set", kv)]]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    server_views: dict[int, str] = {}  # pid -> command line and environment of the SuperLink and ServerApp
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not any(
+                "serverapp" in v for v in server_views.values()):
+            for pid in pids_with_env("FLWR_HOME", str(home)):
+                cmdline = _read(f"/proc/{pid}/cmdline")
+                if "serverapp" in cmdline or "superlink" in cmdline:
+                    server_views[pid] = cmdline + _read(f"/proc/{pid}/environ")
+            time.sleep(0.5)
+        log, _ = proc.communicate(timeout=600)
+    finally:
+        kill_session(proc.pid)
+        kill_env("FLWR_HOME", str(home))
+    assert proc.returncode == 0, log[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    # the server side: no data path in its config, its processes' command lines or environments
+    assert summary["config"]["data-path"] == "" and summary["config"]["eval-data-path"] == ""
+    assert summary["config"]["client-data"] == "site"
+    run_config = (out / "deploy" / "run-config.toml").read_text()
+    assert any("serverapp" in v for v in server_views.values()), "the ServerApp process was not seen"
+    for path in sites.values():
+        assert str(path) not in run_config and not any(str(path) in view for view in server_views.values())
+    # each SuperNode got its own folder, and only its own
+    for i, (name, path) in enumerate(sites.items()):
+        node_config = (out / "deploy" / f"node-config-{i}.toml").read_text()
+        assert str(path.resolve()) in node_config and f'site = "{name}"' in node_config
+        assert not any(str(other.resolve()) in node_config for other in sites.values() if other != path)
+    # federated evaluation: every working site evaluated, per-site accuracy and the gap
+    assert summary["dataset"]["evaluation"] == "federated"
+    groups = summary["groups"]
+    assert set(groups) == {"fer2013", "ckplus", "jaffe"}
+    assert groups["fer2013"]["n"] == 70 and groups["jaffe"]["faces_found"] > 0
+    accs = [g["accuracy"] for g in groups.values()]
+    assert summary["group_gap"] == pytest.approx(max(accs) - min(accs))
+    assert sum(g["n"] for g in groups.values()) == summary["final"]["n"]
+    # the broken site stopped with its reason; the other three trained every round
+    for row in summary["rounds"]:
+        assert row["clients_responded"] == 3 and row["clients_sampled"] == 4
+        assert any("site broken: data-path" in e and "does not exist" in e for e in row["errors"])
+    report = (out / "report.md").read_text()
+    assert "## Per site" in report and "federated evaluation" in report and "| jaffe |" in report
+    assert "per site: " in log
+    time.sleep(1)
+    assert session_pids(proc.pid) == [] and pids_with_env("FLWR_HOME", str(home)) == []

@@ -74,11 +74,13 @@ def evaluate(msg: Message, context: Context) -> Message:
         return _site_error(msg, exc)
     state = msg.content["arrays"].to_torch_state_dict()  # type: ignore[union-attr]
     config = msg.content.config_records.get("config", {})
+    if local.site is not None and not local.site.share_evaluation:  # a site decides what leaves it
+        return Message(Error(code=EVALUATION_NOT_SHARED, reason=f"{local.name} does not share evaluation results "
+                             f"of its held-out split: its node config would need share-evaluation=true"), reply_to=msg)
     if config.get(EVALUATE_COUNTS):
-        if local.site is None or not local.site.share_evaluation:
-            return Message(Error(code=EVALUATION_NOT_SHARED, reason=f"{local.name} does not share evaluation counts "
-                                 f"of its held-out split: its node config would need share-evaluation=true"),
-                           reply_to=msg)
+        if local.site is None:
+            return Message(Error(code=EVALUATION_NOT_SHARED, reason=f"{local.name} is a partition, not a site: "
+                                 f"federated evaluation needs client-data=site"), reply_to=msg)
         try:
             counts = held_out_counts(cfg=cfg, local=local, global_state=state)
         except NoHeldOutSplit as exc:

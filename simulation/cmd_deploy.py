@@ -76,7 +76,8 @@ def site_node_configs(items: list[str], *, cfg) -> list[dict[str, object]]:
 def run(args: argparse.Namespace) -> int:
     from server.run_folder import resolve_run_dir
     from server.strategy import make_strategy
-    from simulation.deploy import DeployError, LocalDeployment, Terminated, signals_raise
+    from simulation.deploy import DeployError, LocalDeployment
+    from simulation.processes import Terminated, signals_raise
 
     cfg = deploy_config(args)
     sites = site_node_configs(args.site, cfg=cfg)

@@ -3,7 +3,7 @@
 This is Flower's Deployment Engine on one machine, the same processes that run across machines
 (see README, "Running across machines"): the SuperLink serves its Fleet, Control and Runtime APIs
 on one port; every SuperNode connects to it with its own ``--node-config "partition-id=<i>
-num-partitions=<N>"`` and serves its own runtime API on a port of its own; the run is submitted
+num-partitions=<N>"`` (with sites, a TOML file naming its own data) and serves its own runtime API on a port of its own; the run is submitted
 with ``flwr run <project> <connection> --run-config <file.toml> --stream`` through a private
 ``FLWR_HOME`` whose ``config.toml`` names the connection.
 
@@ -11,7 +11,7 @@ Every process is started in a session (process group) of its own and carries a u
 ``FEDFER_DEPLOYMENT`` environment marker; :meth:`LocalDeployment.shutdown` stops the groups and then
 every process still carrying the marker (Flower detaches its SuperExec, ServerApp and ClientApp
 helpers into sessions of their own), so nothing outlives the deployment, also on Ctrl-C/SIGTERM
-(:func:`signals_raise`) or on failure. Each process logs to ``<work>/logs/<name>.log``.
+(:func:`simulation.processes.signals_raise`) or on failure. Each process logs to ``<work>/logs/<name>.log``.
 """
 
 from __future__ import annotations
@@ -26,21 +26,19 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, TextIO
+from typing import Callable, Mapping
 
 from server.run_folder import FAILURE_FILE
+from simulation.processes import MARK_ENV, Proc, marked_pids, session_pids, signal_pids, tail
 from simulation.certs import TlsFiles, generate_certificates
 from simulation.node_keys import NodeKeys, generate_node_keys
 
 logger = logging.getLogger(__name__)
 
-#: Environment marker carried by every process a deployment starts (and their children).
-MARK_ENV = "FEDFER_DEPLOYMENT"
 CONNECTION = "fedfer-local"
 HOST = "127.0.0.1"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -49,124 +47,6 @@ BINARIES = ("flower-superlink", "flower-supernode", "flwr")
 
 class DeployError(RuntimeError):
     """The local deployment could not start or a process of it failed."""
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (raised by the handler :func:`signals_raise` installs)."""
-
-
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """While inside: SIGINT raises KeyboardInterrupt and SIGTERM raises :class:`Terminated`, so
-    ``finally`` blocks (and :meth:`LocalDeployment.shutdown`) run. Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _term(signum: int, _frame: object) -> None:
-        raise Terminated(f"signal {signum}")
-
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _term)
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
-# --- processes ----------------------------------------------------------------------------------
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text[-lines:])
-
-
-def session_pids(sid: int) -> list[int]:
-    """Live (non-zombie) processes whose session id is ``sid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
-
-def pids_with_env(key: str, value: str) -> list[int]:
-    """Live (non-zombie) processes other than this one whose environment holds ``key=value``.
-
-    This also finds daemons that detached into a session of their own (a zombie's environment
-    cannot be read, so zombies are never found).
-    """
-    needle = f"{key}={value}".encode()
-    found = []
-    for env in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if needle in env.read_bytes().split(b"\0") and int(env.parent.name) != os.getpid():
-                stat = (env.parent / "stat").read_text().rsplit(")", 1)[1].split()
-                if stat[0] != "Z":
-                    found.append(int(env.parent.name))
-        except (OSError, IndexError):
-            continue
-    return found
-
-
-def marked_pids(mark: str) -> list[int]:
-    """Live processes whose environment holds ``FEDFER_DEPLOYMENT=<mark>``."""
-    return pids_with_env(MARK_ENV, mark)
-
-
-def signal_pids(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-@dataclass
-class Proc:
-    """One started process (leader of its own session) and its log file."""
-
-    name: str
-    popen: subprocess.Popen
-    log: Path
-    _fh: TextIO | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM the whole session, wait up to ``grace`` s, then SIGKILL what is left."""
-        signal_pids(session_pids(self.pid) or ([self.pid] if self.alive() else []), signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and (self.alive() or session_pids(self.pid)):
-            time.sleep(0.1)
-        signal_pids(session_pids(self.pid), signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=2)
-        self.close()
-
-    def kill(self) -> None:
-        """SIGKILL the whole session at once (as when a node crashes or loses power)."""
-        signal_pids(session_pids(self.pid), signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=5)
-        self.close()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 def free_port(host: str = HOST) -> int:

@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from fer_models.config import ConfigValue, RunConfig
 from server.validation import RoundFailedError
-from simulation.deploy import MARK_ENV, Terminated, marked_pids, signal_pids, signals_raise
+from simulation.processes import MARK_ENV, Terminated, marked_pids, signal_pids, signals_raise
 
 logger = logging.getLogger(__name__)
 

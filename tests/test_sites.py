@@ -217,3 +217,12 @@ def test_a_sites_list_in_an_experiment_file_gives_one_virtual_site_each(sites, t
     (tmp_path / "bad.yaml").write_text("sites: [clinic, lab]\n")
     with pytest.raises(ExperimentError, match="sites must map each site's name to its data path"):
         resolve_config(experiment=tmp_path / "bad.yaml")
+
+
+def test_a_server_with_its_own_evaluation_set_evaluates_there_and_on_nothing_of_the_sites(sites, monkeypatch):
+    cfg = RunConfig.from_flat({**BASE, "eval-data-path": str(sites["lab"])})
+    monkeypatch.setattr(server_evaluation, "load_store", lambda *a, **k: pytest.fail("the run's data was loaded"))
+    evaluator = server_evaluation.make_evaluator(cfg=cfg, grid=None)
+    report = evaluator(_trained_state(cfg))
+    assert report["split"] == "test" and report["n"] == count_images(sites["lab"], "test")
+    assert evaluator.describe()["source"] == str(sites["lab"].resolve())

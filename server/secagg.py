@@ -168,7 +168,12 @@ class SecAggPlusGrid:
         state = WorkflowState()
         completed = workflow.setup_stage(stages, protocol, state)  # type: ignore[arg-type]
         state.nid_to_fitins = {nid: self._train_content(by_node[nid]) for nid in by_node}
-        for stage in (workflow.share_keys_stage, workflow.collect_masked_vectors_stage, workflow.unmask_stage):
+        completed = completed and workflow.share_keys_stage(stages, protocol, state)  # type: ignore[arg-type]
+        # Flower's unmask stage asks for key shares of every node sampled at setup, but one that left before
+        # sharing its keys has none (every client fails with a KeyError) and masked nothing: count from here
+        # only the nodes whose key shares went out
+        state.sampled_node_ids = set(state.active_node_ids)
+        for stage in (workflow.collect_masked_vectors_stage, workflow.unmask_stage):
             completed = completed and stage(stages, protocol, state)  # type: ignore[arg-type]
         if not completed or protocol.aggregate is None:
             reason = (f"secure aggregation halted: fewer than the reconstruction threshold ({threshold} of {shares} "

@@ -1,30 +1,25 @@
 """secure-aggregation=secaggplus: the server sees masked vectors only, and still gets FedAvg's mean.
 
-The federation runs in-process: each node runs fedfer's ClientApp mods (client/secagg.py, then
-client/mods.py) around a stand-in trainer that returns a known update, and every message crosses
-a copy, as on the wire. What the server received is checked against each client's own weights and
+The federation runs in-process (benchmarks/secagg_federation.py): each node runs fedfer's ClientApp
+mods around a stand-in trainer that returns a known update, and every message crosses a copy. What the server received is checked against each client's own weights and
 update; the global model against a weighted mean computed here with numpy.
 """
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import bytes_to_ndarray
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.common.secure_aggregation.secaggplus_constants import Stage
 
-from client.mods import client_side_clipping
-from client.secagg import secure_aggregation
+from benchmarks.secagg_federation import Federation
 from fer_models.config import ConfigError, RunConfig
 from fer_models.wire import SECAGG_REQUIRED
 from server.secagg import SecAggPlusGrid, SecAggSettings, weight_key_of
 from server.strategy import make_strategy
 
 SHAPES = {"conv": (12, 40), "bias": (500,), "head": (80, 7)}  # >= 480 entries: chance |r| < 0.3 by > 6 sd
-STAGES = Stage.all()
 
 
 def _global() -> dict[str, np.ndarray]:
@@ -32,45 +27,10 @@ def _global() -> dict[str, np.ndarray]:
     return {k: rng.normal(0, 0.1, s).astype(np.float32) for k, s in SHAPES.items()}
 
 
-class Federation:
-    """In-process nodes behind a Grid; ``down`` maps a node to the stage from which it no longer answers."""
-
-    def __init__(self, cfg: RunConfig, examples: list[int], *, down: dict[int, str] | None = None) -> None:
-        self.cfg, self.down = cfg, down or {}
-        self.nodes = {100 + i: n for i, n in enumerate(examples)}
-        rng = np.random.default_rng(1)
-        self.updates = {nid: {k: rng.normal(0, 0.05, s).astype(np.float32) for k, s in SHAPES.items()}
-                        for nid in self.nodes}
-        self.contexts = {nid: Context(run_id=1, node_id=nid, node_config={}, state=RecordDict(),
-                                      run_config=cfg.to_flat()) for nid in self.nodes}
-        self.received: list[Message] = []  # every reply, as the server got it
-        self.trained: dict[int, dict[str, np.ndarray]] = {}  # what each client's trainer returned
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.nodes)
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
-        for sent in messages:
-            nid = sent.metadata.dst_node_id
-            stage = sent.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) \
-                if RECORD_KEY_CONFIGS in sent.content.config_records else None
-            if nid in self.down and stage in STAGES[STAGES.index(self.down[nid]):]:
-                continue  # killed: no reply from this stage on
-            ctx = self.contexts[nid]
-            reply = secure_aggregation(copy.deepcopy(sent), ctx,
-                                       lambda m, c: client_side_clipping(m, c, self._train))
-            replies.append(copy.deepcopy(reply))
-        self.received.extend(replies)
-        return replies
-
-    def _train(self, msg: Message, context: Context) -> Message:
-        nid = msg.metadata.dst_node_id
-        received = dict(zip(msg.content["arrays"].keys(), msg.content["arrays"].to_numpy_ndarrays()))
-        self.trained[nid] = {k: received[k] + self.updates[nid][k] for k in SHAPES}
-        metrics = MetricRecord({"num-examples": self.nodes[nid], "uniform-weight": 1, "partition-id": nid - 100})
-        arrays = ArrayRecord({k: Array(v) for k, v in self.trained[nid].items()})
-        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+def _federation(cfg: RunConfig, examples: list[int], *, down: dict[int, str] | None = None) -> Federation:
+    rng = np.random.default_rng(1)
+    updates = [{k: rng.normal(0, 0.05, s).astype(np.float32) for k, s in SHAPES.items()} for _ in examples]
+    return Federation(cfg.to_flat(), updates, examples, down=down)
 
 
 def _secure_round(cfg: RunConfig, fed: Federation, *, max_weight: float = 1000.0):
@@ -117,7 +77,7 @@ def _reveals(message: Message, secrets: dict[str, np.ndarray]) -> bool:
 
 def test_no_reply_reveals_its_clients_update_while_the_global_model_is_fedavgs_mean(flower_identity):
     examples = [120, 300, 75, 505]
-    fed = Federation(_cfg(), examples)
+    fed = _federation(_cfg(), examples)
     _, grid, got, replies = _secure_round(_cfg(), fed)
     assert len(replies) == 4 and len(fed.received) == 4 * 4  # four stages, four clients
     for reply in fed.received:
@@ -136,11 +96,13 @@ def test_no_reply_reveals_its_clients_update_while_the_global_model_is_fedavgs_m
         assert np.abs(got[k] - start).max() > 100 * bound  # the mean update is far above the error
 
 
-def test_clients_that_drop_out_mid_round_leave_the_mean_of_those_that_sent_masked_vectors(flower_identity):
+@pytest.mark.parametrize("first_down", [Stage.SHARE_KEYS, Stage.COLLECT_MASKED_VECTORS])
+def test_clients_that_drop_out_mid_round_leave_the_mean_of_those_that_sent_masked_vectors(flower_identity,
+                                                                                            first_down):
     examples = [120, 300, 75, 505, 200]
     cfg = _cfg(**{"num-clients": 5, "min-train-clients": 3})
-    # 102 dies before sending its masked vector, 104 after it (its unmask shares never come)
-    fed = Federation(cfg, examples, down={102: Stage.COLLECT_MASKED_VECTORS, 104: Stage.UNMASK})
+    # 102 dies before sending its key shares or its masked vector, 104 after it (its unmask shares never come)
+    fed = _federation(cfg, examples, down={102: first_down, 104: Stage.UNMASK})
     _, grid, got, replies = _secure_round(cfg, fed)
     summed = [100, 101, 103, 104]
     assert sorted(r.metadata.src_node_id for r in replies) == summed
@@ -152,7 +114,7 @@ def test_clients_that_drop_out_mid_round_leave_the_mean_of_those_that_sent_maske
 
 def test_too_many_dropouts_halt_the_round_with_an_error_per_client(flower_identity):
     cfg = _cfg()
-    fed = Federation(cfg, [10, 20, 30, 40], down={100: Stage.SHARE_KEYS, 101: Stage.SHARE_KEYS})
+    fed = _federation(cfg, [10, 20, 30, 40], down={100: Stage.SHARE_KEYS, 101: Stage.SHARE_KEYS})
     _, grid, got, replies = _secure_round(cfg, fed)
     assert len(replies) == 4 and all(r.has_error() and "halted" in r.error.reason for r in replies)
     assert got == {} and grid.last_round == {}
@@ -160,7 +122,7 @@ def test_too_many_dropouts_halt_the_round_with_an_error_per_client(flower_identi
 
 def test_client_level_dp_noises_the_unmasked_mean_of_client_clipped_updates(flower_identity):
     cfg = _cfg(**{"dp": "client", "client-clipping": "client", "noise-multiplier": 1e-9, "max-grad-norm": 0.5})
-    fed = Federation(cfg, [120, 300, 75, 505])
+    fed = _federation(cfg, [120, 300, 75, 505])
     strategy, grid, got, _ = _secure_round(cfg, fed)
     assert strategy.releases == 1  # the DP release was made (and accounted) on the secure mean
     clipped = {}
@@ -175,7 +137,7 @@ def test_client_level_dp_noises_the_unmasked_mean_of_client_clipped_updates(flow
 
 def test_a_client_refuses_to_send_its_update_outside_secure_aggregation(flower_identity):
     cfg = _cfg()
-    fed = Federation(cfg, [10, 20, 30, 40])
+    fed = _federation(cfg, [10, 20, 30, 40])
     msg = Message(RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in _global().items()}),
                               "config": ConfigRecord({})}), dst_node_id=100, message_type="train")
     reply = fed.send_and_receive([msg])[0]

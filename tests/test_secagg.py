@@ -169,3 +169,20 @@ def test_fedprox_fedadam_and_sample_level_dp_are_served():
     for extra in ({"strategy": "fedprox"}, {"strategy": "fedadam"}, {"dp": "sample", "target-epsilon": 8.0},
                   {"dp": "client", "client-clipping": "client"}):
         assert _cfg(**extra).secure_aggregation == "secaggplus"
+
+
+def test_the_server_wraps_its_grid_only_under_secaggplus_with_weights_bounded_by_the_training_pool(cache_dir):
+    from fer_models.task import load_store, train_pool
+    from server.secagg import secure_grid
+
+    small = {"synthetic-per-class": 5, "synthetic-eval-per-class": 2}
+    plain = RunConfig.from_flat(small)
+    grid = _federation(plain, [1, 2, 3])
+    store = load_store(plain)
+    assert secure_grid(grid, cfg=plain, store=store, strategy=make_strategy(plain)) is grid  # type: ignore[arg-type]
+    fedavg, dp = _cfg(**small), _cfg(**small, **{"dp": "client", "client-clipping": "client"})
+    wrapped = secure_grid(grid, cfg=fedavg, store=store, strategy=make_strategy(fedavg))  # type: ignore[arg-type]
+    assert isinstance(wrapped, SecAggPlusGrid) and wrapped.weight_key == "num-examples"
+    assert wrapped.settings.max_weight == len(train_pool(fedavg, store)) == 35
+    uniform = secure_grid(grid, cfg=dp, store=store, strategy=make_strategy(dp))  # type: ignore[arg-type]
+    assert uniform.weight_key == "uniform-weight" and uniform.settings.max_weight == 1.0  # type: ignore[union-attr]

@@ -9,9 +9,10 @@ The difference between the two global models is checked against the reported qua
 
 Part 2 (``--simulate``), end to end: `fedfer simulate` plain and with secure-aggregation=secaggplus,
 same seed and data; the median round time (from round 2, after the engine's start-up) and the largest
-difference between the two final models.
+difference between the two final models. Part 3 (``--deploy``): the same in `fedfer deploy-local`
+(SuperLink and SuperNode processes on loopback; a ClientApp process per message).
 
-    nice -n 10 python benchmarks/secagg_overhead.py [--clients 3 5 10] [--model cnn] [--simulate]
+    nice -n 10 python benchmarks/secagg_overhead.py [--clients 3 5 10] [--model cnn] [--simulate] [--deploy]
 """
 
 from __future__ import annotations
@@ -75,21 +76,23 @@ def protocol_round(*, clients: int, model: str, secure: bool) -> dict:
             "model": dict(zip(arrays.keys(), arrays.to_numpy_ndarrays()))}  # type: ignore[union-attr]
 
 
-def simulate(*, secure: bool, rounds: int, clients: int, work: Path) -> dict:
-    """`fedfer simulate` in a subprocess; per-round times from metrics.jsonl, the final model's arrays."""
+def end_to_end(*, engine: str, secure: bool, rounds: int, clients: int, work: Path) -> dict:
+    """`fedfer simulate` or `fedfer deploy-local` in a subprocess; round times from metrics.jsonl, the final
+    model's arrays."""
     import torch
 
-    out = work / ("secagg" if secure else "plain")
+    out = work / f"{engine}-{'secagg' if secure else 'plain'}"
     sets = [f"num-clients={clients}", f"num-server-rounds={rounds}", "synthetic-per-class=60",
             "synthetic-eval-per-class=10", "local-epochs=1", *(["secure-aggregation=secaggplus"] if secure else [])]
     env = {**os.environ, "FLWR_HOME": str(work / "flwr-home"), "FEDFER_CACHE": str(work / "cache"),
            "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--out", str(out),
+    nodes = ["--nodes", str(clients), "--no-report"] if engine == "deploy-local" else []
+    cmd = [sys.executable, "-m", "simulation.cli", engine, *nodes, "--out", str(out),
            *[a for s in sets for a in ("--set", s)]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900,
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800,
                           cwd=Path(__file__).resolve().parents[1])
     if proc.returncode:
-        raise RuntimeError(f"simulate failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{engine} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     ends = [r["elapsed_s"] for r in rows]
     state = torch.load(out / "model.pt", weights_only=False)["state_dict"]
@@ -102,6 +105,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[3, 5, 10])
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--simulate", action="store_true", help="also run fedfer simulate plain vs secaggplus")
+    parser.add_argument("--deploy", action="store_true", help="also run fedfer deploy-local plain vs secaggplus")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     rows = []
@@ -115,13 +119,15 @@ def main() -> None:
                      "upload_ratio": secure["bytes_received"] / plain["bytes_received"],
                      "max_diff": diff, "bound": secure["bound"]})
         print(rows[-1], flush=True)
-    if args.simulate:
-        with tempfile.TemporaryDirectory() as tmp:
+    engines = [e for e, on in (("simulate", args.simulate), ("deploy-local", args.deploy)) if on]
+    with tempfile.TemporaryDirectory() as tmp:
+        for engine in engines:
             k = args.clients[0]
-            plain, secure = (simulate(secure=s, rounds=args.rounds, clients=k, work=Path(tmp)) for s in (False, True))
+            plain, secure = (end_to_end(engine=engine, secure=s, rounds=args.rounds, clients=k, work=Path(tmp))
+                             for s in (False, True))
             diff = max(float(np.abs(secure["model"][n] - plain["model"][n]).max()) for n in plain["model"])
             bound = max(r["secagg_quantization_error_max"] for r in secure["rows"])
-            rows.append({"part": "simulate", "clients": k, "plain_s": plain["round_s"], "secagg_s": secure["round_s"],
+            rows.append({"part": engine, "clients": k, "plain_s": plain["round_s"], "secagg_s": secure["round_s"],
                          "secagg_mb": statistics.median((r["secagg_bytes_sent"] + r["secagg_bytes_received"]) / 1e6
                                                         for r in secure["rows"]),
                          "max_diff": diff, "bound": bound})
@@ -132,8 +138,9 @@ def main() -> None:
                                   ("upload x", "upload_ratio", ".2f"), ("max |SecAgg+ - plain|", "max_diff", ".2e"),
                                   ("reported bound/round", "bound", ".2e")])
     notes = ("protocol: one in-process round, clients one after another, stand-in training (no compute); MB = "
-             "payload bytes both ways. simulate: median round time from round 2 of `fedfer simulate` (training "
-             "included), final models after all rounds (their difference compounds over rounds).")
+             "payload bytes both ways. simulate / deploy-local: median round time from round 2 (training and the "
+             "server's evaluation included; the first clients of --clients), final models after all rounds (their "
+             "difference compounds over rounds; the bound column is one round's).")
     write_results("secagg_overhead", results=rows, table=table, notes=notes)
     print(table)
 

@@ -120,7 +120,7 @@ class _StageGrid:
         for reply in replies:
             node = reply.metadata.src_node_id
             if not reply.has_error() and Key.MASKED_PARAMETERS in reply.content.config_records[RECORD_KEY_CONFIGS]:
-                metrics = {"node_id": node, **dict(reply.content.config_records["fitres.metrics"])}
+                metrics = {"node_id": node, **compat.recorddict_to_fitres(reply.content, keep_input=True).metrics}
                 verdict = self._screen(metrics) if self._screen else None
                 if verdict:  # left out of the sum before it is formed: the protocol treats it as a dropout
                     reply = Message(Error(code=verdict[0], reason=verdict[1]), reply_to=sent[node])

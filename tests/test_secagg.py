@@ -33,10 +33,10 @@ def _federation(cfg: RunConfig, examples: list[int], *, down: dict[int, str] | N
     return Federation(cfg.to_flat(), updates, examples, down=down)
 
 
-def _secure_round(cfg: RunConfig, fed: Federation, *, max_weight: float = 1000.0):
+def _secure_round(cfg: RunConfig, fed: Federation, *, max_weight: float = 1000.0, screen=None):
     strategy = make_strategy(cfg)
     settings = SecAggSettings.from_config(cfg, uniform_weight=cfg.dp == "client", pool_size=int(max_weight))
-    grid = SecAggPlusGrid(fed, settings=settings, weight_key=weight_key_of(strategy))  # type: ignore[arg-type]
+    grid = SecAggPlusGrid(fed, settings=settings, weight_key=weight_key_of(strategy), screen=screen)  # type: ignore[arg-type]
     start = ArrayRecord({k: Array(v) for k, v in _global().items()})
     messages = strategy.configure_train(1, start, ConfigRecord({}), grid)  # type: ignore[arg-type]
     replies = list(grid.send_and_receive(messages, timeout=10))
@@ -75,9 +75,21 @@ def _reveals(message: Message, secrets: dict[str, np.ndarray]) -> bool:
     return False
 
 
+def _mean_of(fed: Federation, nodes: list[int]) -> dict[str, np.ndarray]:
+    """By hand: the global model plus the example-weighted mean of ``nodes``' updates."""
+    n = np.array([fed.nodes[i] for i in nodes], dtype=np.float64)
+    return {k: start + sum(w * fed.updates[i][k].astype(np.float64) for w, i in zip(n, nodes)) / n.sum()
+            for k, start in _global().items()}
+
+
+def _within_bound(got: dict[str, np.ndarray], exact: dict[str, np.ndarray], grid: SecAggPlusGrid) -> bool:
+    """Every entry within the round's reported quantization error (plus float32 storage of the result)."""
+    bound = grid.last_round["secagg_quantization_error_max"]
+    return all(np.abs(got[k] - exact[k]).max() <= bound + 1e-6 for k in SHAPES)
+
+
 def test_no_reply_reveals_its_clients_update_while_the_global_model_is_fedavgs_mean(flower_identity):
-    examples = [120, 300, 75, 505]
-    fed = _federation(_cfg(), examples)
+    fed = _federation(_cfg(), [120, 300, 75, 505])
     _, grid, got, replies = _secure_round(_cfg(), fed)
     assert len(replies) == 4 and len(fed.received) == 4 * 4  # four stages, four clients
     for reply in fed.received:
@@ -87,13 +99,9 @@ def test_no_reply_reveals_its_clients_update_while_the_global_model_is_fedavgs_m
     plain = Message(RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in fed.trained[100].items()})}),
                     dst_node_id=1, message_type="train")
     assert _reveals(plain, fed.trained[100])
-    n = np.array(examples, dtype=np.float64)
     bound = grid.last_round["secagg_quantization_error_max"]
-    assert 0 < bound < 1e-4
-    for k, start in _global().items():
-        exact = start + sum(w * fed.updates[nid][k].astype(np.float64) for w, nid in zip(n, fed.nodes)) / n.sum()
-        assert np.abs(got[k] - exact).max() <= bound + 1e-6  # float32 storage of the result
-        assert np.abs(got[k] - start).max() > 100 * bound  # the mean update is far above the error
+    assert 0 < bound < 1e-4 and _within_bound(got, _mean_of(fed, list(fed.nodes)), grid)
+    assert all(np.abs(got[k] - start).max() > 100 * bound for k, start in _global().items())  # far above the error
 
 
 @pytest.mark.parametrize("first_down", [Stage.SHARE_KEYS, Stage.COLLECT_MASKED_VECTORS])
@@ -106,10 +114,23 @@ def test_clients_that_drop_out_mid_round_leave_the_mean_of_those_that_sent_maske
     _, grid, got, replies = _secure_round(cfg, fed)
     summed = [100, 101, 103, 104]
     assert sorted(r.metadata.src_node_id for r in replies) == summed
-    n = np.array([fed.nodes[i] for i in summed], dtype=np.float64)
-    for k, start in _global().items():
-        exact = start + sum(w * fed.updates[nid][k].astype(np.float64) for w, nid in zip(n, summed)) / n.sum()
-        assert np.abs(got[k] - exact).max() <= grid.last_round["secagg_quantization_error_max"] + 1e-6
+    assert _within_bound(got, _mean_of(fed, summed), grid)
+
+
+def test_a_reply_the_server_rejects_by_its_metrics_is_left_out_of_the_sum_before_it_is_formed(flower_identity):
+    fed = _federation(_cfg(), [120, 300, 75, 505])
+    _, grid, got, replies = _secure_round(_cfg(), fed, screen=lambda m: (4703, "ledger reset")
+                                          if m["partition-id"] == 1 else None)
+    assert [r.error.reason for r in replies if r.has_error()] == ["ledger reset"]
+    assert _within_bound(got, _mean_of(fed, [100, 102, 103]), grid)
+
+
+def test_a_client_whose_weight_exceeds_the_max_weight_refuses_and_the_others_are_summed(flower_identity):
+    fed = _federation(_cfg(), [120, 300, 75, 505])
+    _, grid, got, replies = _secure_round(_cfg(), fed, max_weight=400)
+    (refusal,) = [r for r in replies if r.has_error()]
+    assert refusal.metadata.src_node_id == 103 and "set secagg-max-weight" in refusal.error.reason
+    assert _within_bound(got, _mean_of(fed, [100, 101, 102]), grid)
 
 
 def test_too_many_dropouts_halt_the_round_with_an_error_per_client(flower_identity):

@@ -13,6 +13,7 @@ from flwr.clientapp import ClientApp
 
 from client.ledger import LedgerMismatch, LedgerMissing, lineage_of
 from client.mods import client_side_clipping
+from client.secagg import secure_aggregation
 from client.training import BudgetRefusal, evaluate_local, train_local
 from fer_models.config import RunConfig
 from fer_models.federated_eval import NoHeldOutSplit, held_out_counts
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 #: Error code of a reply from a client that refuses to train past its privacy budget.
 BUDGET_EXCEEDED_CODE = BUDGET_EXCEEDED
 
-app = ClientApp(mods=[client_side_clipping])
+app = ClientApp(mods=[secure_aggregation, client_side_clipping])  # masking outermost: it masks the clipped update
 
 
 def _site_error(msg: Message, exc: Exception) -> Message:

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from fer_models.dp_checks import check_privacy_settings
 from fer_models.dp_recipe import RECIPE_KEYS, TUNED
+from fer_models.secagg_checks import check_secure_aggregation
 from fer_models.labels import NUM_CLASSES
 
 ConfigValue = bool | int | float | str
@@ -146,6 +147,22 @@ class RunConfig:
     privacy_unit: str = _opt("sample", "dp=sample: what one epsilon protects: one sample (an image or clip), or one "
                              "person (all samples of a subject id, sampled and clipped together; data without subject "
                              "ids, e.g. FER2013, stays at image level and says so)", choices=("sample", "person"))
+    # --- secure aggregation (fer_models/secagg_checks.py refuses what SecAgg+ cannot serve) ----------------------
+    secure_aggregation: str = _opt("none", "secaggplus: clients mask their updates with Flower's SecAgg+ protocol, "
+                                   "the server learns only their (weighted) sum (README: Privacy guarantees)",
+                                   choices=("none", "secaggplus"))
+    secagg_num_shares: int = _opt(0, "secaggplus: shares of each client's mask keys (neighbours incl. itself); "
+                                  "0 = every sampled client", minimum=0)
+    secagg_reconstruction_threshold: int = _opt(0, "secaggplus: shares needed to rebuild a key; up to shares minus "
+                                                "this many clients may drop out; 0 = more than half the shares",
+                                                minimum=0)
+    secagg_clipping_range: float = _opt(8.0, "secaggplus: each entry of a (weighted) model update is clipped to "
+                                        "[-range, range] before quantization", minimum=1e-6)
+    secagg_quantization_range: int = _opt(4194304, "secaggplus: quantization levels over the clipping range "
+                                          "(2**22); error per entry <= clients * 2 * clipping-range / levels / weight "
+                                          "share, reported per round", minimum=2, maximum=2**31)
+    secagg_max_weight: float = _opt(0.0, "secaggplus: bound on a client's aggregation weight (its num-examples); "
+                                    "0 = the training pool's size (1 under dp=client's uniform weights)", minimum=0.0)
     # --- resources and output -----------------------------------------------------------------------
     num_cpus: float = _opt(1.0, "CPUs given to each simulated client", minimum=0.0)
     num_gpus: float = _opt(0.0, "GPU fraction given to each simulated client", minimum=0.0)
@@ -196,6 +213,7 @@ class RunConfig:
             check_site_settings(self)
         self.public_class_weights  # noqa: B018  (parses class-weights, raising ConfigError if malformed)
         check_privacy_settings(self)
+        check_secure_aggregation(self)
 
     @property
     def public_class_weights(self) -> tuple[float, ...] | None:
@@ -219,6 +237,11 @@ class RunConfig:
         if self.target_epsilon > 0:
             return self.target_epsilon
         return float("inf")
+
+    @property
+    def clients_per_round(self) -> int:
+        """How many clients FedAvg samples each round (Flower: int(N * fraction), at least the minimum)."""
+        return max(int(self.num_clients * self.fraction_train), self.min_train_clients)
 
     @property
     def uses_synthetic(self) -> bool:

@@ -13,6 +13,8 @@ ROUND_OFFSET = "round-offset"
 #: Random id of the federation, drawn by the server at the start and kept across resumes: a client's
 #: privacy ledger belongs to one lineage and continues over every round of it.
 LINEAGE = "fedfer-lineage"
+#: secure-aggregation=secaggplus: the reply metric a client weights its masked update by (the strategy's own key).
+SECAGG_WEIGHT_KEY = "fedfer-secagg-weight-key"
 
 #: Config key of the server's evaluate message asking a site for its held-out counts (federated evaluation).
 EVALUATE_COUNTS = "fedfer-evaluate-counts"
@@ -62,6 +64,12 @@ SITE_DATA_ERROR = 4705
 EVALUATION_NOT_SHARED = 4706
 #: The server refused to aggregate the update (non-finite, shape mismatch, outlier norm).
 UPDATE_REJECTED = 4801
+#: secure-aggregation=secaggplus: the client refuses a train message that would send its update unmasked.
+SECAGG_REQUIRED = 4705
+#: secure-aggregation=secaggplus: the client cannot mask its update (a weight over secagg-max-weight, ...).
+SECAGG_CLIENT_FAILED = 4706
+#: The server's SecAgg+ round halted (fewer clients than the reconstruction threshold left): nothing was aggregated.
+SECAGG_HALTED = 4802
 #: Recorded for a sampled client that did not reply (timeout or dropout).
 NO_REPLY = -1
 #: Codes that mean "a privacy rule stopped this client", recorded as refusals in the run record.

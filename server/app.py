@@ -18,6 +18,7 @@ from server.federated_evaluation import FederatedEvaluationError
 from server.checkpoint import (check_resumable, load_checkpoint, restore_strategy_state, save_checkpoint)
 from server.grid import RecordingGrid, RoundReplies
 from server.recorder import RunRecorder
+from server.secagg import secure_grid
 from server.strategy import make_strategy
 from server.validation import RoundFailedError, round_failure
 
@@ -73,9 +74,12 @@ def main(grid: Grid, context: Context) -> None:
         initial = initial_model(cfg, image_size=model_image_side(evaluator)).state_dict()
     remaining = cfg.num_server_rounds - done
     train_config = ConfigRecord({LINEAGE: lineage, ROUND_OFFSET: done})
-    # under dp=client the clipping bounds every update; a norm test relative to the others would not be private
-    recording_grid = RecordingGrid(grid, max_norm_ratio=0.0 if cfg.dp == "client" else cfg.max_update_norm_ratio,
-                                   screen=recorder.ledger.screen)
+    # under dp=client the clipping bounds every update; a norm test relative to the others would not be private;
+    # under secure aggregation the server never sees one update (server/secagg.py)
+    secure = secure_grid(grid, cfg=cfg, store=store, strategy=strategy, screen=recorder.ledger.screen)
+    recording_grid = RecordingGrid(secure, screen=recorder.ledger.screen,
+                                   max_norm_ratio=0.0 if secure is not grid or cfg.dp == "client"
+                                   else cfg.max_update_norm_ratio)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         state = arrays.to_torch_state_dict()

@@ -35,6 +35,7 @@ class RoundReplies:
     metrics: list[dict[str, Any]] = field(default_factory=list)  # one dict per successful reply
     errors: list[dict[str, Any]] = field(default_factory=list)  # {"node_id", "code", "reason"}
     rejected: list[dict[str, Any]] = field(default_factory=list)  # {"node_id", "reason", "metrics"}
+    aggregation: dict[str, float] = field(default_factory=dict)  # the secure aggregation's figures (server/secagg.py)
 
 
 class RecordingGrid:
@@ -95,6 +96,7 @@ class RecordingGrid:
         record.errors.extend({"node_id": None, "code": NO_REPLY_CODE, "reason": "no reply (timeout or dropout)"}
                              for _ in range(len(messages) - received))
         if messages[0].metadata.message_type == MessageType.TRAIN:
+            record.aggregation = dict(getattr(self._grid, "last_round", None) or {})
             self.last_train = record
         else:
             self.last_evaluate = record

@@ -63,6 +63,7 @@ class RunRecorder:
             row["train_accuracy"] = sum(m["train-accuracy"] * int(m["num-examples"]) for m in replies.metrics) / n
             if all("samples-seen" in m for m in replies.metrics):
                 row["samples_seen"] = sum(int(m["samples-seen"]) for m in replies.metrics)
+        row.update(replies.aggregation)  # secure-aggregation: quantization error bound, clients summed, costs
         if replies.errors:
             row["errors"] = [e["reason"] for e in replies.errors]
         if replies.rejected:

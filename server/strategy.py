@@ -14,8 +14,8 @@ logger = logging.getLogger(__name__)
 
 
 def clients_per_round(cfg: RunConfig) -> int:
-    """How many clients FedAvg samples each round (Flower: int(N * fraction), at least the minimum)."""
-    return max(int(cfg.num_clients * cfg.fraction_train), cfg.min_train_clients)
+    """How many clients FedAvg samples each round (RunConfig.clients_per_round)."""
+    return cfg.clients_per_round
 
 
 def make_strategy(cfg: RunConfig) -> Strategy:

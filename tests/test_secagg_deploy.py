@@ -1,0 +1,50 @@
+"""SecAgg+ in `fedfer deploy-local`: five SuperNodes, one killed mid-round, and the round still completes.
+
+The node is killed after it shared its mask keys and before it sends its masked vector: its
+pairwise masks are rebuilt from its neighbours' key shares (threshold 3 of 5) and the server
+unmasks the sum of the four that remain. Slow (about 3 min on 2 cores): the deployment engine
+starts a ClientApp process for each of the four SecAgg+ messages a node gets per round.
+The deployment's processes are stopped as in tests/test_deploy_local.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fer_models.config import RunConfig
+from simulation.deploy import LocalDeployment
+from tests.test_deploy_local import _assert_no_process_left, _rows
+
+pytestmark = pytest.mark.simulation
+
+
+def test_secaggplus_round_completes_when_a_supernode_is_killed_mid_round(tmp_path):
+    out = tmp_path / "run"
+    cfg = RunConfig.from_flat({"synthetic-per-class": 10, "synthetic-eval-per-class": 10, "num-clients": 5,
+                               "num-server-rounds": 1, "min-train-clients": 3, "min-available-clients": 5,
+                               "round-timeout": 45.0, "local-epochs": 1, "out-dir": str(out), "overwrite": True,
+                               "secure-aggregation": "secaggplus", "secagg-num-shares": 5,
+                               "secagg-reconstruction-threshold": 3})
+    deployment = LocalDeployment(work_dir=tmp_path / "deploy", num_nodes=5, echo=lambda line: None)
+    events: dict[str, float] = {}
+
+    def kill_once_its_keys_are_shared() -> None:
+        if "killed" not in events and "stage 1 completes" in deployment.nodes[4].log.read_text(errors="replace"):
+            deployment.nodes[4].kill()
+            events["killed"] = time.time()
+
+    try:
+        deployment.start()
+        summary = deployment.run(cfg.to_flat(), summary=out / "summary.json", timeout=480,
+                                 on_poll=kill_once_its_keys_are_shared)
+    finally:
+        deployment.shutdown()
+    assert "killed" in events
+    (row,) = _rows(out / "metrics.jsonl")
+    assert row["clients_sampled"] == 5 and row["clients_failed"] == 1, row
+    assert row["secagg_clients_summed"] == row["clients_responded"] == 4, row
+    assert 0 < row["secagg_quantization_error_max"] < 1e-3
+    assert len(summary["rounds"]) == 1
+    _assert_no_process_left(deployment)

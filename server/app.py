@@ -76,7 +76,8 @@ def main(grid: Grid, context: Context) -> None:
     train_config = ConfigRecord({LINEAGE: lineage, ROUND_OFFSET: done})
     # under dp=client the clipping bounds every update; a norm test relative to the others would not be private;
     # under secure aggregation the server never sees one update (server/secagg.py)
-    secure = secure_grid(grid, cfg=cfg, store=store, strategy=strategy, screen=recorder.ledger.screen)
+    secure = secure_grid(grid, cfg=cfg, store=getattr(evaluator, "store", None) if cfg.client_data == "partition"
+                         else None, strategy=strategy, screen=recorder.ledger.screen)
     recording_grid = RecordingGrid(secure, screen=recorder.ledger.screen,
                                    max_norm_ratio=0.0 if secure is not grid or cfg.dp == "client"
                                    else cfg.max_update_norm_ratio)

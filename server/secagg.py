@@ -35,7 +35,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid
 
-from fer_models.config import RunConfig
+from fer_models.config import ConfigError, RunConfig
 from fer_models.secagg_checks import MODULUS_RANGE, resolve_shares
 from fer_models.data import FaceStore
 from fer_models.task import train_pool
@@ -228,14 +228,19 @@ def payload_bytes(message: Message) -> int:
     return total
 
 
-def secure_grid(grid: Grid, *, cfg: RunConfig, store: FaceStore, strategy: object,
+def secure_grid(grid: Grid, *, cfg: RunConfig, store: FaceStore | None, strategy: object,
                 screen: Screen | None = None) -> Grid | SecAggPlusGrid:
-    """``grid`` itself, or under secure-aggregation=secaggplus the SecAgg+ grid around it."""
+    """``grid`` itself, or under secure-aggregation=secaggplus the SecAgg+ grid around it. ``store`` is the
+    run's dataset (partitions: the pool bounds every weight), None for sites (secagg-max-weight is required)."""
     if cfg.secure_aggregation == "none":
         return grid
     weight_key = weight_key_of(strategy)
+    if store is None and weight_key != UNIFORM_WEIGHT and not cfg.secagg_max_weight:
+        raise ConfigError("secure-aggregation=secaggplus with client-data=site: the server holds no data to bound "
+                          "the sites' weights; set secagg-max-weight to at least the largest site's training-image "
+                          "count")
     settings = SecAggSettings.from_config(cfg, uniform_weight=weight_key == UNIFORM_WEIGHT,
-                                          pool_size=len(train_pool(cfg, store)))
+                                          pool_size=len(train_pool(cfg, store)) if store is not None else 0)
     logger.info("secure aggregation: SecAgg+ (%s); the server sees masked updates only, so its per-update norm "
                 "screening (max-update-norm-ratio) is off", settings)
     return SecAggPlusGrid(grid, settings=settings, weight_key=weight_key, screen=screen)

@@ -135,6 +135,9 @@ class RunConfig:
     privacy_unit: str = _opt("sample", "dp=sample: what one epsilon protects: one sample (an image or clip), or one "
                              "person (all samples of a subject id, sampled and clipped together; data without subject "
                              "ids, e.g. FER2013, stays at image level and says so)", choices=("sample", "person"))
+    audit_canaries: int = _opt(0, "plant this many audit canaries (mislabelled faces, each included with probability "
+                               "1/2 at a random client) for `fedfer audit`'s epsilon lower bound; 0 = off; a test "
+                               "instrument: canaries are wrong labels in the training data", minimum=0)
     # --- resources and output -----------------------------------------------------------------------
     num_cpus: float = _opt(1.0, "CPUs given to each simulated client", minimum=0.0)
     num_gpus: float = _opt(0.0, "GPU fraction given to each simulated client", minimum=0.0)

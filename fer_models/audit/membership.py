@@ -1,0 +1,74 @@
+"""Membership inference on a trained model: loss and confidence attacks, ROC AUC and TPR at low FPR.
+
+A *score* is higher when the attack believes the sample was trained on. Two threshold attacks
+(Yeom et al. 2018; the baselines of Carlini et al. 2022) from one query per sample:
+
+* ``loss``: minus the cross-entropy of the sample's label (training samples are fitted better);
+* ``confidence``: the largest softmax probability (the model is surer on what it trained on).
+
+Members and non-members are drawn in equal numbers, so chance is AUC 0.5 and TPR = FPR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score, roc_curve
+
+ATTACKS = ("loss", "confidence")
+#: False-positive rates at which the true-positive rate is reported.
+LOW_FPRS = (0.01, 0.001)
+
+
+def attack_scores(*, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+    """Each attack's membership score of every sample (higher = more likely a member)."""
+    logp = F.log_softmax(logits.double(), dim=1)
+    return {"loss": logp.gather(1, labels.view(-1, 1)).squeeze(1).numpy(),
+            "confidence": logp.exp().max(dim=1).values.numpy()}
+
+
+@dataclass(frozen=True)
+class RocResult:
+    auc: float
+    tpr_at_fpr: dict[float, float]  # LOW_FPRS -> TPR at FPR <= that rate
+    fpr: np.ndarray
+    tpr: np.ndarray
+    members: int
+    non_members: int
+
+    @property
+    def advantage(self) -> float:
+        """Max over thresholds of TPR - FPR (the membership advantage of Yeom et al.)."""
+        return float(np.max(self.tpr - self.fpr))
+
+    def to_json(self) -> dict[str, object]:
+        return {"auc": self.auc, "advantage": self.advantage, "members": self.members,
+                "non_members": self.non_members, "fpr_resolution": 1.0 / self.non_members,
+                **{f"tpr_at_fpr_{rate:g}": value for rate, value in self.tpr_at_fpr.items()}}
+
+
+def roc(*, member_scores: np.ndarray, non_member_scores: np.ndarray) -> RocResult:
+    """ROC of the scores: members are the positives. TPR at a low FPR is the best TPR whose FPR does not
+    exceed it (with n non-members the smallest non-zero FPR is 1/n; ``fpr_resolution`` records it)."""
+    member_scores, non_member_scores = np.asarray(member_scores), np.asarray(non_member_scores)
+    if len(member_scores) == 0 or len(non_member_scores) == 0:
+        raise ValueError("membership inference needs at least one member and one non-member")
+    y = np.r_[np.ones(len(member_scores)), np.zeros(len(non_member_scores))]
+    s = np.r_[member_scores, non_member_scores]
+    fpr, tpr, _ = roc_curve(y, s)
+    at = {rate: float(tpr[fpr <= rate + 1e-12].max()) for rate in LOW_FPRS}
+    return RocResult(float(roc_auc_score(y, s)), at, fpr, tpr, len(member_scores), len(non_member_scores))
+
+
+def balanced_draw(*, members: np.ndarray, non_members: np.ndarray, limit: int, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Equal numbers of members and non-members (at most ``limit`` each when > 0), drawn with ``seed``."""
+    n = min(len(members), len(non_members))
+    if limit > 0:
+        n = min(n, limit)
+    rng = np.random.default_rng(seed)
+    pick = lambda pool: np.sort(rng.choice(np.asarray(pool), size=n, replace=False))  # noqa: E731
+    return pick(members), pick(non_members)

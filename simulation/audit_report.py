@@ -70,6 +70,10 @@ def audit_section(*, run_dir: Path) -> str:
            "| attack | AUC | advantage | TPR at 1% FPR | TPR at 0.1% FPR |", "|---|---|---|---|---|"]
     out += [f"| {name} | {a['auc']:.3f} | {a['advantage']:.3f} | {a['tpr_at_fpr_0.01']:.4f} | "
             f"{a['tpr_at_fpr_0.001']:.4f} |" for name, a in mem["attacks"].items()]
+    coarse = [f"{rate:g}" for rate in (0.01, 0.001) if first["fpr_resolution"] > rate]
+    if coarse:
+        out += ["", f"With {first['non_members']} non-members the smallest non-zero FPR is "
+                    f"{first['fpr_resolution']:.4f}: TPR at FPR {' and '.join(coarse)} is read at FPR 0 (a lower bound)."]
     out += ["", f"![membership inference ROC]({ROC_FIGURE})", ""]
     can = audit.get("canaries")
     if not can:

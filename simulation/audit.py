@@ -11,6 +11,7 @@ the ``canaries.json`` the run wrote), every canary is scored by the log-probabil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from fer_models.audit.bound import best_bound
 from fer_models.audit.canaries import CANARY_FILE, CanaryPlan, canary_clips, canary_plan_for
 from fer_models.audit.membership import ATTACKS, attack_scores, balanced_draw, roc
 from fer_models.config import RunConfig
+from fer_models.data import FaceStore
 from fer_models.task import client_partitions, clips_for, load_store, train_pool
 from server.run_folder import write_json
 from simulation.model_io import load_model_file
@@ -60,12 +62,24 @@ def _accountant(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
             "owner": eps.get("owner", "")}
 
 
-def _membership(cfg: RunConfig, store, model, *, limit: int, batch_size: int, device) -> tuple[dict, dict]:
+def _not_in_training_split(store: FaceStore, indices: np.ndarray) -> np.ndarray:
+    """``indices`` without the images whose exact pixels are also a training-split image (FER2013 has
+    ~620 such held-out images): a duplicate of a member is not a non-member."""
+    pixels = store.images.numpy().reshape(len(store), -1)
+    key = lambda i: hashlib.blake2b(pixels[i].tobytes(), digest_size=16).digest()  # noqa: E731
+    train = {key(i) for i in store.indices("train")}
+    keep = np.array([key(i) not in train for i in indices], dtype=bool)
+    if not keep.all():
+        logger.info("%d held-out images duplicate a training image: left out of the non-members", int((~keep).sum()))
+    return indices[keep]
+
+
+def _membership(cfg: RunConfig, store: FaceStore, model, *, limit: int, batch_size: int, device) -> tuple[dict, dict]:
     members = np.concatenate(client_partitions(cfg, num_partitions=cfg.num_clients))
     splits = [s for s in NON_MEMBER_SPLITS if store.has_split(s)]
     if not splits:
         raise AuditError(f"{store.name} has no val or test split: no held-out images to use as non-members")
-    non_members = np.concatenate([store.indices(s) for s in splits])
+    non_members = _not_in_training_split(store, np.concatenate([store.indices(s) for s in splits]))
     mem, non = balanced_draw(members=members, non_members=non_members, limit=limit, seed=cfg.seed)
     scores = {}
     for name, idx in (("members", mem), ("non_members", non)):
@@ -75,7 +89,8 @@ def _membership(cfg: RunConfig, store, model, *, limit: int, batch_size: int, de
     curves = {a: roc(member_scores=scores["members"][a], non_member_scores=scores["non_members"][a]) for a in ATTACKS}
     out = {"members_from": f"training images of the {cfg.num_clients} clients' partitions "
                            f"({len(members)} in all, {len(mem)} drawn)",
-           "non_members_from": f"{'+'.join(splits)} split(s) of {store.name} ({len(non_members)} in all, "
+           "non_members_from": f"{'+'.join(splits)} split(s) of {store.name} without duplicates of training "
+                               f"images ({len(non_members)} in all, "
                                f"{len(non)} drawn)",
            "attacks": {a: curves[a].to_json() for a in ATTACKS}}
     return out, curves

@@ -9,6 +9,7 @@ from typing import Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from fer_models.audit.membership import RocResult
 from simulation.report import _save
@@ -20,20 +21,21 @@ CANARY_FIGURE = "audit_canaries.png"
 
 def plot_roc(*, curves: Mapping[str, RocResult], path: Path) -> Path:
     """Each attack's ROC, linear and log-log (the low-FPR corner is where membership leaks matter)."""
-    fig = Figure(figsize=(10, 4.2))
+    fig = Figure(figsize=(10, 4.4))
+    first = next(iter(curves.values()))
+    lo = 1.0 / max(c.non_members for c in curves.values())
     for ax, log in zip(fig.subplots(1, 2), (False, True)):
         for name, c in curves.items():
             ax.plot(c.fpr, c.tpr, label=f"{name} attack (AUC {c.auc:.3f})")
-        lo = 1.0 / max(c.non_members for c in curves.values())
         ax.plot([lo, 1], [lo, 1], color="grey", linestyle="--", label="chance")
         if log:
             ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1))
-        any_curve = next(iter(curves.values()))
-        ax.set(xlabel="false-positive rate", ylabel="true-positive rate",
-               title=f"membership inference{' (log-log)' if log else ''}: "
-                     f"{any_curve.members} members vs {any_curve.non_members} non-members")
+            for axis in (ax.xaxis, ax.yaxis):  # plain tick labels: no mathtext (and no font search)
+                axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="log-log" if log else "linear")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.suptitle(f"membership inference: {first.members} members vs {first.non_members} non-members")
     return _save(fig, path)
 
 

@@ -134,3 +134,14 @@ def test_with_dp_noise_the_canary_bound_stays_below_the_reported_epsilon(
     assert attacks["loss"]["members"] == attacks["loss"]["non_members"] == members
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Privacy audit" in report and "consistent" in report
+
+
+def test_held_out_copies_of_training_images_are_not_counted_as_non_members():
+    from fer_models.data import FaceStore
+    from simulation.audit import _not_in_training_split
+
+    images = torch.randint(0, 256, (6, 48, 48), dtype=torch.uint8)
+    images[4] = images[1]  # a test image with the pixels of a training image
+    store = FaceStore(name="tiny", images=images, labels=torch.zeros(6, dtype=torch.long),
+                      splits=torch.tensor([0, 0, 0, 2, 2, 2], dtype=torch.int8))
+    assert _not_in_training_split(store, store.indices("test")).tolist() == [3, 5]

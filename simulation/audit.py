@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from fer_models import engine
 from fer_models.audit.bound import best_bound
@@ -74,7 +76,8 @@ def _not_in_training_split(store: FaceStore, indices: np.ndarray) -> np.ndarray:
     return indices[keep]
 
 
-def _membership(cfg: RunConfig, store: FaceStore, model, *, limit: int, batch_size: int, device) -> tuple[dict, dict]:
+def _membership(cfg: RunConfig, store: FaceStore, model: nn.Module, *, limit: int, batch_size: int,
+                device: torch.device) -> tuple[dict, dict]:
     members = np.concatenate(client_partitions(cfg, num_partitions=cfg.num_clients))
     splits = [s for s in NON_MEMBER_SPLITS if store.has_split(s)]
     if not splits:
@@ -96,7 +99,7 @@ def _membership(cfg: RunConfig, store: FaceStore, model, *, limit: int, batch_si
     return out, curves
 
 
-def record_canary_plan(*, run_dir: Path, cfg: RunConfig, store) -> CanaryPlan:
+def record_canary_plan(*, run_dir: Path, cfg: RunConfig, store: FaceStore) -> CanaryPlan:
     """The run's canary plan, written to ``canaries.json`` (checked against the file when one is there).
     ``fedfer simulate`` calls this before training, so impossible settings fail before the engine starts."""
     plan = canary_plan_for(cfg=cfg, store=store, pool=train_pool(cfg, store), num_clients=cfg.num_clients)
@@ -108,8 +111,8 @@ def record_canary_plan(*, run_dir: Path, cfg: RunConfig, store) -> CanaryPlan:
     return plan
 
 
-def _canaries(run_dir: Path, cfg: RunConfig, store, model, *, confidence: float, batch_size: int,
-              device) -> tuple[dict, np.ndarray, np.ndarray]:
+def _canaries(run_dir: Path, cfg: RunConfig, store: FaceStore, model: nn.Module, *, confidence: float,
+              batch_size: int, device: torch.device) -> tuple[dict, np.ndarray, np.ndarray]:
     plan = record_canary_plan(run_dir=run_dir, cfg=cfg, store=store)
     like = clips_for(cfg, store, plan.image[:1])
     data = canary_clips(like, plan=plan)
@@ -125,7 +128,7 @@ def _canaries(run_dir: Path, cfg: RunConfig, store, model, *, confidence: float,
            "guess_counts_tried": bound.tried, "attainable_bound": bound.attainable,
            "bound_label": f"image-level, delta={acc['delta']:g}, the final global model",
            "accountant_epsilon": acc["epsilon"], "accountant_label": acc["label"],
-           "consistent": bool(bound.epsilon <= acc["epsilon"])}
+           "consistent": None if math.isinf(acc["epsilon"]) else bool(bound.epsilon <= acc["epsilon"])}
     return out, scores, plan.included
 
 

@@ -90,7 +90,8 @@ def audit_section(*, run_dir: Path) -> str:
             f"{can['bound_label']} |",
             f"| accountant (reported) | **{_num(can['accountant_epsilon'])}** | {can['accountant_label']} |",
             f"| most this audit could show | {_num(can['attainable_bound'])} | every guess right |", ""]
-    verdict = ("consistent: the measured lower bound does not exceed the reported epsilon" if can["consistent"]
+    verdict = ("no epsilon was claimed (the bound measures what the model leaks)" if can["consistent"] is None
+               else "consistent: the measured lower bound does not exceed the reported epsilon" if can["consistent"]
                else "VIOLATION: the measured lower bound exceeds the reported epsilon")
     out += [f"Verdict: {verdict}.", "", f"![canary scores]({CANARY_FIGURE})", ""]
     return "\n".join(out) + "\n"

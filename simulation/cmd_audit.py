@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
               f"{can['guesses_in'] + can['guesses_out']} guesses right")
         print(f"empirical epsilon lower bound {can['epsilon_lower_bound']:.3f} ({can['confidence']:.0%} confidence, "
               f"{can['bound_label']}; at most {can['attainable_bound']:.2f} detectable with these canaries)")
+        verdict = {None: "no claim to check", True: "consistent", False: "VIOLATED"}[can["consistent"]]
         print(f"accountant's epsilon {'none' if not math.isfinite(reported) else f'{reported:.3f}'} "
-              f"({can['accountant_label']}): {'consistent' if can['consistent'] else 'VIOLATED'}")
+              f"({can['accountant_label']}): {verdict}")
     try:
         write_report(run_dir=args.run_dir)
     except ReportError as exc:

@@ -122,7 +122,7 @@ def _canaries(run_dir: Path, cfg: RunConfig, store: FaceStore, model: nn.Module,
     bound = best_bound(scores=scores, included=plan.included, delta=acc["delta"], confidence=confidence)
     out = {"kind": "mislabelled faces (training-split images outside the pool, a uniformly drawn wrong label)",
            "plan": CANARY_FILE, "count": len(plan), "included": int(plan.included.sum()),
-           "score": "log-probability of the canary label",
+           "score": "log p - log(1 - p) of the canary label",
            "epsilon_lower_bound": bound.epsilon, "confidence": bound.confidence, "delta": acc["delta"],
            "guesses_in": bound.guesses_in, "guesses_out": bound.guesses_out, "correct": bound.correct,
            "guess_counts_tried": bound.tried, "attainable_bound": bound.attainable,

@@ -46,7 +46,7 @@ def plot_canary_scores(*, scores: np.ndarray, included: np.ndarray, path: Path) 
     bins = np.linspace(float(np.min(scores)), float(np.max(scores)) + 1e-9, 40)
     for mask, label in ((included, "included"), (~included, "left out")):
         ax.hist(scores[mask], bins=bins, alpha=0.6, label=f"{label} (n={int(mask.sum())})")
-    ax.set(xlabel="log-probability of the canary label", ylabel="canaries", title="canary scores")
+    ax.set(xlabel="log p - log(1 - p) of the canary label", ylabel="canaries", title="canary scores")
     ax.legend(fontsize=8)
     return _save(fig, path)
 

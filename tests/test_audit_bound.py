@@ -89,14 +89,18 @@ def test_tpr_at_low_fpr_counts_members_above_the_highest_non_members():
     assert result.tpr_at_fpr[0.01] == pytest.approx(1.0)
 
 
-def test_loss_score_is_the_log_probability_of_the_label_and_confidence_the_top_probability():
+def test_scores_are_the_logit_scaled_label_and_top_probabilities_and_survive_underflow():
     import torch
 
     logits = torch.tensor([[2.0, 0.0, -1.0, 0, 0, 0, 0], [0.0, 3.0, 0, 0, 0, 0, 0]])
     scores = attack_scores(logits=logits, labels=torch.tensor([1, 1]))
     probs = torch.softmax(logits.double(), 1)
-    assert scores["loss"] == pytest.approx(probs[:, 1].log().numpy())
-    assert scores["confidence"] == pytest.approx(probs.max(1).values.numpy())
+    logit = lambda p: (p / (1 - p)).log().numpy()  # noqa: E731
+    assert scores["loss"] == pytest.approx(logit(probs[:, 1]))
+    assert scores["confidence"] == pytest.approx(logit(probs.max(1).values))
+    sure = torch.tensor([[60.0, 0, 0, 0, 0, 0, 0], [80.0, 0, 0, 0, 0, 0, 0]])  # both losses are 0.0 in float64
+    assert torch.nn.functional.cross_entropy(sure.double(), torch.tensor([0, 0]), reduction="none").tolist() == [0, 0]
+    assert np.diff(attack_scores(logits=sure, labels=torch.tensor([0, 0]))["loss"])[0] > 19  # still ranked
 
 
 def test_balanced_draw_takes_equal_numbers_from_each_side():

@@ -3,9 +3,13 @@
 A *score* is higher when the attack believes the sample was trained on. Two threshold attacks
 (Yeom et al. 2018; the baselines of Carlini et al. 2022) from one query per sample:
 
-* ``loss``: minus the cross-entropy of the sample's label (training samples are fitted better);
-* ``confidence``: the largest softmax probability (the model is surer on what it trained on).
+* ``loss``: the cross-entropy of the sample's label, lower for members;
+* ``confidence``: the largest softmax probability, higher for members.
 
+Both are scored on the logit scale ``log p - log(1 - p)`` (LiRA's scaling; computed from the logits as
+``z_c - logsumexp_{j != c} z_j``): monotone in the loss and in the probability, so the same attacks
+and the same AUC, but a memorised sample keeps its rank where its loss has underflowed to 0.0 in
+floating point (ties there would flatten the ROC exactly at the low false-positive rates that matter).
 Members and non-members are drawn in equal numbers, so chance is AUC 0.5 and TPR = FPR.
 """
 
@@ -15,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 
 ATTACKS = ("loss", "confidence")
@@ -23,11 +26,17 @@ ATTACKS = ("loss", "confidence")
 LOW_FPRS = (0.01, 0.001)
 
 
+def logit_margin(*, logits: torch.Tensor, cls: torch.Tensor) -> np.ndarray:
+    """``log p_c - log(1 - p_c)`` of class ``cls`` per sample, computed without underflow."""
+    z = logits.double()
+    own = z.gather(1, cls.view(-1, 1)).squeeze(1)
+    return (own - z.scatter(1, cls.view(-1, 1), float("-inf")).logsumexp(1)).numpy()
+
+
 def attack_scores(*, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
     """Each attack's membership score of every sample (higher = more likely a member)."""
-    logp = F.log_softmax(logits.double(), dim=1)
-    return {"loss": logp.gather(1, labels.view(-1, 1)).squeeze(1).numpy(),
-            "confidence": logp.exp().max(dim=1).values.numpy()}
+    return {"loss": logit_margin(logits=logits, cls=labels),
+            "confidence": logit_margin(logits=logits, cls=logits.argmax(1))}
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from torch import nn
 from fer_models import engine
 from fer_models.audit.bound import best_bound
 from fer_models.audit.canaries import CANARY_FILE, CanaryPlan, canary_clips, canary_plan_for
-from fer_models.audit.membership import ATTACKS, attack_scores, balanced_draw, roc
+from fer_models.audit.membership import ATTACKS, CALIBRATED, attack_scores, balanced_draw, class_calibrated, roc
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore
 from fer_models.task import client_partitions, clips_for, load_store, train_pool
@@ -84,18 +84,25 @@ def _membership(cfg: RunConfig, store: FaceStore, model: nn.Module, *, limit: in
         raise AuditError(f"{store.name} has no val or test split: no held-out images to use as non-members")
     non_members = _not_in_training_split(store, np.concatenate([store.indices(s) for s in splits]))
     mem, non = balanced_draw(members=members, non_members=non_members, limit=limit, seed=cfg.seed)
-    scores = {}
-    for name, idx in (("members", mem), ("non_members", non)):
+    reference = np.setdiff1d(non_members, non)  # held-out images not scored: the calibration's population
+    scores, labels = {}, {}
+    for name, idx in (("members", mem), ("non_members", non), ("reference", reference))[:3 if len(reference) >= 2 else 2]:
         data = clips_for(cfg, store, idx)
+        labels[name] = data.labels.numpy()
         scores[name] = attack_scores(logits=engine.predict_logits(model=model, data=data, batch_size=batch_size,
                                                                   device=device), labels=data.labels)
     curves = {a: roc(member_scores=scores["members"][a], non_member_scores=scores["non_members"][a]) for a in ATTACKS}
+    if "reference" in scores:
+        cal = {k: class_calibrated(scores=scores[k]["loss"], labels=labels[k], reference=scores["reference"]["loss"],
+                                   reference_labels=labels["reference"]) for k in ("members", "non_members")}
+        curves[CALIBRATED] = roc(member_scores=cal["members"], non_member_scores=cal["non_members"])
     out = {"members_from": f"training images of the {cfg.num_clients} clients' partitions "
                            f"({len(members)} in all, {len(mem)} drawn)",
            "non_members_from": f"{'+'.join(splits)} split(s) of {store.name} without duplicates of training "
                                f"images ({len(non_members)} in all, "
                                f"{len(non)} drawn)",
-           "attacks": {a: curves[a].to_json() for a in ATTACKS}}
+           "calibration_reference": f"{len(reference)} other held-out images (per-class loss statistics)",
+           "attacks": {a: c.to_json() for a, c in curves.items()}}
     return out, curves
 
 

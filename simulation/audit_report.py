@@ -68,7 +68,8 @@ def audit_section(*, run_dir: Path) -> str:
     out = ["", "## Privacy audit (`fedfer audit`)", "",
            f"Membership inference on the global model (round {audit.get('model_round')}): "
            f"{first['members']} members ({mem['members_from']}) against {first['non_members']} non-members "
-           f"({mem['non_members_from']}); chance is AUC 0.5 and TPR = FPR.", "",
+           f"({mem['non_members_from']}); chance is AUC 0.5 and TPR = FPR. `loss-calibrated` is the loss attack "
+           f"relative to the loss of held-out faces of the same class ({mem.get('calibration_reference', '?')}).", "",
            "| attack | AUC | advantage | TPR at 1% FPR | TPR at 0.1% FPR |", "|---|---|---|---|---|"]
     out += [f"| {name} | {a['auc']:.3f} | {a['advantage']:.3f} | {a['tpr_at_fpr_0.01']:.4f} | "
             f"{a['tpr_at_fpr_0.001']:.4f} |" for name, a in mem["attacks"].items()]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fer_models.audit.bound import best_bound, epsilon_lower_bound, guess_counts, p_value
-from fer_models.audit.membership import attack_scores, balanced_draw, roc
+from fer_models.audit.membership import attack_scores, balanced_draw, class_calibrated, roc
 
 
 def _tail(r: int, v: int, eps: float) -> float:
@@ -108,3 +108,11 @@ def test_balanced_draw_takes_equal_numbers_from_each_side():
     assert len(mem) == len(non) == 40 and set(non) == set(range(1000, 1040))
     mem, non = balanced_draw(members=np.arange(100), non_members=np.arange(1000, 1040), limit=25, seed=0)
     assert len(mem) == len(non) == 25
+
+
+def test_class_calibration_is_the_z_score_among_references_of_the_same_class():
+    reference, reference_labels = np.array([1.0, 3.0, 10.0, 14.0, 5.0]), np.array([0, 0, 1, 1, 2])
+    got = class_calibrated(scores=np.array([2.0, 16.0, 5.0]), labels=np.array([0, 1, 2]), reference=reference,
+                           reference_labels=reference_labels)
+    everyone = (5.0 - reference.mean()) / reference.std()  # class 2 has one reference: all references are used
+    assert got == pytest.approx([0.0, 2.0, everyone])

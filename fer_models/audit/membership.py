@@ -10,6 +10,13 @@ Both are scored on the logit scale ``log p - log(1 - p)`` (LiRA's scaling; compu
 ``z_c - logsumexp_{j != c} z_j``): monotone in the loss and in the probability, so the same attacks
 and the same AUC, but a memorised sample keeps its rank where its loss has underflowed to 0.0 in
 floating point (ties there would flatten the ROC exactly at the low false-positive rates that matter).
+A third attack, ``loss-calibrated``, removes what a global threshold cannot see: easy faces (e.g. most
+"happy" ones) get a small loss whether trained on or not, so the lowest losses overall belong to easy
+non-members and the TPR at low FPR falls to chance. It scores the loss *relative to its class*: the
+z-score of the logit-scaled label probability among held-out reference images of the same class
+(population data, disjoint from the non-members being scored; a class-level version of the
+difficulty calibration of Watson et al. 2022).
+
 Members and non-members are drawn in equal numbers, so chance is AUC 0.5 and TPR = FPR.
 """
 
@@ -22,6 +29,7 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 ATTACKS = ("loss", "confidence")
+CALIBRATED = "loss-calibrated"
 #: False-positive rates at which the true-positive rate is reported.
 LOW_FPRS = (0.01, 0.001)
 
@@ -37,6 +45,22 @@ def attack_scores(*, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, np
     """Each attack's membership score of every sample (higher = more likely a member)."""
     return {"loss": logit_margin(logits=logits, cls=labels),
             "confidence": logit_margin(logits=logits, cls=logits.argmax(1))}
+
+
+def class_calibrated(*, scores: np.ndarray, labels: np.ndarray, reference: np.ndarray,
+                     reference_labels: np.ndarray) -> np.ndarray:
+    """Each score as a z-score among the ``reference`` scores of its class (all references when its class
+    has fewer than 2)."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels)
+    reference, reference_labels = np.asarray(reference, dtype=float), np.asarray(reference_labels)
+    if len(reference) < 2:
+        raise ValueError(f"class calibration needs at least 2 reference scores, got {len(reference)}")
+    out = np.empty_like(scores)
+    for c in np.unique(labels):
+        ref = reference[reference_labels == c]
+        ref = ref if len(ref) >= 2 else reference
+        out[labels == c] = (scores[labels == c] - ref.mean()) / max(float(ref.std()), 1e-12)
+    return out
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,15 @@ def main() -> int:
     p.add_argument("--max-samples", type=int, default=5000, help="fedfer audit --max-samples")
     p.add_argument("--note", default="", help="text appended under the table")
     args = p.parse_args()
-    out = (args.out or REPO / "runs" / args.name).resolve()
+    out = args.out or Path("runs") / args.name  # relative to the repository root (where the commands run)
     simulate = _CLI + ["simulate", "--data", args.data, "--out", str(out), "--overwrite",
                        *[a for kv in args.set for a in ("--set", kv)]]
     audit = _CLI + ["audit", str(out), "--max-samples", str(args.max_samples)]
-    train_s = None if (out / "summary.json").is_file() else _run(simulate)
+    folder = REPO / out
+    train_s = None if (folder / "summary.json").is_file() else _run(simulate)
     audit_s = _run(audit)
-    summary = json.loads((out / "summary.json").read_text())
-    result = json.loads((out / "audit.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    result = json.loads((folder / "audit.json").read_text())
     rows = []
     for name, a in result["membership"]["attacks"].items():
         rows.append({"attack": name, "auc": a["auc"], "adv": a["advantage"], "tpr1": a["tpr_at_fpr_0.01"],
@@ -59,9 +60,10 @@ def main() -> int:
                                   ("members", "members", "d"), ("non-members", "non", "d")])
     can = result.get("canaries")
     eps = summary.get("epsilon")
-    lines = [f"Run: `{' '.join(simulate[2:])}` (trained in {train_s:.0f} s)" if train_s else
-             f"Run: `{' '.join(simulate[2:])}` (run folder reused)",
-             f"Audit: `{' '.join(audit[2:])}` ({audit_s:.0f} s).",
+    shown = lambda cmd: "fedfer " + " ".join(cmd[3:])  # noqa: E731  (python -m simulation.cli = fedfer)
+    lines = [f"Run: `{shown(simulate)}` (trained in {train_s:.0f} s)" if train_s else
+             f"Run: `{shown(simulate)}` (run folder reused; the run took {summary.get('seconds', 0):.0f} s)",
+             f"Audit: `{shown(audit)}` ({audit_s:.0f} s).",
              f"Final {summary['final'].get('split')} accuracy {summary['final']['accuracy']:.4f} "
              f"(n={summary['final'].get('n')}); members: {result['membership']['members_from']}; non-members: "
              f"{result['membership']['non_members_from']}."]
@@ -74,7 +76,7 @@ def main() -> int:
                      f"**{reported}**.")
     notes = "\n\n".join(lines + ([args.note] if args.note else []))
     write_results(args.name, results={"audit": result, "final": summary["final"], "epsilon": eps,
-                                      "simulate": simulate[2:], "audit_command": audit[2:], "train_seconds": train_s,
+                                      "simulate": shown(simulate), "audit_command": shown(audit), "train_seconds": train_s,
                                       "audit_seconds": audit_s}, table=table, notes=notes)
     return 0
 

@@ -145,3 +145,16 @@ def test_held_out_copies_of_training_images_are_not_counted_as_non_members():
     store = FaceStore(name="tiny", images=images, labels=torch.zeros(6, dtype=torch.long),
                       splits=torch.tensor([0, 0, 0, 2, 2, 2], dtype=torch.int8))
     assert _not_in_training_split(store, store.indices("test")).tolist() == [3, 5]
+
+
+def test_a_recorded_plan_that_no_longer_matches_the_run_is_refused(cache_dir, tmp_path):
+    from simulation.audit import AuditError, record_canary_plan
+
+    cfg = RunConfig.from_flat({**SMALL, "num-clients": 2})
+    plan = record_canary_plan(run_dir=tmp_path, cfg=cfg, store=load_store(cfg))
+    saved = json.loads((tmp_path / CANARY_FILE).read_text())
+    assert saved["count"] == len(plan) == 100 and saved["included"] == int(plan.included.sum())
+    saved["canaries"][0]["included"] = not saved["canaries"][0]["included"]
+    (tmp_path / CANARY_FILE).write_text(json.dumps(saved))
+    with pytest.raises(AuditError, match="differs from the plan"):
+        record_canary_plan(run_dir=tmp_path, cfg=cfg, store=load_store(cfg))

@@ -163,6 +163,9 @@ class RunConfig:
                                           "share, reported per round", minimum=2, maximum=2**31)
     secagg_max_weight: float = _opt(0.0, "secaggplus: bound on a client's aggregation weight (its num-examples); "
                                     "0 = the training pool's size (1 under dp=client's uniform weights)", minimum=0.0)
+    audit_canaries: int = _opt(0, "plant this many audit canaries (mislabelled faces, each included with probability "
+                               "1/2 at a random client) for `fedfer audit`'s epsilon lower bound; 0 = off; a test "
+                               "instrument: canaries are wrong labels in the training data", minimum=0)
     # --- resources and output -----------------------------------------------------------------------
     num_cpus: float = _opt(1.0, "CPUs given to each simulated client", minimum=0.0)
     num_gpus: float = _opt(0.0, "GPU fraction given to each simulated client", minimum=0.0)
@@ -261,6 +264,9 @@ def check_site_settings(cfg: RunConfig) -> None:
         raise ConfigError(f"dp={cfg.dp} with client-data=site needs eval-data-path (a server-held evaluation set, "
                           f"e.g. FER2013 with PrivateTest): under DP the sites send no evaluation counts, which "
                           f"would be released outside the accounted mechanism")
+    if cfg.audit_canaries:
+        raise ConfigError("audit-canaries plants canaries in one shared dataset's partitions (client-data=partition); "
+                          "with client-data=site each site's data is its own: audit a partition run")
     if cfg.data_path and "=" not in cfg.data_path:
         raise ConfigError(f"client-data=site with data-path={cfg.data_path!r}: in simulation data-path lists the "
                           f"sites as name=path,name=path (one virtual client each); in a deployment leave it empty "

@@ -171,18 +171,20 @@ def _physical(loader: Iterable, optimizer: torch.optim.Optimizer, physical_batch
 
 
 @torch.no_grad()
+def predict_logits(*, model: nn.Module, data: ClipSet, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Logits ``(S, classes)`` of ``model`` for every sample of ``data`` (eval mode, no augmentation), on CPU."""
+    model.eval()
+    out = [model(data.batch(torch.arange(start, min(start + batch_size, len(data))))[0].to(device)).cpu()
+           for start in range(0, len(data), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, NUM_CLASSES)
+
+
 def evaluate(*, model: nn.Module, data: ClipSet, batch_size: int, device: torch.device) -> EvalResult:
     """Loss, accuracy and predictions of ``model`` on every sample of ``data`` (no augmentation)."""
-    model.eval()
-    total_loss, preds = 0.0, []
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)))
-        x, y = data.batch(idx)
-        logits = model(x.to(device))
-        total_loss += float(F.cross_entropy(logits, y.to(device), reduction="sum"))
-        preds.append(logits.argmax(1).cpu())
+    logits = predict_logits(model=model, data=data, batch_size=batch_size, device=device)
     y_true = data.labels.numpy()
-    y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    y_pred = logits.argmax(1).numpy() if len(data) else np.zeros(0, dtype=np.int64)
     n = len(data)
+    total_loss = float(F.cross_entropy(logits, data.labels, reduction="sum")) if n else 0.0
     return EvalResult(loss=total_loss / max(n, 1), accuracy=float((y_pred == y_true).mean()) if n else 0.0,
                       num_examples=n, y_true=y_true, y_pred=y_pred)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer_models.audit.canaries import canary_plan_for, with_canaries
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore, load_dataset
 from fer_models.data.partition import PartitionError, make_partitioner
@@ -99,7 +100,11 @@ def client_data(cfg: RunConfig, *, partition_id: int, num_partitions: int) -> Cl
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id {partition_id} outside 0..{num_partitions - 1}")
     store = load_store(cfg)
-    return clips_for(cfg, store, client_partitions(cfg, num_partitions=num_partitions)[partition_id])
+    clips = clips_for(cfg, store, client_partitions(cfg, num_partitions=num_partitions)[partition_id])
+    if cfg.audit_canaries:  # issue 17: audit canaries planted in this client's data (fer_models/audit/canaries.py)
+        plan = canary_plan_for(cfg=cfg, store=store, pool=train_pool(cfg, store), num_clients=num_partitions)
+        clips = with_canaries(clips, plan=plan, partition_id=partition_id)
+    return clips
 
 
 def clips_for(cfg: RunConfig, store: FaceStore, indices: np.ndarray) -> ClipSet:

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "simulation.cmd_deploy",
     "simulation.cmd_certs",
     "simulation.cmd_bench",
+    "simulation.cmd_audit",
 )
 
 

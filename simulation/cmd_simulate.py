@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
         report = describe_partition(cfg=cfg, store=store, parts=parts)
         logger.info("client partition:\n%s", format_table(report, max_rows=20))
         write_partition_files(report=report, run_dir=run_dir)
+        if cfg.audit_canaries:  # issue 17: the canary plan, for `fedfer audit` (fails here if it cannot be planted)
+            from simulation.audit import record_canary_plan
+            record_canary_plan(run_dir=run_dir, cfg=cfg, store=store)
     cfg = cfg.replace(overwrite=True)  # the folder is checked; the server may now write into it
     flower_log = engine_logs_to_file(run_dir, verbose=args.verbose)
     if flower_log is not None:

@@ -335,7 +335,10 @@ def write_report(*, run_dir: Path) -> list[Path]:
         written.append(plot_per_class(per_class=final["per_class"], path=run_dir / "per_class.png"))
         images.append(("per_class.png", "Per-class precision, recall and F1"))
     images += [(name, title) for name, title in EXTRA_FIGURES if (run_dir / name).is_file()]
+    from simulation.audit_report import audit_section  # issue 17: written by `fedfer audit`
+
     text = _markdown(run_dir=run_dir, summary=summary, rows=rows, config=config, images=images)
+    text += audit_section(run_dir=run_dir)
     atomic_write_bytes(run_dir / "report.md", text.encode())
     written.append(run_dir / "report.md")
     logger.info("report written: %s", run_dir / "report.md")

@@ -22,7 +22,7 @@ from fer_models.privacy import (PrivacyLedger, make_private, noise_for_target, p
                                 sample_rate_for, steps_per_epoch)
 from fer_models.samples import ClipSet
 from fer_models.sites import LocalData
-from fer_models.task import build_model, clips_for
+from fer_models.task import build_model, evaluate_state
 from fer_models.wire import EPSILON, NUM_EXAMPLES, PARTITION_ID, TRAIN_STATISTICS, UNIFORM_WEIGHT, UNIT_IS_PERSON
 
 logger = logging.getLogger(__name__)
@@ -156,8 +156,6 @@ def class_weights(cfg: RunConfig, data: ClipSet) -> torch.Tensor | None:
 def evaluate_local(*, cfg: RunConfig, local: LocalData, partition_id: int, num_partitions: int,
                    global_state: dict[str, torch.Tensor]) -> dict[str, float | int]:
     """Evaluate the global model on this client's IID share of the validation split (a site: its held-out split)."""
-    engine.configure_threads(cfg.num_cpus)
-    device = engine.select_device()
     store = local.store
     split = "val" if store.has_split("val") else "test"
     if local.held_out is not None:
@@ -165,9 +163,5 @@ def evaluate_local(*, cfg: RunConfig, local: LocalData, partition_id: int, num_p
     else:
         idx = np.array_split(np.random.default_rng(cfg.seed).permutation(store.indices(split)),
                              num_partitions)[partition_id]
-    model = build_model(cfg, image_size=store.image_size[0])
-    model.load_state_dict(global_state)
-    model.to(device)
-    res = engine.evaluate(model=model, data=clips_for(cfg, store, np.sort(idx)),
-                          batch_size=cfg.eval_batch_size, device=device)
+    res = evaluate_state(cfg, store, np.sort(idx), global_state)
     return {"num-examples": res.num_examples, "eval-loss": res.loss, "eval-accuracy": res.accuracy}

@@ -16,13 +16,12 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from fer_models import engine
 from fer_models.config import RunConfig
 from fer_models.data.face_crop import CropCounts
 from fer_models.labels import NUM_CLASSES
 from fer_models.metrics import classification_report_from_confusion, group_report
 from fer_models.sites import LocalData
-from fer_models.task import build_model, clips_for
+from fer_models.task import evaluate_state
 from fer_models.wire import EVAL_CONFUSION, EVAL_FACE_FALLBACKS, EVAL_FACES_FOUND, EVAL_LOSS_SUM, EVAL_N
 
 logger = logging.getLogger(__name__)
@@ -39,14 +38,8 @@ def held_out_counts(*, cfg: RunConfig, local: LocalData, global_state: dict[str,
     """The wire metrics of one site's evaluation of ``global_state`` on its held-out split."""
     if local.held_out is None:
         raise NoHeldOutSplit(f"{local.name} has no test or val images to evaluate on")
-    engine.configure_threads(cfg.num_cpus)
-    device = engine.select_device()
     idx = local.store.indices(local.held_out)
-    model = build_model(cfg, image_size=local.store.image_size[0])
-    model.load_state_dict(global_state)
-    model.to(device)
-    res = engine.evaluate(model=model, data=clips_for(cfg, local.store, idx), batch_size=cfg.eval_batch_size,
-                          device=device)
+    res = evaluate_state(cfg, local.store, idx, global_state)
     counts = confusion_matrix(res.y_true, res.y_pred, labels=list(range(NUM_CLASSES)))
     crop = CropCounts.of(np.asarray(local.store.meta.get("face_detected", np.full(len(local.store), -1)))[idx])
     return {EVAL_CONFUSION: [int(v) for v in counts.ravel()], EVAL_LOSS_SUM: float(res.loss * res.num_examples),

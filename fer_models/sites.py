@@ -22,9 +22,9 @@ from fer_models.config import RunConfig
 from fer_models.data import DatasetError, FaceStore, load_dataset
 from fer_models.data.face_crop import FACE_CROPS
 from fer_models.data.loading import DATA_FORMATS, FORMATS_HELP, parse_data_paths
-from fer_models.labels import IMAGE_SIDE
-from fer_models.samples import ClipSet, stratified_subsample
-from fer_models.task import client_data, clips_for, load_store
+from fer_models.labels import IMAGE_SIDE, NUM_CLASSES
+from fer_models.samples import ClipSet
+from fer_models.task import client_data, clips_for, load_store, train_pool
 
 logger = logging.getLogger(__name__)
 
@@ -121,14 +121,12 @@ def site_data(cfg: RunConfig, spec: SiteSpec) -> LocalData:
         raise SiteDataError(f"site {spec.name}: {spec.data_path} holds {w}x{h} images; the federation's model takes "
                             f"{IMAGE_SIDE}x{IMAGE_SIDE} faces: list the photos in a manifest CSV (face-crop crops "
                             f"and resizes them)")
-    idx = store.indices("train")
+    idx = train_pool(cfg, store)
     if len(idx) == 0:
         raise SiteDataError(f"site {spec.name}: {spec.data_path} has no training images (its train split is empty); "
                             f"put images under train/ or give the manifest a split column with train rows")
-    idx = idx[stratified_subsample(store.labels[torch.from_numpy(idx)].numpy(), limit=cfg.max_train_samples,
-                                   seed=cfg.seed)]
     held_out = "test" if store.has_split("test") else "val" if store.has_split("val") else None
-    missing = sorted(set(range(7)) - set(np.unique(store.labels[torch.from_numpy(idx)].numpy()).tolist()))
+    missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(store.labels[torch.from_numpy(idx)].numpy()).tolist()))
     if missing:
         logger.info("site %s: no training images of class(es) %s (fine: the others train)", spec.name, missing)
     return LocalData(store=store, train=clips_for(cfg, store, np.sort(idx)), key=f"site-{spec.name}",

@@ -117,6 +117,20 @@ def eval_splits(cfg: RunConfig, store: FaceStore) -> dict[str, ClipSet]:
     return {s: clips_for(cfg, store, store.indices(s)) for s in ("val", "test") if store.has_split(s)}
 
 
+def evaluate_state(cfg: RunConfig, store: FaceStore, indices: np.ndarray,
+                   state: dict[str, torch.Tensor]) -> "engine.EvalResult":
+    """The configured model with weights ``state``, evaluated on the given images of ``store`` (this process's
+    threads and device)."""
+    from fer_models import engine
+
+    engine.configure_threads(cfg.num_cpus)
+    device = engine.select_device()
+    model = build_model(cfg, image_size=store.image_size[0])
+    model.load_state_dict(state)
+    return engine.evaluate(model=model.to(device), data=clips_for(cfg, store, indices),
+                           batch_size=cfg.eval_batch_size, device=device)
+
+
 def sample_groups(store: FaceStore, clips: ClipSet) -> np.ndarray | None:
     """The group (dataset) of each sample of ``clips`` (that of its first frame), or None without groups."""
     groups = store.meta.get("group")

@@ -20,6 +20,9 @@ from fer_models.secagg_checks import check_secure_aggregation
 from fer_models.labels import NUM_CLASSES
 
 ConfigValue = bool | int | float | str
+#: server-learning-rate = 0 resolves to the strategy's default (Flower's FedAvgM default; fedfer's measured one for
+#: the adaptive optimizers: README "Federated convergence").
+SERVER_LR_DEFAULTS = {"fedavgm": 1.0, "fedadam": 0.01, "fedyogi": 0.01}
 
 
 class ConfigError(ValueError):
@@ -83,14 +86,18 @@ class RunConfig:
                                       "0 = min-train-clients (simulated clients are all there at once)", minimum=0)
     round_timeout: float = _opt(3600.0, "seconds the server waits for clients' replies in a round; clients "
                                 "that miss it count as dropped for that round", minimum=1.0)
-    strategy: str = _opt("fedavg", "aggregation strategy", choices=("fedavg", "fedprox", "fedadam",
-                                                                    "fedmedian", "fedtrimmedavg"))
+    strategy: str = _opt("fedavg", "aggregation strategy (fedavgm: server momentum; fedadam/fedyogi: adaptive "
+                         "server optimizers, Reddi et al. 2021)",
+                         choices=("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg"))
     max_update_norm_ratio: float = _opt(100.0, "the server rejects a client's update whose norm exceeds this many "
                                         "times the round's median update norm (non-finite updates are always "
                                         "rejected); 0 = no norm check; not applied under dp=client, whose "
                                         "clipping bounds every update", minimum=0.0)
     proximal_mu: float = _opt(0.01, "FedProx proximal term weight", minimum=0.0)
-    server_learning_rate: float = _opt(0.01, "server-side learning rate of fedadam", minimum=0.0)
+    server_learning_rate: float = _opt(0.0, "server learning rate of fedavgm, fedadam and fedyogi; 0 = the "
+                                       "strategy's default (SERVER_LR_DEFAULTS: fedavgm 1.0, fedadam/fedyogi 0.01)",
+                                       minimum=0.0)
+    server_momentum: float = _opt(0.9, "fedavgm: momentum of the server's update", minimum=0.0, maximum=0.999)
     partition: str = _opt("iid", "how training data is split over clients",
                           choices=("iid", "dirichlet", "shard", "quantity", "group"))
     dirichlet_alpha: float = _opt(0.5, "Dirichlet concentration for partition=dirichlet (smaller = more skew)",
@@ -101,6 +108,9 @@ class RunConfig:
     pretrain_epochs: int = _opt(0, "epochs of public pre-training on the embedded synthetic faces before round 1 "
                                 "(no privacy cost; the tuned DP recipe sets it)", minimum=0)
     local_epochs: int = _opt(3, "local epochs per round", minimum=1)
+    local_steps: int = _opt(0, "optimizer steps per client per round instead of local-epochs passes (the same "
+                            "number at every client, whatever its size; under DP each step is one Poisson batch); "
+                            "0 = local-epochs", minimum=0)
     batch_size: int = _opt(64, "training batch size (expected batch size under DP)", minimum=1)
     eval_batch_size: int = _opt(512, "evaluation batch size", minimum=1)
     learning_rate: float = _opt(3e-3, "client learning rate", minimum=0.0)
@@ -197,10 +207,13 @@ class RunConfig:
         """The settings actually used: under dp=sample with dp-recipe=tuned, the recipe's values replace the
         keys it chooses (RECIPE_KEYS), so every reader (clients, server, summary, report, ``fedfer config``)
         sees what ran. Per-client sizes (batch, learning rate) are reported by each client."""
+        config = self
+        if self.server_learning_rate == 0.0 and self.strategy in SERVER_LR_DEFAULTS:
+            config = dataclasses.replace(config, server_learning_rate=SERVER_LR_DEFAULTS[self.strategy])
         if not (self.dp == "sample" and self.dp_recipe == "tuned"):
-            return self
-        return dataclasses.replace(self, **{f.name: TUNED.run_values()[_key(f.name)] for f in fields(self)
-                                            if _key(f.name) in RECIPE_KEYS})
+            return config
+        return dataclasses.replace(config, **{f.name: TUNED.run_values()[_key(f.name)] for f in fields(self)
+                                              if _key(f.name) in RECIPE_KEYS})
 
     def check(self) -> None:
         """Cross-field checks that a single value cannot express."""

@@ -105,8 +105,11 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
           loader: Iterable[torch.Tensor], epochs: int, device: torch.device,
           augment: Augment | None = None, class_weights: torch.Tensor | None = None,
           proximal_mu: float = 0.0, views: int = 1, ema: WeightEMA | None = None,
-          physical_batch_size: int = 0, persons: PersonIndex | None = None) -> TrainStats:
+          physical_batch_size: int = 0, persons: PersonIndex | None = None, max_steps: int = 0) -> TrainStats:
     """Run ``epochs`` passes of ``loader`` (index batches) over ``data``; returns running stats.
+
+    ``max_steps > 0`` (``local-steps``) replaces the epochs: exactly that many optimizer steps,
+    passing over the loader again (a fresh shuffle, or fresh Poisson batches) as often as needed.
 
     ``proximal_mu > 0`` adds FedProx's term ``mu/2 * ||w - w_start||^2`` (non-private runs only).
     ``views = K > 1``: every sample is fed as K augmented views and its gradient is the mean over
@@ -120,16 +123,23 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
     model.train()
     weights = class_weights.to(device) if class_weights is not None else None
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
-    total_loss, correct, seen, steps = 0.0, 0, 0, 0
+    if max_steps < 0:
+        raise ValueError(f"max_steps must be >= 0 (got {max_steps})")
+    total_loss, correct, seen, steps, logical = 0.0, 0, 0, 0, 0
     start = time.perf_counter()
-    for epoch in range(epochs):
+    epoch = 0
+    while (logical < max_steps) if max_steps else (epoch < epochs):
+        steps_before = steps
         for (idx,) in _physical(loader, optimizer, physical_batch_size):
+            if max_steps and logical >= max_steps:
+                break
             idx = idx.reshape(-1)
             optimizer.zero_grad(set_to_none=True)
             if idx.numel() == 0:  # an empty Poisson batch still counts as a (noise-only) DP step
                 empty_grad_samples(model)
                 optimizer.step()
                 steps += 1
+                logical += 1
                 continue
             idx, unit = persons.expand(idx) if persons is not None else (idx, torch.arange(idx.numel()))
             rows, unit = (idx.repeat_interleave(views), unit.repeat_interleave(views)) if views > 1 else (idx, unit)
@@ -147,15 +157,19 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
             if views > 1 or persons is not None:
                 average_rows(model, group=unit)
             optimizer.step()
-            if ema is not None and not getattr(optimizer, "_is_last_step_skipped", False):
-                ema.update(model)
+            if not getattr(optimizer, "_is_last_step_skipped", False):  # a logical step (DP: physical batches)
+                logical += 1
+                if ema is not None:
+                    ema.update(model)
             steps += 1
             n = int(y.shape[0])
             seen += n // views
             total_loss += float(per_sample.detach().sum()) / views
             correct += int((logits.detach().argmax(1) == y).sum()) // views
-        logger.debug("epoch %d/%d: %d steps, running loss %.4f", epoch + 1, epochs, steps,
-                     total_loss / max(seen, 1))
+        epoch += 1
+        logger.debug("pass %d: %d steps, running loss %.4f", epoch, steps, total_loss / max(seen, 1))
+        if steps == steps_before:
+            break  # an empty loader: no pass can make progress
     seconds = time.perf_counter() - start
     return TrainStats(loss=total_loss / max(seen, 1), accuracy=correct / max(seen, 1),
                       num_examples=len(data), samples_seen=seen, steps=steps, seconds=seconds)

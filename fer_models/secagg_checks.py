@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 #: Flower's SecAgg+ mask modulus (``SecAggPlusWorkflow(modulus_range=...)``): sums must stay below it.
 MODULUS_RANGE = 2**32
 #: Strategies that aggregate with the weighted mean only (or a server step on it): served by a secure sum.
-SUM_STRATEGIES = ("fedavg", "fedprox", "fedadam")
+SUM_STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi")
 #: Fewest clients per round: with two, each would learn the other's update from the sum and its own.
 MIN_CLIENTS = 3
 _KEYS = ("secagg-num-shares", "secagg-reconstruction-threshold", "secagg-clipping-range",

@@ -27,8 +27,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "fedfer-checkpoint-v1"
 #: Settings that may differ between the interrupted run and its resumption.
 RESUMABLE_DIFFERENCES = frozenset({"out-dir", "overwrite", "resume-from"})
-#: Strategy attributes that carry state from round to round (FedOpt family, adaptive clipping).
-_STATE_ATTRS = ("current_arrays", "m_t", "v_t", "clipping_norm", "releases", "skipped")
+#: Strategy attributes that carry state from round to round (FedOpt family, FedAvgM, adaptive clipping).
+_STATE_ATTRS = ("current_arrays", "m_t", "v_t", "momentum_vector", "clipping_norm", "releases", "skipped")
 
 
 class CheckpointError(RuntimeError):

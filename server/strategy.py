@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, Strategy
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, FedYogi, Strategy
 
 from fer_models.config import RunConfig
 from fer_models.wire import UNIFORM_WEIGHT
@@ -34,8 +34,12 @@ def make_strategy(cfg: RunConfig) -> Strategy:
         base = FedAvg(**common)
     elif cfg.strategy == "fedprox":
         base = FedProx(**common, proximal_mu=cfg.proximal_mu)
+    elif cfg.strategy == "fedavgm":
+        base = FedAvgM(**common, server_learning_rate=cfg.server_learning_rate, server_momentum=cfg.server_momentum)
     elif cfg.strategy == "fedadam":
         base = FedAdam(**common, eta=cfg.server_learning_rate)
+    elif cfg.strategy == "fedyogi":
+        base = FedYogi(**common, eta=cfg.server_learning_rate)
     elif cfg.strategy == "fedmedian":
         base = FedMedian(**common)
     elif cfg.strategy == "fedtrimmedavg":

@@ -21,12 +21,12 @@ from simulation.experiment import read_yaml_mapping
 
 SECTIONS = ("common", "strategies", "settings", "profiles")
 #: Grid-only profile keys (not run settings).
-PROFILE_EXTRAS = ("epochs", "local-epochs", "budget-minutes")
+PROFILE_EXTRAS = ("epochs", "local-epochs", "federated-fraction", "budget-minutes")
 #: Keys the budget and the bench set for every cell; a grid file may not set them.
 MANAGED = ("num-server-rounds", "local-epochs", "fraction-train", "data-path", "out-dir", "overwrite",
            "resume-from", "run-name")
 #: Keys that change how many sample gradients a cell computes: profile-wide only.
-BUDGET_KEYS = ("epochs", "local-epochs", "max-train-samples")
+BUDGET_KEYS = ("epochs", "local-epochs", "federated-fraction", "max-train-samples")
 
 
 class GridError(ConfigError):
@@ -74,23 +74,28 @@ class Grid:
         values = {**self.profiles[name], **sets}
         epochs, local = _positive_int(values, "epochs", where=f"{self.path}: profiles.{name}"), \
             _positive_int(values, "local-epochs", where=f"{self.path}: profiles.{name}", default=1)
-        if epochs % local:
-            raise GridError(f"{self.path}: profiles.{name}: epochs={epochs} is not a multiple of "
-                            f"local-epochs={local} (federated cells run epochs / local-epochs rounds)")
+        fraction = federated_fraction(values, where=f"{self.path}: profiles.{name}")
+        rounds = epochs / (local * fraction)
+        if abs(rounds - round(rounds)) > 1e-6:
+            raise GridError(f"{self.path}: profiles.{name}: epochs={epochs} is not a whole number of federated "
+                            f"rounds of local-epochs={local} x federated-fraction={fraction} (federated cells run "
+                            f"epochs / (local-epochs x federated-fraction) rounds)")
         return values
 
     def cells(self, profile: str, *, sets: Mapping[str, Any] | None = None) -> list[Cell]:
         """Every cell of ``profile``, strategies outer, settings inner, each validated as a RunConfig."""
         prof = self.profile(profile, sets=sets)
         epochs, local = int(prof["epochs"]), int(prof.get("local-epochs", 1))
+        fraction = federated_fraction(prof, where=f"{self.path}: profiles.{profile}")
         run_values = {k: v for k, v in prof.items() if k not in PROFILE_EXTRAS}
         out = []
         for strategy, s_values in self.strategies.items():
             for setting, t_values in self.settings.items():
                 values = {**self.common, **run_values, **s_values, **t_values}
                 centralized = int(values.get("num-clients", RunConfig().num_clients)) == 1
-                rounds, local_epochs = (epochs, 1) if centralized else (epochs // local, local)
-                values.update({"num-server-rounds": rounds, "local-epochs": local_epochs, "fraction-train": 1.0,
+                rounds, local_epochs, frac = ((epochs, 1, 1.0) if centralized
+                                              else (round(epochs / (local * fraction)), local, fraction))
+                values.update({"num-server-rounds": rounds, "local-epochs": local_epochs, "fraction-train": frac,
                                "run-name": f"paper-{strategy}-{setting}"})
                 source = f"{self.path}: {strategy}/{setting} [profile {profile}]"
                 try:  # refuses, among others, keys the tuned DP recipe chooses itself, before any cell runs
@@ -185,6 +190,14 @@ def _mapping(value: Any, *, where: str) -> dict[str, Any]:
         if isinstance(v, list):
             raise GridError(f"{where}: {key} must be a single value, got a list")
     return {str(k): v for k, v in value.items()}
+
+
+def federated_fraction(values: Mapping[str, Any], *, where: str) -> float:
+    """The profile's ``federated-fraction``: the clients sampled per federated round (default 1.0, all)."""
+    raw = values.get("federated-fraction", 1.0)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0.0 < float(raw) <= 1.0:
+        raise GridError(f"{where}: federated-fraction must be a number in (0, 1] (got {raw!r})")
+    return float(raw)
 
 
 def _positive_int(values: Mapping[str, Any], key: str, *, where: str, default: int | None = None) -> int:

@@ -83,6 +83,7 @@ def notes(*, profile: str, budget: Mapping[str, Any], rows: Sequence[Mapping[str
     """The table's notes: the profile's budget (epochs, clip length, cores, wall) and how figures were made."""
     epochs = int(budget["epochs"])
     local = int(budget.get("local-epochs", 1))
+    fraction = float(budget.get("federated-fraction", 1.0))
     have = [r for r in rows if "accuracy" in r]
     train = next((r["train_images"] for r in have if r.get("train_images")), None)
     split = next((f"{r['dataset']} {_split_name(r)} (n = {r['n']:,})" for r in have if r.get("n")), "the test split")
@@ -95,8 +96,10 @@ def notes(*, profile: str, budget: Mapping[str, Any], rows: Sequence[Mapping[str
     parts = [
         f"Profile `{profile}` of `{grid}`: every cell computes {epochs} epochs of sample gradients"
         + (f" over the {train:,} training images ({epochs * train:,} sample gradients; {how})." if train else f" ({how})."),
-        f"Centralized = 1 client, {epochs} rounds x 1 local epoch; federated = all clients train every round "
-        f"(fraction-train 1.0), {epochs // local} rounds x {local} local epoch(s). Under DP (Poisson sampling) "
+        f"Centralized = 1 client, {epochs} rounds x 1 local epoch; federated = "
+        + ("all clients train every round (fraction-train 1.0)" if fraction == 1.0
+           else f"a fraction {fraction:g} of the clients, sampled anew, trains each round (fraction-train {fraction:g})")
+        + f", {round(epochs / (local * fraction))} rounds x {local} local epoch(s). Under DP (Poisson sampling) "
         f"the count is the expected one.",
         f"Clip length {budget.get('clip-length', 1)}"
         + (f" ({budget.get('clip-source')} clips)" if int(budget.get("clip-length", 1)) > 1 else "")

@@ -74,8 +74,19 @@ def test_local_epochs_divide_the_federated_rounds_but_not_the_centralized_ones(t
     cells = {c.name: c.values for c in load_grid(_grid(tmp_path)).cells("two")}
     assert (cells["cnn_rnn/centralized"]["num-server-rounds"], cells["cnn_rnn/centralized"]["local-epochs"]) == (4, 1)
     assert (cells["cnn_rnn/iid"]["num-server-rounds"], cells["cnn_rnn/iid"]["local-epochs"]) == (2, 2)
-    with pytest.raises(GridError, match="multiple of"):
+    with pytest.raises(GridError, match="not a whole number of federated rounds"):
         load_grid(_grid(tmp_path, GRID.replace("local-epochs: 2", "local-epochs: 3")))
+
+
+def test_a_federated_fraction_samples_clients_and_keeps_the_budget_equal(tmp_path):
+    grid = load_grid(_grid(tmp_path, GRID.replace("local-epochs: 2", "local-epochs: 1, federated-fraction: 0.5")))
+    cells = {c.name: c for c in grid.cells("two")}
+    iid, central = cells["cnn_rnn/iid"], cells["cnn_rnn/centralized"]
+    assert (iid.values["num-server-rounds"], iid.values["fraction-train"]) == (8, 0.5)  # 4 epochs / (1 x 0.5)
+    assert (central.values["num-server-rounds"], central.values["fraction-train"]) == (4, 1.0)
+    assert iid.epochs == central.epochs == 4
+    with pytest.raises(GridError, match="federated-fraction must be a number"):
+        load_grid(_grid(tmp_path, GRID.replace("local-epochs: 2", "federated-fraction: 1.5"))).cells("two")
 
 
 def test_unequal_budgets_are_refused():

@@ -1,0 +1,159 @@
+"""Time to accuracy: PrivateTest accuracy against wall-clock and against sample gradients.
+
+Each setting is one real ``fedfer simulate`` run (subprocess, engine start-up included) with the
+same training budget in sample gradients (``--epochs`` passes over the training set):
+
+- ``centralized``: one client, ``--epochs`` rounds of one local epoch;
+- ``iid`` / ``dirichlet`` (alpha 0.5): ``--clients`` clients; every setting in ``--fed-set`` (the
+  federated recipe: strategy, local-steps, ...) applies to them, and the rounds are as many as the
+  budget allows (``--rounds``: the federated round count; the local work is the recipe's);
+- with ``--dp`` every setting also runs DP-SGD at per-client epsilon ``--epsilon`` (sample level).
+
+Reported: accuracy after every round, at the wall time (seconds since the ``fedfer simulate``
+process started) and the cumulative sample gradients (the clients' reported samples seen;
+under DP the expected count, epochs x images, since DP clients send none); the time to reach each
+``--thresholds`` accuracy; one plot per setting (``benchmarks/results/time_to_accuracy*.png``).
+
+    python benchmarks/time_to_accuracy.py --data ../shared/data/fer2013 --epochs 3 --rounds 15 \\
+        --fed-set local-steps=9 --fed-set strategy=fedavgm [--dp] [--settings centralized,iid,dirichlet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import REPO, RESULTS, markdown_table, run_fedfer, write_results  # noqa: E402
+
+SETTINGS = {"centralized": {"num-clients": 1}, "iid": {"partition": "iid"},
+            "dirichlet": {"partition": "dirichlet", "dirichlet-alpha": 0.5}}
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set/--fed-set expects KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def cell_settings(setting: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--set`` values of one cell (the budget, the recipe, DP)."""
+    sets: dict[str, Any] = {"model": args.model, "seed": 0, "num-cpus": args.num_cpus, **_pairs(args.set),
+                            **SETTINGS[setting], "run-name": f"tta-{setting}"}
+    if setting == "centralized":
+        sets.update({"num-server-rounds": args.epochs, "local-epochs": 1})
+    else:
+        sets.update({"num-clients": args.clients, "num-server-rounds": args.rounds, "fraction-train": 1.0,
+                     **_pairs(args.fed_set)})
+    if args.dp:
+        sets.update({"dp": "sample", "target-epsilon": args.epsilon, "target-delta": 1e-5})
+    return sets
+
+
+def curve(run: dict[str, Any], *, expected_per_round: float) -> list[dict[str, float]]:
+    """(round, wall s, cumulative sample gradients, accuracy) after every round of a finished run."""
+    import json
+
+    rows = [json.loads(line) for line in (Path(run["out"]) / "metrics.jsonl").read_text().splitlines()]
+    points, grads = [], 0.0
+    for row, end in zip(rows, run["round_end_s"]):
+        grads += float(row.get("samples_seen") or expected_per_round)
+        points.append({"round": row["round"], "wall_s": end, "sample_gradients": grads, "accuracy": row["accuracy"]})
+    return points
+
+
+def first_reaching(points: list[dict[str, float]], threshold: float) -> dict[str, float] | None:
+    return next((p for p in points if p["accuracy"] >= threshold), None)
+
+
+def plot(points_by_cell: dict[str, list[dict[str, float]]], *, title: str, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    for ax, x, label in zip(fig.subplots(1, 2), ("wall_s", "sample_gradients"),
+                            ("wall-clock (s, engine start-up included)", "sample gradients")):
+        for cell, points in points_by_cell.items():
+            ax.plot([0] + [p[x] for p in points], [None] + [p["accuracy"] for p in points], marker="o", label=cell)
+        ax.set_xlabel(label)
+        ax.set_ylabel("PrivateTest accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="FER2013 folder (PrivateTest is reported)")
+    ap.add_argument("--epochs", type=int, default=3, help="budget: passes over the training set (centralized rounds)")
+    ap.add_argument("--rounds", type=int, default=3, help="federated rounds (their local work: --fed-set)")
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--model", default="cnn_rnn")
+    ap.add_argument("--num-cpus", type=float, default=2.0, help="CPUs per simulated client (2 = one at a time)")
+    ap.add_argument("--settings", default="centralized,iid,dirichlet")
+    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE for every cell")
+    ap.add_argument("--fed-set", action="append", default=[], help="KEY=VALUE for the federated cells (the recipe)")
+    ap.add_argument("--dp", action="store_true", help="DP-SGD (sample level) at --epsilon in every cell")
+    ap.add_argument("--epsilon", type=float, default=8.0)
+    ap.add_argument("--thresholds", default="0.40,0.50,0.55")
+    ap.add_argument("--train-images", type=int, default=28709,
+                    help="training images (FER2013: 28,709): the expected sample gradients of DP rounds")
+    ap.add_argument("--name", default="", help="results name (default time_to_accuracy[_dp])")
+    args = ap.parse_args()
+    name = args.name or ("time_to_accuracy_dp" if args.dp else "time_to_accuracy")
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    cells, curves = [], {}
+    for setting in args.settings.split(","):
+        sets = cell_settings(setting, args)
+        run = run_fedfer(sets, out=REPO / "runs" / "bench" / name / setting, data=args.data)
+        run["out"] = str(REPO / "runs" / "bench" / name / setting)
+        if "error" in run:
+            print(f"{setting}: {run['error']}", file=sys.stderr)
+            cells.append({"setting": setting, "error": run["error"], "command": run["command"]})
+            continue
+        rounds = int(sets["num-server-rounds"])
+        points = curve(run, expected_per_round=args.epochs * args.train_images / rounds)
+        curves[setting] = points
+        row: dict[str, Any] = {"setting": setting, "rounds": rounds, "final_accuracy": points[-1]["accuracy"],
+                               "best_accuracy": max(p["accuracy"] for p in points),
+                               "sample_gradients": points[-1]["sample_gradients"], "wall_s": run["wall_s"],
+                               "command": run["command"], "curve": points}
+        for t in thresholds:
+            hit = first_reaching(points, t)
+            row[f"t{t:.2f}_s"] = hit and hit["wall_s"]
+            row[f"t{t:.2f}_grads"] = hit and hit["sample_gradients"]
+        cells.append(row)
+        print(f"{setting}: final {row['final_accuracy']:.4f} after {rounds} rounds, wall {run['wall_s']:.0f}s",
+              flush=True)
+    png = RESULTS / f"{name}.png"
+    plot(curves, title=f"{args.model}, FER2013 PrivateTest{', DP eps=' + str(args.epsilon) if args.dp else ''}",
+         path=png)
+    columns = [("setting", "setting", ""), ("rounds", "rounds", "d"), ("final accuracy", "final_accuracy", ".4f"),
+               ("best accuracy", "best_accuracy", ".4f"), ("sample gradients", "sample_gradients", ",.0f"),
+               ("wall (s)", "wall_s", ".0f")]
+    for t in thresholds:
+        columns += [(f"to {t:.0%}: s", f"t{t:.2f}_s", ".0f"), (f"to {t:.0%}: grads", f"t{t:.2f}_grads", ",.0f")]
+    table = markdown_table(cells, columns)
+    print(table)
+    notes = (f"Budget: {args.epochs} epoch(s) of sample gradients over the training set; federated cells: "
+             f"{args.clients} clients, {args.rounds} rounds, recipe {_pairs(args.fed_set) or 'defaults'}; every "
+             f"cell {_pairs(args.set) or 'no extra settings'}"
+             f"{f'; DP-SGD sample level, per-client epsilon {args.epsilon} (delta 1e-5, owner: each client)' if args.dp else ''}. "
+             "Wall = seconds since the `fedfer simulate` process started (imports, data, Ray start-up and the "
+             "round-0 evaluation included); a threshold not reached within the budget is empty. "
+             f"Plot: `benchmarks/results/{png.name}`. Commands: "
+             + "; ".join(f"`{c['command']}`" for c in cells))
+    write_results(name, table=table, notes=notes, results={"args": vars(args), "cells": cells})
+
+
+
+if __name__ == "__main__":
+    main()

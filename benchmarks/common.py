@@ -111,12 +111,15 @@ def tree_memory(root: int) -> dict[str, int]:
     return out
 
 
-def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll_s: float = 0.2) -> dict[str, Any]:
+def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll_s: float = 0.2,
+               memory_every_s: float = 2.0) -> dict[str, Any]:
     """Run ``fedfer simulate`` in a subprocess, watching its rounds and the memory of its process tree.
 
     Round timing comes from the run's own ``metrics.jsonl``: every row's ``elapsed_s`` is measured
-    by the server from one fixed instant, and the moment each row appears (polled every ``poll_s``)
-    anchors that instant to the start of the process. Returned: wall (s), the end of every round in
+    by the server from one fixed instant, and the moment each row appears (polled every ``poll_s``
+    by the file's size) anchors that instant to the start of the process. The memory is sampled every
+    ``memory_every_s`` only: reading every process's smaps costs tens of ms of CPU, which at each poll
+    would take a core from the run being measured. Returned: wall (s), the end of every round in
     seconds since the process started, steady rounds (2..R: each row's elapsed_s minus the
     previous one), start-up (end of round 1 minus one steady round: imports, data, Ray engine and
     actors, round-0 evaluation), tear-down (after the last round: report, Ray shutdown) and the
@@ -132,19 +135,22 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
     metrics.unlink(missing_ok=True)
     seen: list[float] = []  # when each metrics.jsonl line was first seen
     peak = {"rss": 0, "pss": 0, "procs": 0}
+    size, sampled = -1, -memory_every_s
     with open(out / "simulate.log", "w") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         while True:
             done = proc.poll() is not None
             now = time.perf_counter() - start
-            if metrics.exists():
+            if metrics.exists() and metrics.stat().st_size != size:
+                size = metrics.stat().st_size
                 lines = metrics.read_text().count("\n")
                 seen += [now] * (lines - len(seen))
             if done:
                 break
-            mem = tree_memory(proc.pid)
-            peak = {k: max(peak[k], mem[k]) for k in peak}
+            if now - sampled >= memory_every_s:
+                mem = tree_memory(proc.pid)
+                peak, sampled = {k: max(peak[k], mem[k]) for k in peak}, now
             time.sleep(poll_s)
         wall = time.perf_counter() - start
     rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []

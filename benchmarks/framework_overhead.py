@@ -148,7 +148,10 @@ def main() -> None:
              "fedfer start-up = end of round 1 (seconds since the process started; anchored by watching "
              "metrics.jsonl) minus one steady round: imports, data, Ray engine and actor, the actor's data "
              "load and the round-0 evaluation. Plain start-up = data, partitions and the round-0 evaluation. "
-             "Target: fedfer / plain per round <= 1.10. fedfer's rounds also save model.pt and a resumable checkpoint each round; the plain loop does not. "
+             "Target: fedfer / plain per round <= 1.10. fedfer's rounds also save model.pt and a resumable checkpoint "
+             "each round; the plain loop does not. Ray's client worker runs at nice 0 (simulation/launcher.py "
+             "RAY_ENVIRONMENT; Ray's default 15 let every other process of the run preempt it), and the run's "
+             "memory is sampled every 2 s (benchmarks/common.py run_fedfer), not at every 0.2 s poll. "
              f"Same computation check: largest relative difference of the per-round held-out loss "
              f"between the two sides = {same if same is None else f'{same:.1e}'} (FedAvg summation order and "
              "precision differ, so not exactly 0).")

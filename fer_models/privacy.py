@@ -22,6 +22,7 @@ from opacus.accountants.utils import get_noise_multiplier
 from opacus.data_loader import switch_generator
 from torch import nn
 
+from fer_models import grad_samplers  # noqa: F401  registers fedfer's exact, faster Conv3d grad sampler with Opacus
 from fer_models.models import check_private_compatible
 
 logger = logging.getLogger(__name__)

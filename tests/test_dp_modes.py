@@ -13,21 +13,10 @@ from fer_models.config import RunConfig
 from fer_models.engine import index_loader
 from fer_models.models import create_model, list_models
 from fer_models.privacy import PrivacyLedger, make_private
+from tests.dp_reference import clipped_mean_by_hand
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CLIP = 0.5
-
-
-def _manual(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    total = [torch.zeros_like(p) for p in model.parameters()]
-    for i in range(len(x)):
-        model.zero_grad()
-        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
-        grads = [p.grad.detach().clone() for p in model.parameters()]
-        scale = min(1.0, CLIP / (float(torch.sqrt(sum((g ** 2).sum() for g in grads))) + 1e-6))
-        for t, g in zip(total, grads):
-            t += g * scale
-    return [t / len(x) for t in total]
 
 
 @pytest.mark.parametrize("mode", ["hooks", "ew", "functorch"])
@@ -36,7 +25,7 @@ def test_clipped_update_equals_per_sample_computation(name, mode):
     torch.manual_seed(0)
     model = create_model(name, dropout=0.0)
     x, y = torch.randn(6, 3, 1, 48, 48), torch.randint(0, 7, (6,))
-    expected = _manual(copy.deepcopy(model), x, y)
+    expected = clipped_mean_by_hand(copy.deepcopy(model), x, y, clip=CLIP)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     parts = make_private(model=model, optimizer=opt, loader=index_loader(6, batch_size=6, seed=0),
                          noise_multiplier=1e-12, max_grad_norm=CLIP, ledger=PrivacyLedger(), grad_sample_mode=mode)

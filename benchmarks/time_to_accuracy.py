@@ -21,6 +21,7 @@ under DP the expected count, epochs x images, since DP clients send none); the t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,12 +108,20 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=28709,
                     help="training images (FER2013: 28,709): the expected sample gradients of DP rounds")
     ap.add_argument("--name", default="", help="results name (default time_to_accuracy[_dp])")
+    ap.add_argument("--add", action="store_true", help="add these settings to the cells already in the results file")
     args = ap.parse_args()
     name = args.name or ("time_to_accuracy_dp" if args.dp else "time_to_accuracy")
     thresholds = [float(t) for t in args.thresholds.split(",")]
     cells, curves = [], {}
+    if args.add:  # keep the cells of an earlier run of the same benchmark (its own command stays with each)
+        import json
+
+        earlier = json.loads((RESULTS / f"{name}.json").read_text())["results"]["cells"]
+        cells = [c for c in earlier if c["setting"] not in args.settings.split(",")]
+        curves = {c["setting"]: c["curve"] for c in cells if "curve" in c}
     for setting in args.settings.split(","):
         sets = cell_settings(setting, args)
+        load_before = os.getloadavg()[0]
         run = run_fedfer(sets, out=REPO / "runs" / "bench" / name / setting, data=args.data)
         run["out"] = str(REPO / "runs" / "bench" / name / setting)
         if "error" in run:
@@ -125,7 +134,8 @@ def main() -> None:
         row: dict[str, Any] = {"setting": setting, "rounds": rounds, "final_accuracy": points[-1]["accuracy"],
                                "best_accuracy": max(p["accuracy"] for p in points),
                                "sample_gradients": points[-1]["sample_gradients"], "wall_s": run["wall_s"],
-                               "command": run["command"], "curve": points}
+                               "command": run["command"], "curve": points,
+                               "load": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"}
         for t in thresholds:
             hit = first_reaching(points, t)
             row[f"t{t:.2f}_s"] = hit and hit["wall_s"]
@@ -133,12 +143,18 @@ def main() -> None:
         cells.append(row)
         print(f"{setting}: final {row['final_accuracy']:.4f} after {rounds} rounds, wall {run['wall_s']:.0f}s",
               flush=True)
+        report(name, args=args, cells=cells, curves=curves, thresholds=thresholds)
+
+
+def report(name: str, *, args: argparse.Namespace, cells: list[dict[str, Any]], curves: dict[str, list],
+           thresholds: list[float]) -> None:
+    """Table, notes and plot of the cells measured so far (rewritten after every cell)."""
     png = RESULTS / f"{name}.png"
     plot(curves, title=f"{args.model}, FER2013 PrivateTest{', DP eps=' + str(args.epsilon) if args.dp else ''}",
          path=png)
     columns = [("setting", "setting", ""), ("rounds", "rounds", "d"), ("final accuracy", "final_accuracy", ".4f"),
                ("best accuracy", "best_accuracy", ".4f"), ("sample gradients", "sample_gradients", ",.0f"),
-               ("wall (s)", "wall_s", ".0f")]
+               ("wall (s)", "wall_s", ".0f"), ("load 1 min, start / end", "load", "")]
     for t in thresholds:
         columns += [(f"to {t:.0%}: s", f"t{t:.2f}_s", ".0f"), (f"to {t:.0%}: grads", f"t{t:.2f}_grads", ",.0f")]
     table = markdown_table(cells, columns)
@@ -148,7 +164,9 @@ def main() -> None:
              f"cell {_pairs(args.set) or 'no extra settings'}"
              f"{f'; DP-SGD sample level, per-client epsilon {args.epsilon} (delta 1e-5, owner: each client)' if args.dp else ''}. "
              "Wall = seconds since the `fedfer simulate` process started (imports, data, Ray start-up and the "
-             "round-0 evaluation included); a threshold not reached within the budget is empty. "
+             "round-0 evaluation included; the server's public pre-training too when pretrain-epochs > 0); a "
+             "threshold not reached within the budget is empty. The machine's load average is given: other work "
+             "running at the same time slows the wall-clock figures, never the sample-gradient ones. "
              f"Plot: `benchmarks/results/{png.name}`. Commands: "
              + "; ".join(f"`{c['command']}`" for c in cells))
     write_results(name, table=table, notes=notes, results={"args": vars(args), "cells": cells})

@@ -76,6 +76,7 @@ def first_reaching(points: list[dict[str, float]], threshold: float) -> dict[str
 def plot(points_by_cell: dict[str, list[dict[str, float]]], *, title: str, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
@@ -84,6 +85,8 @@ def plot(points_by_cell: dict[str, list[dict[str, float]]], *, title: str, path:
         for cell, points in points_by_cell.items():
             ax.plot([0] + [p[x] for p in points], [None] + [p["accuracy"] for p in points], marker="o", label=cell)
         ax.set_xlabel(label)
+        if x == "sample_gradients":
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:.0f}k"))
         ax.set_ylabel("PrivateTest accuracy")
         ax.grid(alpha=0.3)
         ax.legend()

@@ -100,6 +100,7 @@ def test_unequal_budgets_are_refused():
     ("  cnn_rnn: {modle: cnn_rnn}", ["strategies.cnn_rnn", "'modle'", "'model'"]),
     ("  cpu: {epoch: 4}", ["profiles.cpu", "'epoch'", "'epochs'"]),
     ("  iid: {num-clients: 4, num-server-rounds: 9}", ["settings.iid", "num-server-rounds", "epochs"]),
+    ("  iid: {num-clients: 4, local-steps: 9}", ["settings.iid", "local-steps", "epochs"]),
     ("  cnn_rnn: {model: cnn_rnn, max-train-samples: 10}", ["strategies.cnn_rnn", "max-train-samples", "profiles"]),
     ("  cnn_rnn: {model: cnn_rnn, batch-size: big}", ["cnn_rnn/centralized", "batch-size", "integer"]),
     ("  iid: {num-clients: 4, dp: sample, target-epsilon: 8, batch-size: 32}", ["cnn_rnn/iid", "batch-size", "recipe"]),

@@ -46,6 +46,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def parse_pairs(items: list[str], *, flag: str = "--set") -> dict[str, str]:
+    """``KEY=VALUE`` command-line items as a dict (later items win); exits naming ``flag`` on a malformed one."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
     """A Markdown table: one line per row, one column per (header, key, format spec).
 

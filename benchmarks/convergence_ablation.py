@@ -29,23 +29,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import markdown_table, write_results  # noqa: E402
+from benchmarks.common import markdown_table, parse_pairs, write_results  # noqa: E402
 from client.training import round_seed  # noqa: E402  (the seed scheme only: a pure function)
 from fer_models import engine  # noqa: E402
 from fer_models.config import RunConfig  # noqa: E402
 from fer_models.metrics import classification_report  # noqa: E402
 from fer_models.pretrain import initial_model  # noqa: E402
 from fer_models.task import build_model, client_data, eval_splits, load_store  # noqa: E402
-
-
-def _pairs(text: str) -> dict[str, str]:
-    out = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def server_step(*, global_state: dict[str, torch.Tensor], mean: dict[str, torch.Tensor],
@@ -153,7 +143,8 @@ def main() -> None:
     for spec in args.variant:
         label, _, text = spec.partition(":")
         sets = {"model": "cnn_rnn", "num-clients": args.clients, "num-server-rounds": args.rounds, "local-epochs": 1,
-                "server-momentum": 0.0, **_pairs(args.set), **_pairs(text), "data-path": args.data}
+                "server-momentum": 0.0, **parse_pairs([x for x in args.set.split(",") if x]),
+                **parse_pairs([x for x in text.split(",") if x], flag="--variant"), "data-path": args.data}
         cfg = RunConfig.from_flat(sets)
         row = run_variant(cfg, label=label)
         row["settings"] = {k: v for k, v in sets.items() if k != "data-path"}

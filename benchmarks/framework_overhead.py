@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, markdown_table, run_fedfer, write_results  # noqa: E402
-from client.training import round_seed  # noqa: E402  (the seed scheme only: a pure function)
+from benchmarks.convergence_ablation import local_round  # noqa: E402  (the client's non-DP round, its seeds)
 from fer_models import engine  # noqa: E402
 from fer_models.config import RunConfig  # noqa: E402
 from fer_models.metrics import classification_report  # noqa: E402
@@ -64,20 +64,8 @@ def plain_rounds(cfg: RunConfig) -> dict[str, Any]:
     rounds = []
     for rnd in range(1, cfg.num_server_rounds + 1):
         t = time.perf_counter()
-        updates = []
-        for pid in range(n):
-            data = client_data(cfg, partition_id=pid, num_partitions=n)
-            model = build_model(cfg)
-            model.load_state_dict(global_state)
-            model.to(device)
-            seed = round_seed(cfg, pid, rnd)
-            torch.manual_seed(seed)
-            opt = engine.make_optimizer(model, name=cfg.optimizer, learning_rate=cfg.learning_rate,
-                                        weight_decay=cfg.weight_decay, momentum=cfg.momentum)
-            loader = engine.index_loader(len(data), batch_size=min(cfg.batch_size, len(data)), seed=seed)
-            stats = engine.train(model=model, data=data, optimizer=opt, loader=loader, epochs=cfg.local_epochs,
-                                 device=device)
-            updates.append(({k: v.detach().cpu() for k, v in model.state_dict().items()}, stats.num_examples))
+        updates = [local_round(cfg, state=global_state, partition_id=pid, server_round=rnd, device=device)[:2]
+                   for pid in range(n)]
         total = sum(w for _, w in updates)
         global_state = {k: sum(s[k].double() * (w / total) for s, w in updates) for k in updates[0][0]}
         server_model.load_state_dict(global_state)

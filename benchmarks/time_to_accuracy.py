@@ -27,31 +27,21 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import REPO, RESULTS, markdown_table, run_fedfer, write_results  # noqa: E402
+from benchmarks.common import REPO, RESULTS, markdown_table, parse_pairs, run_fedfer, write_results  # noqa: E402
 
 SETTINGS = {"centralized": {"num-clients": 1}, "iid": {"partition": "iid"},
             "dirichlet": {"partition": "dirichlet", "dirichlet-alpha": 0.5}}
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set/--fed-set expects KEY=VALUE, got {item!r}")
-        out[key] = value
-    return out
-
-
 def cell_settings(setting: str, args: argparse.Namespace) -> dict[str, Any]:
     """The ``--set`` values of one cell (the budget, the recipe, DP)."""
-    sets: dict[str, Any] = {"model": args.model, "seed": 0, "num-cpus": args.num_cpus, **_pairs(args.set),
+    sets: dict[str, Any] = {"model": args.model, "seed": 0, "num-cpus": args.num_cpus, **parse_pairs(args.set),
                             **SETTINGS[setting], "run-name": f"tta-{setting}"}
     if setting == "centralized":
         sets.update({"num-server-rounds": args.epochs, "local-epochs": 1})
     else:
         sets.update({"num-clients": args.clients, "num-server-rounds": args.rounds, "fraction-train": 1.0,
-                     **_pairs(args.fed_set)})
+                     **parse_pairs(args.fed_set, flag="--fed-set")})
     if args.dp:
         sets.update({"dp": "sample", "target-epsilon": args.epsilon, "target-delta": 1e-5})
     return sets
@@ -163,8 +153,8 @@ def report(name: str, *, args: argparse.Namespace, cells: list[dict[str, Any]], 
     table = markdown_table(cells, columns)
     print(table)
     notes = (f"Budget: {args.epochs} epoch(s) of sample gradients over the training set; federated cells: "
-             f"{args.clients} clients, {args.rounds} rounds, recipe {_pairs(args.fed_set) or 'defaults'}; every "
-             f"cell {_pairs(args.set) or 'no extra settings'}"
+             f"{args.clients} clients, {args.rounds} rounds, recipe {parse_pairs(args.fed_set, flag='--fed-set') or 'defaults'}; every "
+             f"cell {parse_pairs(args.set) or 'no extra settings'}"
              f"{f'; DP-SGD sample level, per-client epsilon {args.epsilon} (delta 1e-5, owner: each client)' if args.dp else ''}. "
              "Wall = seconds since the `fedfer simulate` process started (imports, data, Ray start-up and the "
              "round-0 evaluation included; the server's public pre-training too when pretrain-epochs > 0); a "

@@ -48,6 +48,7 @@ def test_paper_grid_has_the_twelve_cells_of_the_issue():
     assert cells["cnn_attention/iid"]["model"] == "cnn_attention" and cells["cnn_attention/iid"]["partition"] == "iid"
     assert cells["cnn_rnn_aug/dirichlet"]["augment"] == "standard"
     assert cells["cnn_rnn_aug/dirichlet"]["dirichlet-alpha"] == 0.5
+    assert {v["pretrain-epochs"] for v in cells.values()} == {8}  # the warm start, the DP cells' recipe value too
     dp = cells["cnn_rnn/dp"]
     assert (dp["dp"], dp["target-epsilon"], dp["target-delta"], dp["partition"], dp["num-clients"]) == \
         ("sample", 8.0, 1e-5, "dirichlet", 10)

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import REPO, RESULTS, markdown_table, parse_pairs, run_fedfer, write_results  # noqa: E402
+from benchmarks.common import REPO, RESULTS, git_commit, markdown_table, parse_pairs, run_fedfer, write_results  # noqa: E402
 
 SETTINGS = {"centralized": {"num-clients": 1}, "iid": {"partition": "iid"},
             "dirichlet": {"partition": "dirichlet", "dirichlet-alpha": 0.5}}
@@ -117,6 +119,7 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         run = run_fedfer(sets, out=REPO / "runs" / "bench" / name / setting, data=args.data)
         run["out"] = str(REPO / "runs" / "bench" / name / setting)
+        warm = pretraining(Path(run["out"]) / "simulate.log")
         if "error" in run:
             print(f"{setting}: {run['error']}", file=sys.stderr)
             cells.append({"setting": setting, "error": run["error"], "command": run["command"]})
@@ -128,7 +131,8 @@ def main() -> None:
                                "best_accuracy": max(p["accuracy"] for p in points),
                                "sample_gradients": points[-1]["sample_gradients"], "wall_s": run["wall_s"],
                                "command": run["command"], "curve": points,
-                               "load": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"}
+                               "load": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
+                               "pretraining": warm, "measured": f"commit {git_commit()[:10]}, {time.strftime('%Y-%m-%d %H:%M')}"}
         for t in thresholds:
             hit = first_reaching(points, t)
             row[f"t{t:.2f}_s"] = hit and hit["wall_s"]
@@ -139,6 +143,16 @@ def main() -> None:
         report(name, args=args, cells=cells, curves=curves, thresholds=thresholds)
 
 
+def pretraining(log: Path) -> str:
+    """How the cell's warm start was made, from its log: trained (with its seconds), loaded from the disk
+    cache (fer_models/pretrain.py), or none."""
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    if "public pre-training: loaded from the cache" in text:
+        return "from the cache"
+    hit = re.search(r"public pre-training: \d+ epochs on \d+ synthetic faces \(([\d.]+) s\)", text)
+    return f"trained, {hit.group(1)} s" if hit else "none"
+
+
 def report(name: str, *, args: argparse.Namespace, cells: list[dict[str, Any]], curves: dict[str, list],
            thresholds: list[float]) -> None:
     """Table, notes and plot of the cells measured so far (rewritten after every cell)."""
@@ -147,7 +161,7 @@ def report(name: str, *, args: argparse.Namespace, cells: list[dict[str, Any]], 
          path=png)
     columns = [("setting", "setting", ""), ("rounds", "rounds", "d"), ("final accuracy", "final_accuracy", ".4f"),
                ("best accuracy", "best_accuracy", ".4f"), ("sample gradients", "sample_gradients", ",.0f"),
-               ("wall (s)", "wall_s", ".0f"), ("load 1 min, start / end", "load", "")]
+               ("wall (s)", "wall_s", ".0f"), ("warm start", "pretraining", ""), ("load 1 min, start / end", "load", "")]
     for t in thresholds:
         columns += [(f"to {t:.0%}: s", f"t{t:.2f}_s", ".0f"), (f"to {t:.0%}: grads", f"t{t:.2f}_grads", ",.0f")]
     table = markdown_table(cells, columns)
@@ -157,10 +171,15 @@ def report(name: str, *, args: argparse.Namespace, cells: list[dict[str, Any]], 
              f"cell {parse_pairs(args.set) or 'no extra settings'}"
              f"{f'; DP-SGD sample level, per-client epsilon {args.epsilon} (delta 1e-5, owner: each client)' if args.dp else ''}. "
              "Wall = seconds since the `fedfer simulate` process started (imports, data, Ray start-up and the "
-             "round-0 evaluation included; the server's public pre-training too when pretrain-epochs > 0); a "
+             "round-0 evaluation included; the server's public pre-training too when pretrain-epochs > 0, unless it "
+             "came from the disk cache: column warm start); a "
              "threshold not reached within the budget is empty. The machine's load average is given: other work "
              "running at the same time slows the wall-clock figures, never the sample-gradient ones. "
-             f"Plot: `benchmarks/results/{png.name}`. Commands: "
+             f"Plot: `benchmarks/results/{png.name}`. Each cell was measured "
+             + "; ".join(f"{c['setting']}: {c.get('measured', 'in an earlier run (before cells carried a date)')}"
+                         for c in cells)
+             + (" (--add: cells not named in --settings were kept from the earlier results file)" if args.add else "")
+             + ". Commands: "
              + "; ".join(f"`{c['command']}`" for c in cells))
     write_results(name, table=table, notes=notes, results={"args": vars(args), "cells": cells})
 

@@ -3,7 +3,9 @@
 The node is killed after it shared its mask keys and before it sends its masked vector: its
 pairwise masks are rebuilt from its neighbours' key shares (threshold 3 of 5) and the server
 unmasks the sum of the four that remain. Slow (about 3 min on 2 cores): the deployment engine
-starts a ClientApp process for each of the four SecAgg+ messages a node gets per round.
+starts a ClientApp process for each of the four SecAgg+ messages a node gets per round. The
+round timeout (per SecAgg+ stage) is 90 s: at 45 s a CI run on a busy 2-core machine once saw every
+stage-1 reply arrive too late (all five nodes had finished stage 1 within 23 s of its start).
 The deployment's processes are stopped as in tests/test_deploy_local.py.
 """
 
@@ -24,7 +26,7 @@ def test_secaggplus_round_completes_when_a_supernode_is_killed_mid_round(tmp_pat
     out = tmp_path / "run"
     cfg = RunConfig.from_flat({"synthetic-per-class": 10, "synthetic-eval-per-class": 10, "num-clients": 5,
                                "num-server-rounds": 1, "min-train-clients": 3, "min-available-clients": 5,
-                               "round-timeout": 45.0, "local-epochs": 1, "out-dir": str(out), "overwrite": True,
+                               "round-timeout": 90.0, "local-epochs": 1, "out-dir": str(out), "overwrite": True,
                                "secure-aggregation": "secaggplus", "secagg-num-shares": 5,
                                "secagg-reconstruction-threshold": 3})
     deployment = LocalDeployment(work_dir=tmp_path / "deploy", num_nodes=5, echo=lambda line: None)

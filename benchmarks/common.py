@@ -47,14 +47,15 @@ def git_commit() -> str:
 
 
 def parse_pairs(items: list[str], *, flag: str = "--set") -> dict[str, str]:
-    """``KEY=VALUE`` command-line items as a dict (later items win); exits naming ``flag`` on a malformed one."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
+    """``KEY=VALUE`` command-line items as a dict (later items win; fedfer's own ``--set`` parser); exits
+    naming ``flag`` on a malformed one."""
+    from fer_models.config import ConfigError
+    from simulation.experiment import parse_sets
+
+    try:
+        return parse_sets(items)
+    except ConfigError as exc:
+        raise SystemExit(f"{flag}: {exc}") from None
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:

@@ -61,7 +61,8 @@ class RunConfig:
     synthetic_eval_per_class: int = _opt(60, "synthetic faces per class in each of val and test", minimum=1)
     max_train_samples: int = _opt(0, "use at most this many training images (stratified, seeded); 0 = all",
                                   minimum=0)
-    cache_dir: str = _opt("", "where decoded datasets and pre-trained initial models are cached; empty = $FEDFER_CACHE or ~/.cache/fedfer")
+    cache_dir: str = _opt("", "where decoded datasets and pre-trained initial models are cached; "
+                          "empty = $FEDFER_CACHE or ~/.cache/fedfer")
     # --- model --------------------------------------------------------------------------------
     model: str = _opt("cnn", "model name from the registry (fedfer models lists them)")
     rnn: str = _opt("gru", "recurrent cell of cnn_rnn", choices=("gru", "lstm"))

@@ -35,6 +35,12 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "fedfer"
 
 
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder a run uses: its ``cache-dir`` setting when given (``~`` expanded), else
+    :func:`default_cache_dir`. Datasets and pre-trained initial models both live under it."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+
 def _walk_files(folder: str, prefix: str, out: list[tuple[str, int, int]]) -> None:
     with os.scandir(folder) as it:
         for entry in it:
@@ -120,7 +126,7 @@ def cached_load(*, source: Path, reader_name: str, reader: Callable[[], FaceStor
     file is logged and rebuilt. Failing to write the cache is logged, never fatal.
     """
     source = Path(source).resolve()
-    directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    directory = cache_root(cache_dir)
     fingerprint = source_fingerprint(source)
     key = hashlib.sha256(
         f"{source}\0{reader_name}\0{CACHE_VERSION}\0{fingerprint}".encode()).hexdigest()

@@ -17,7 +17,7 @@ import functools
 import logging
 from pathlib import Path
 
-from fer_models.data.cache import cached_load, default_cache_dir
+from fer_models.data.cache import cache_root, cached_load
 from fer_models.data.ckplus import looks_like_ckplus, read_ckplus
 from fer_models.data.combined import combine_stores, holdout_store
 from fer_models.data.errors import DatasetError
@@ -144,7 +144,7 @@ def load_dataset(*, data_path: str = "", data_format: str = "auto", cache_dir: s
         if leave_out:
             raise DatasetError(f"leave-out {leave_out!r} needs several datasets (data-path name=path,...)")
         return _synthetic(seed, synthetic_per_class, synthetic_eval_per_class)
-    directory = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir().resolve()
+    directory = cache_root(cache_dir).resolve()
     if "=" not in data_path or Path(data_path).expanduser().exists():
         if leave_out:
             raise DatasetError(f"leave-out {leave_out!r} needs several datasets: give data-path as "

@@ -1,23 +1,29 @@
-"""Cross-cultural generalization: in-culture accuracy per site, worst site and gap, and leave-one-culture-out.
+"""Cross-cultural generalization: in-culture accuracy per site, worst site and gap, leave-one-culture-out,
+and methods that target the worst site, each against FedAvg at the same federated compute.
 
-    python benchmarks/cultures.py --name cultures_fedavg --fer2013 ../shared/data/fer2013 \
-        --ckplus ../shared/data/ckplus48 --jaffe ../shared/data/jaffe --fer2013-train-per-class 300 \
-        --set num-server-rounds=5 --set local-epochs=2
+    python benchmarks/cultures.py --name cultures_methods --fer2013 ../shared/data/fer2013 \
+        --ckplus ../shared/data/ckplus48 --jaffe ../shared/data/jaffe --fer2013-train-per-class 500 \
+        --set num-server-rounds=8 --set local-epochs=4 \
+        --method fedavg --method "augment: augment=standard" --method "warm-start: pretrain-epochs=8"
 
-Cultures: FER2013 (mostly Western, in the wild), CK+ (US, posed), JAFFE (Japanese, posed). One run
-federates all three (``partition=group``, one client per culture) and reports each culture's accuracy on
-its own test split (in-culture), the worst one and the gap; one run per culture leaves it out
+Cultures: FER2013 (mostly Western, in the wild), CK+ (US, posed), JAFFE (Japanese, posed). Per method, one
+run federates all three (``partition=group``, one client per culture) and reports each culture's accuracy
+on its own test split (in-culture), the worst one and the gap; one run per culture leaves it out
 (``leave-out-group``) and reports the model on all of its images (held-out culture). The per-culture
 confusion gives the fear -> surprise rate (East-Asian raters label fear as surprise more often).
-FER2013 enters as a manifest of its first N training images per class plus its PrivateTest (paths into
-the dataset folder: nothing is copied), so the three cultures weigh comparably. Writes
-``results/<name>.json|md`` with every command.
+A method is ``NAME[: KEY=VALUE KEY=VALUE ...]``: run settings added to the common ``--set`` ones (the
+first method is the reference, normally plain FedAvg); every method gets the same rounds and local
+epochs, so the federated compute is equal. FER2013 enters as a manifest of its first N training images
+per class plus its PrivateTest (paths into the dataset folder: nothing is copied), so the three cultures
+weigh comparably. Runs go to ``runs/<name>/<method>/``; finished runs are reused, so an interrupted
+benchmark resumes. Writes ``results/<name>.json|md`` with every command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -28,6 +34,7 @@ from benchmarks.common import REPO, markdown_table, write_results  # noqa: E402
 
 _CLI = [sys.executable, "-m", "simulation.cli"]
 FEAR, SURPRISE = 2, 5
+CULTURES = ("fer2013", "ckplus", "jaffe")
 
 
 def fer2013_manifest(root: Path, out: Path, *, per_class: int) -> Path:
@@ -45,56 +52,109 @@ def fear_as_surprise(matrix: list[list[int]]) -> float | None:
     return matrix[FEAR][SURPRISE] / fear if fear else None
 
 
-def _simulate(out: Path, data: str, sets: list[str]) -> tuple[dict, list[str], float]:
+def parse_method(text: str) -> tuple[str, list[str]]:
+    """``"NAME: k=v k2=v2"`` -> ``("NAME", ["k=v", "k2=v2"])``; a bare ``NAME`` has no settings."""
+    name, _, rest = text.partition(":")
+    name, sets = name.strip(), shlex.split(rest)
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise SystemExit(f"--method {text!r}: the name before ':' must be letters, digits, - or _ (it names "
+                         f"the run folder), e.g. --method 'augment: augment=standard'")
+    bad = [kv for kv in sets if "=" not in kv]
+    if bad:
+        raise SystemExit(f"--method {text!r}: {bad} is not KEY=VALUE; write e.g. --method 'warm: pretrain-epochs=8'")
+    return name, sets
+
+
+def summarize(together: dict, held_out: dict[str, dict]) -> dict:
+    """One method's figures from the all-cultures run's summary and each leave-one-out run's summary."""
+    rows = []
+    for culture, group in together["groups"].items():
+        alone = held_out[culture]["final"]
+        rows.append({"culture": culture, "in": group["accuracy"], "n_in": group["n"],
+                     "fear_in": fear_as_surprise(group["confusion_matrix"]),
+                     "held": alone["accuracy"], "n_held": alone["n"],
+                     "fear_held": fear_as_surprise(alone["confusion_matrix"])})
+    worst = min(rows, key=lambda r: r["in"])
+    return {"rows": rows, "worst_site": worst["culture"], "worst_accuracy": worst["in"],
+            "gap": max(r["in"] for r in rows) - worst["in"], "average": together["final"]["accuracy"],
+            "site_mean": sum(r["in"] for r in rows) / len(rows),
+            "held_mean": sum(r["held"] for r in rows) / len(rows)}
+
+
+def _simulate(out: Path, data: str, sets: list[str]) -> tuple[dict, str, float]:
     cmd = _CLI + ["simulate", "--data", data, "--out", str(out), "--overwrite", *[a for kv in sets for a in ("--set", kv)]]
+    seconds = float("nan")
     if not (out / "summary.json").is_file():
         print("+", " ".join(cmd), flush=True)
         start = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=REPO)
         seconds = time.perf_counter() - start
-    else:
-        seconds = float("nan")
-    return json.loads((out / "summary.json").read_text()), cmd, seconds
+    return json.loads((out / "summary.json").read_text()), " ".join(cmd), seconds
+
+
+def run_method(out: Path, data: str, sets: list[str]) -> dict:
+    together, cmd, seconds = _simulate(out / "all", data, ["partition=group", "num-clients=3", *sets])
+    commands, held_out = [cmd], {}
+    for culture in together["groups"]:
+        held_out[culture], cmd, _ = _simulate(out / f"without-{culture}", data,
+                                              ["partition=group", "num-clients=2", f"leave-out-group={culture}", *sets])
+        commands.append(cmd)
+    return {**summarize(together, held_out), "commands": commands, "seconds_all": seconds,
+            "seconds_run": together.get("seconds")}
+
+
+def comparison_rows(methods: dict[str, dict]) -> list[dict]:
+    """One row per method with its change against the first (reference) method, in points."""
+    ref = next(iter(methods.values()))
+    rows = []
+    for name, m in methods.items():
+        row = {"method": name, "worst_site": m["worst_site"], "worst": m["worst_accuracy"], "average": m["average"],
+               "site_mean": m["site_mean"], "gap": m["gap"], "held_mean": m["held_mean"],
+               "d_worst": 100 * (m["worst_accuracy"] - ref["worst_accuracy"]),
+               "d_average": 100 * (m["average"] - ref["average"]), "seconds": m.get("seconds_run")}
+        row["meets"] = "yes" if row["d_worst"] >= 5 and row["d_average"] >= -1 else "no"
+        rows.append(row)
+    return rows
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True, help="results file name (results/<name>.json|md)")
-    for culture in ("fer2013", "ckplus", "jaffe"):
+    for culture in CULTURES:
         p.add_argument(f"--{culture}", required=True, type=Path, help=f"{culture} folder")
     p.add_argument("--fer2013-train-per-class", type=int, default=300, help="FER2013 training images per class")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="simulate setting (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="simulate setting for every method")
+    p.add_argument("--method", action="append", default=[], metavar="'NAME: KEY=VALUE ...'",
+                   help="a method to compare (repeatable; the first is the reference; default: fedavg alone)")
     p.add_argument("--out", type=Path, help="run folders (default: runs/<name>)")
     args = p.parse_args()
+    methods_given = [parse_method(m) for m in (args.method or ["fedavg"])]
     out = (args.out or REPO / "runs" / args.name).resolve()
     manifest = fer2013_manifest(args.fer2013, out / "fer2013_subset.csv", per_class=args.fer2013_train_per_class)
     paths = {"fer2013": manifest, "ckplus": args.ckplus.resolve(), "jaffe": args.jaffe.resolve()}
     data = ",".join(f"{k}={v}" for k, v in paths.items())
-    commands, rows = [], []
-    together, cmd, seconds = _simulate(out / "all", data, ["partition=group", "num-clients=3", *args.set])
-    commands.append(" ".join(cmd))
-    for culture, group in together["groups"].items():
-        rows.append({"culture": culture, "in": group["accuracy"], "n_in": group["n"],
-                     "fear_in": fear_as_surprise(group["confusion_matrix"])})
-    for row in rows:
-        alone, cmd, _ = _simulate(out / f"without-{row['culture']}", data,
-                                  ["partition=group", "num-clients=2", f"leave-out-group={row['culture']}", *args.set])
-        commands.append(" ".join(cmd))
-        row.update(held=alone["final"]["accuracy"], n_held=alone["final"]["n"],
-                   fear_held=fear_as_surprise(alone["final"]["confusion_matrix"]))
-    worst = min(rows, key=lambda r: r["in"])
-    table = markdown_table(rows, [("culture", "culture", ""), ("in-culture accuracy (all three federated)", "in", ".4f"),
-                                  ("n", "n_in", "d"), ("held-out-culture accuracy (left out)", "held", ".4f"),
-                                  ("n", "n_held", "d"), ("fear -> surprise, in", "fear_in", ".2f"),
-                                  ("fear -> surprise, held out", "fear_held", ".2f")])
-    summary = (f"FedAvg, one client per culture: average in-culture accuracy {together['final']['accuracy']:.4f}, "
-               f"worst site {worst['culture']} {worst['in']:.4f}, gap {together['group_gap']:.4f}; first run "
-               f"{seconds:.0f} s.")
-    write_results(args.name, results={"rows": rows, "worst_site": worst["culture"], "worst_accuracy": worst["in"],
-                                      "gap": together["group_gap"], "average": together["final"]["accuracy"],
-                                      "commands": commands},
-                  table=table, notes=summary + "\n\nRuns:\n\n" + "\n".join(f"    {c}" for c in commands))
-    print(table + "\n\n" + summary)
+    methods = {}
+    for name, sets in methods_given:
+        methods[name] = {"settings": sets, **run_method(out / name, data, [*args.set, *sets])}
+        print(f"{name}: worst site {methods[name]['worst_site']} {methods[name]['worst_accuracy']:.4f}, "
+              f"average {methods[name]['average']:.4f}", flush=True)
+    per_culture = [{"method": n, **r} for n, m in methods.items() for r in m["rows"]]
+    table = markdown_table(comparison_rows(methods), [
+        ("method", "method", ""), ("worst site", "worst_site", ""), ("worst-site accuracy", "worst", ".4f"),
+        ("change (points)", "d_worst", "+.1f"), ("average (all test images)", "average", ".4f"),
+        ("change (points)", "d_average", "+.1f"), ("mean over sites", "site_mean", ".4f"), ("gap", "gap", ".4f"),
+        ("mean held-out-culture", "held_mean", ".4f"), (">= +5 worst, >= -1 average", "meets", ""),
+        ("seconds (all-cultures run)", "seconds", ".0f")])
+    table += "\n\n" + markdown_table(per_culture, [
+        ("method", "method", ""), ("culture", "culture", ""), ("in-culture accuracy (all three federated)", "in", ".4f"),
+        ("n", "n_in", "d"), ("held-out-culture accuracy (left out)", "held", ".4f"), ("n", "n_held", "d"),
+        ("fear -> surprise, in", "fear_in", ".2f"), ("fear -> surprise, held out", "fear_held", ".2f")])
+    notes = ["Methods (settings added to the common ones: " + " ".join(args.set) + "):", ""]
+    notes += [f"- {n}: {' '.join(m['settings']) or 'none (reference)'}" for n, m in methods.items()]
+    notes += ["", "Runs:", ""] + [f"    {c}" for m in methods.values() for c in m["commands"]]
+    write_results(args.name, results={"methods": methods, "common_settings": args.set}, table=table,
+                  notes="\n".join(notes))
+    print(table)
     return 0
 
 

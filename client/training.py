@@ -23,7 +23,8 @@ from fer_models.privacy import (PrivacyLedger, make_private, noise_for_target, p
 from fer_models.samples import ClipSet
 from fer_models.sites import LocalData
 from fer_models.task import build_model, evaluate_state
-from fer_models.wire import EPSILON, NUM_EXAMPLES, PARTITION_ID, TRAIN_STATISTICS, UNIFORM_WEIGHT, UNIT_IS_PERSON
+from fer_models.wire import (EPSILON, GLOBAL_LOSS, NUM_EXAMPLES, PARTITION_ID, TRAIN_STATISTICS, UNIFORM_WEIGHT,
+                             UNIT_IS_PERSON)
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
     model.to(device)
     partition_id = int(context.node_config.get("partition-id", -1))  # type: ignore[arg-type]  (a site may have none)
     seed = round_seed(cfg, partition_id if local.site is None else zlib.crc32(local.key.encode()), server_round)
+    # q-FedAvg's F_k(w): private, so only without DP (RunConfig.check refuses qfedavg under DP)
+    global_loss = (engine.evaluate(model=model, data=data, batch_size=cfg.eval_batch_size, device=device).loss
+                   if cfg.strategy == "qfedavg" and cfg.dp == "none" else None)
     torch.manual_seed(seed)  # dropout & co.: the same draws whichever process runs this client
     hp = training_hyperparams(cfg, num_samples=len(data))
     learning_rate = hp.learning_rate * lr_factor(schedule=hp.lr_schedule, server_round=server_round,
@@ -142,6 +146,8 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
     metrics.update({NUM_EXAMPLES: stats.num_examples, UNIFORM_WEIGHT: 1})
     if cfg.dp == "none":  # computed from private data outside any accounted mechanism: never sent under DP
         metrics.update(dict(zip(TRAIN_STATISTICS, (stats.loss, stats.accuracy, stats.samples_seen, stats.seconds))))
+        if global_loss is not None:
+            metrics[GLOBAL_LOSS] = global_loss
     return LocalResult(state=state, metrics=metrics)
 
 

@@ -89,12 +89,19 @@ class RunConfig:
                                 "that miss it count as dropped for that round", minimum=1.0)
     strategy: str = _opt("fedavg", "aggregation strategy (fedavgm: server momentum; fedadam/fedyogi: adaptive "
                          "server optimizers, Reddi et al. 2021)",
-                         choices=("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg"))
+                         choices=("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg",
+                                  "qfedavg"))
     max_update_norm_ratio: float = _opt(100.0, "the server rejects a client's update whose norm exceeds this many "
                                         "times the round's median update norm (non-finite updates are always "
                                         "rejected); 0 = no norm check; not applied under dp=client, whose "
                                         "clipping bounds every update", minimum=0.0)
     proximal_mu: float = _opt(0.01, "FedProx proximal term weight", minimum=0.0)
+    qfedavg_q: float = _opt(1.0, "qfedavg: fairness exponent q of q-FedAvg (Li et al. 2020): each site's update "
+                            "weighs with its example count times its loss**q, so sites the global model serves worse "
+                            "pull harder; 0 = FedAvg", minimum=0.0)
+    qfedavg_lipschitz: float = _opt(0.0, "qfedavg: the Lipschitz estimate L that damps q-FedAvg's step (large L, "
+                                    "small steps); 0 = 1/learning-rate, Flower's estimate, derived for SGD clients",
+                                    minimum=0.0)
     server_learning_rate: float = _opt(0.0, "server learning rate of fedavgm, fedadam and fedyogi; 0 = the "
                                        "strategy's default (SERVER_LR_DEFAULTS: fedavgm 1.0, fedadam/fedyogi 0.01)",
                                        minimum=0.0)
@@ -220,6 +227,9 @@ class RunConfig:
         """Cross-field checks that a single value cannot express."""
         if self.dp == "sample" and self.target_epsilon == 0.0 and self.noise_multiplier == 0.0:
             raise ConfigError("dp=sample needs noise-multiplier > 0 or target-epsilon > 0")
+        if self.strategy == "qfedavg" and self.qfedavg_lipschitz == 0 and self.learning_rate == 0:
+            raise ConfigError("strategy=qfedavg with learning-rate=0: q-FedAvg's default Lipschitz estimate is "
+                              "1/learning-rate; set qfedavg-lipschitz > 0 or learning-rate > 0")
         if self.augment_multiplicity > 1 and self.augment == "none":
             raise ConfigError(f"augment-multiplicity={self.augment_multiplicity} needs augment=standard (with "
                               f"augment=none the views would be identical)")

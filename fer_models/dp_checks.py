@@ -30,6 +30,10 @@ def check_privacy_settings(cfg: "RunConfig") -> None:
                               "labels change every sample's gradient, so one image's influence is no longer bounded "
                               "by the clipping norm; give public weights with class-weights=w1,...,w7, or set "
                               "class-balance=none")
+        if cfg.strategy == "qfedavg":
+            raise ConfigError("strategy=qfedavg with dp=sample: q-FedAvg weighs each update by the site's loss on its "
+                              "private training data, a release fedfer does not yet noise and account, so the "
+                              "reported epsilon would not hold; use strategy=fedavg (or dp=none for q-FedAvg)")
         if cfg.strategy == "fedprox":
             raise ConfigError("strategy=fedprox with dp=sample: Opacus replaces the gradient with the clipped, noised "
                               "per-sample gradients, so the proximal term would be silently dropped; use "

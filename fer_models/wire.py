@@ -36,6 +36,9 @@ PUBLIC_DP_METRICS = frozenset({
     *CLIENT_SETTINGS, "round-learning-rate", "optimizer-state-carried"})
 #: Reply metrics computed from private data, sent only without DP (they are not accounted).
 TRAIN_STATISTICS = ("train-loss", "train-accuracy", "samples-seen", "train-seconds")
+#: strategy=qfedavg: the received global model's mean loss on the client's training data, computed before local
+#: training (q-FedAvg's F_k(w)); like TRAIN_STATISTICS it is private and sent only without DP.
+GLOBAL_LOSS = "global-loss"
 
 #: Federated evaluation reply (a site's held-out split under the global model): the 7x7 confusion counts
 #: (row-major, rows = true class), the summed loss, the example count, faces found / fallbacks of the crop.
@@ -65,9 +68,9 @@ EVALUATION_NOT_SHARED = 4706
 #: The server refused to aggregate the update (non-finite, shape mismatch, outlier norm).
 UPDATE_REJECTED = 4801
 #: secure-aggregation=secaggplus: the client refuses a train message that would send its update unmasked.
-SECAGG_REQUIRED = 4705
+SECAGG_REQUIRED = 4707
 #: secure-aggregation=secaggplus: the client cannot mask its update (a weight over secagg-max-weight, ...).
-SECAGG_CLIENT_FAILED = 4706
+SECAGG_CLIENT_FAILED = 4708
 #: The server's SecAgg+ round halted (fewer clients than the reconstruction threshold left): nothing was aggregated.
 SECAGG_HALTED = 4802
 #: Recorded for a sampled client that did not reply (timeout or dropout).

@@ -7,8 +7,9 @@ import logging
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, FedYogi, Strategy
 
 from fer_models.config import RunConfig
-from fer_models.wire import UNIFORM_WEIGHT
+from fer_models.wire import GLOBAL_LOSS, UNIFORM_WEIGHT
 from server.client_dp import ClientClippedClientDP, ServerClippedClientDP, client_noise_multiplier
+from server.qfedavg import SizeWeightedQFedAvg
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ def make_strategy(cfg: RunConfig) -> Strategy:
         base = FedAdam(**common, eta=cfg.server_learning_rate)
     elif cfg.strategy == "fedyogi":
         base = FedYogi(**common, eta=cfg.server_learning_rate)
+    elif cfg.strategy == "qfedavg":  # L = 1 / client_learning_rate in Flower's QFedAvg; weighted by site size
+        lipschitz = cfg.qfedavg_lipschitz or 1.0 / cfg.learning_rate
+        base = SizeWeightedQFedAvg(**common, client_learning_rate=1.0 / lipschitz, q=cfg.qfedavg_q, train_loss_key=GLOBAL_LOSS)
     elif cfg.strategy == "fedmedian":
         base = FedMedian(**common)
     elif cfg.strategy == "fedtrimmedavg":

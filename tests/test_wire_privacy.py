@@ -93,3 +93,16 @@ def test_the_reply_tensors_are_the_trained_weights_not_the_data(flower_identity)
     loss = {name: engine.evaluate(model=m, data=data, batch_size=64, device=torch.device("cpu")).loss
             for name, m in (("sent", sent), ("trained", trained))}
     assert loss["trained"] < loss["sent"], loss  # it learned the client's data: the weights are trained ones
+
+
+def test_every_error_code_names_one_failure():
+    """Two failures sharing a code would be indistinguishable in the run record and in a site's logs."""
+    import fer_models.wire as wire
+
+    codes = {name: value for name, value in vars(wire).items()
+             if name.isupper() and isinstance(value, int) and not isinstance(value, bool) and value >= 4000}
+    assert len(codes) >= 10, codes
+    by_value: dict[int, list[str]] = {}
+    for name, value in codes.items():
+        by_value.setdefault(value, []).append(name)
+    assert {v: n for v, n in by_value.items() if len(n) > 1} == {}

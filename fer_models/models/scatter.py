@@ -10,7 +10,8 @@ normalises each clip's maps (statistics of that clip only: no information crosse
 
 The batch dimension stays first and intact (the transform runs on ``(B, C, T, H, W)`` as is), and
 the wavelet filters are non-persistent buffers: they are rebuilt from ``J``, ``L`` and the image
-size, never stored in a state_dict nor sent to the server.
+size, never stored in a state_dict nor sent to the server. A frame's maps are computed once per process
+(:mod:`fer_models.models.scatter_cache`): later epochs, rounds and evaluations of the same images reuse them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from fer_models.models.scatter_cache import memo
 
 #: GroupNorm groups on the scattering maps (27 groups of 3 for the 81 maps of J=2, L=8).
 SCATTER_NORM_GROUPS = 27
@@ -48,12 +51,14 @@ class ScatterFrontend(nn.Module):
         for name, buffer in list(self.scattering.named_buffers(recurse=False)):
             self.scattering.register_buffer(name, buffer, persistent=False)  # filters: rebuilt, never sent
         self.downsample = 2 ** J
+        self._tag = f"scattering J={J} L={L} {image_size}x{image_size}".encode()  # the memo's key prefix
         self.out_channels = in_channels * scatter_channels(J=J, L=L)
         self.norm = nn.GroupNorm(math.gcd(self.out_channels, SCATTER_NORM_GROUPS), self.out_channels, affine=False)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, h, w = x.shape
-        with torch.no_grad():  # fixed transform of the input: nothing to differentiate
-            maps = self.scattering(x.contiguous())  # (B, C, T, K, h', w')
-        maps = maps.permute(0, 1, 3, 2, 4, 5).reshape(b, self.out_channels, t, *maps.shape[-2:])
+        with torch.no_grad():  # fixed transform of the input: nothing to differentiate; each frame's maps once
+            maps = memo().maps(x.reshape(b * c * t, h, w), tag=self._tag, compute=self.scattering)  # (N, K, h', w')
+        maps = maps.reshape(b, c, t, *maps.shape[1:]).permute(0, 1, 3, 2, 4, 5)
+        maps = maps.reshape(b, self.out_channels, t, *maps.shape[-2:])
         return self.norm(maps)

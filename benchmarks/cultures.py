@@ -117,6 +117,29 @@ def comparison_rows(methods: dict[str, dict]) -> list[dict]:
     return rows
 
 
+def plot(methods: dict[str, dict], path: Path) -> None:
+    """In-culture (left) and held-out-culture (right) accuracy per culture, one bar per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    cultures = [r["culture"] for r in next(iter(methods.values()))["rows"]]
+    width = 0.8 / len(methods)
+    for ax, key, title in zip(fig.subplots(1, 2, sharey=True), ("in", "held"),
+                              ("in-culture (all three federated)", "held-out culture (left out of training)")):
+        for i, (name, m) in enumerate(methods.items()):
+            by_culture = {r["culture"]: r[key] for r in m["rows"]}
+            ax.bar([c + i * width for c in range(len(cultures))], [by_culture[c] for c in cultures], width,
+                   label=name)
+        ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cultures))], cultures)
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+    fig.axes[0].set_ylabel("accuracy")
+    fig.axes[1].legend(fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True, help="results file name (results/<name>.json|md)")
@@ -152,8 +175,10 @@ def main() -> int:
     notes = ["Methods (settings added to the common ones: " + " ".join(args.set) + "):", ""]
     notes += [f"- {n}: {' '.join(m['settings']) or 'none (reference)'}" for n, m in methods.items()]
     notes += ["", "Runs:", ""] + [f"    {c}" for m in methods.values() for c in m["commands"]]
-    write_results(args.name, results={"methods": methods, "common_settings": args.set}, table=table,
-                  notes="\n".join(notes))
+    notes += ["", f"Plot: `benchmarks/results/{args.name}.png`."]
+    jpath, _ = write_results(args.name, results={"methods": methods, "common_settings": args.set}, table=table,
+                             notes="\n".join(notes))
+    plot(methods, jpath.with_suffix(".png"))
     print(table)
     return 0
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import subprocess
 import sys
@@ -52,6 +53,11 @@ def fear_as_surprise(matrix: list[list[int]]) -> float | None:
     return matrix[FEAR][SURPRISE] / fear if fear else None
 
 
+def ci95(accuracy: float, n: int) -> float:
+    """Half-width of the normal-approximation 95% interval of an accuracy measured on n images."""
+    return 1.96 * math.sqrt(accuracy * (1 - accuracy) / n) if n else float("nan")
+
+
 def parse_method(text: str) -> tuple[str, list[str]]:
     """``"NAME: k=v k2=v2"`` -> ``("NAME", ["k=v", "k2=v2"])``; a bare ``NAME`` has no settings."""
     name, _, rest = text.partition(":")
@@ -71,6 +77,7 @@ def summarize(together: dict, held_out: dict[str, dict]) -> dict:
     for culture, group in together["groups"].items():
         alone = held_out[culture]["final"]
         rows.append({"culture": culture, "in": group["accuracy"], "n_in": group["n"],
+                     "ci_in": ci95(group["accuracy"], group["n"]),
                      "fear_in": fear_as_surprise(group["confusion_matrix"]),
                      "held": alone["accuracy"], "n_held": alone["n"],
                      "fear_held": fear_as_surprise(alone["confusion_matrix"])})
@@ -170,7 +177,8 @@ def main() -> int:
         ("seconds (all-cultures run)", "seconds", ".0f")])
     table += "\n\n" + markdown_table(per_culture, [
         ("method", "method", ""), ("culture", "culture", ""), ("in-culture accuracy (all three federated)", "in", ".4f"),
-        ("n", "n_in", "d"), ("held-out-culture accuracy (left out)", "held", ".4f"), ("n", "n_held", "d"),
+        ("n", "n_in", "d"), ("+- 95%", "ci_in", ".3f"), ("held-out-culture accuracy (left out)", "held", ".4f"),
+        ("n", "n_held", "d"),
         ("fear -> surprise, in", "fear_in", ".2f"), ("fear -> surprise, held out", "fear_held", ".2f")])
     notes = ["Methods (settings added to the common ones: " + " ".join(args.set) + "):", ""]
     notes += [f"- {n}: {' '.join(m['settings']) or 'none (reference)'}" for n, m in methods.items()]

@@ -37,6 +37,7 @@ def test_worst_site_gap_and_held_out_come_from_the_right_runs():
     assert m["gap"] == pytest.approx(0.4) and m["site_mean"] == pytest.approx(1.7 / 3)
     assert m["held_mean"] == pytest.approx(0.2)
     assert [r["held"] for r in m["rows"]] == [0.3, 0.2, 0.1]
+    assert m["rows"][1]["ci_in"] == pytest.approx(1.96 * (0.4 * 0.6 / 5) ** 0.5)
     assert m["rows"][0]["fear_in"] == 0.5 and m["rows"][0]["fear_held"] == 0.25
     assert fear_as_surprise([[0] * 7 for _ in range(7)]) is None
 

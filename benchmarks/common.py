@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -80,7 +81,7 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str
 def write_results(name: str, *, results: Any, table: str, notes: str = "") -> tuple[Path, Path]:
     """``results/<name>.json`` (figures + provenance) and ``results/<name>.md`` (the table)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv),
+    meta = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": shlex.join(sys.argv),
             "commit": git_commit(), "machine": machine()}
     jpath, mpath = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
     jpath.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")

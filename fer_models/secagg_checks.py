@@ -44,7 +44,8 @@ def check_secure_aggregation(cfg: "RunConfig") -> None:
     where = "secure-aggregation=secaggplus"
     if cfg.strategy not in SUM_STRATEGIES:
         raise ConfigError(f"strategy={cfg.strategy} with {where}: a median, trimmed mean or q-FedAvg needs every "
-                          f"client's own update, and the server sees only their sum; use strategy={' | '.join(SUM_STRATEGIES)}")
+                          f"client's own update, and the server sees only their sum; use "
+                          f"strategy={' | '.join(SUM_STRATEGIES)}")
     if cfg.dp == "client" and cfg.client_clipping == "server":
         raise ConfigError(f"dp=client with client-clipping=server and {where}: the server cannot clip updates it never "
                           f"sees; set client-clipping=client (clipping on the clients, noise on the unmasked sum)")

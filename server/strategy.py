@@ -43,7 +43,8 @@ def make_strategy(cfg: RunConfig) -> Strategy:
         base = FedYogi(**common, eta=cfg.server_learning_rate)
     elif cfg.strategy == "qfedavg":  # L = 1 / client_learning_rate in Flower's QFedAvg; weighted by site size
         lipschitz = cfg.qfedavg_lipschitz or 1.0 / cfg.learning_rate
-        base = SizeWeightedQFedAvg(**common, client_learning_rate=1.0 / lipschitz, q=cfg.qfedavg_q, train_loss_key=GLOBAL_LOSS)
+        base = SizeWeightedQFedAvg(**common, client_learning_rate=1.0 / lipschitz, q=cfg.qfedavg_q,
+                                   train_loss_key=GLOBAL_LOSS)
     elif cfg.strategy == "fedmedian":
         base = FedMedian(**common)
     elif cfg.strategy == "fedtrimmedavg":

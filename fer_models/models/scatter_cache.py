@@ -3,8 +3,8 @@
 The ScatterNet front-end has no trainable parameters, so the maps of a given frame never change; on
 2 cores the transform costs about as much as the rest of a training step, and every round, epoch and
 evaluation recomputes it for the same images. The memo keys each frame by its content (a 128-bit
-BLAKE2b digest of its values, their dtype and shape, and the transform's J, L and input size), so an augmented or
-otherwise changed frame is simply a miss, never served stale maps. It lives in the process (a Ray
+BLAKE2b digest of its values, their dtype and shape, and the transform's J, L and input size), so an
+augmented or otherwise changed frame is simply a miss, never served stale maps. It lives in the process (a Ray
 worker, a SuperNode's ClientApp process, the ServerApp), across the models each round builds, and is
 bounded in bytes: once full it keeps what it has and computes the rest as before (training passes over
 the same images in the same cycle every epoch, so evicting would turn every later lookup into a miss).
@@ -15,14 +15,11 @@ FER2013); ``FEDFER_SCATTER_CACHE_MB`` sets it (0 turns the memo off).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from typing import Callable
 
 import torch
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 ENV_MB = "FEDFER_SCATTER_CACHE_MB"
 DEFAULT_MB = 2048
@@ -60,20 +57,12 @@ class MapMemo:
         tag = tag + f" {flat.dtype} {tuple(flat.shape[1:])} ".encode()  # float64 maps never serve a float32 model
         keys = [hashlib.blake2b(tag + row.numpy().tobytes(), digest_size=16).digest() for row in flat]
         missing = [i for i, k in enumerate(keys) if k not in self._maps]
-        fresh = compute(frames[missing]) if missing else None
+        fresh = dict(zip(missing, compute(frames[missing]))) if missing else {}
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        if fresh is not None:
-            for j, i in enumerate(missing):
-                self._store(keys[i], fresh[j].detach().to("cpu").clone())
-        found = {i: fresh[j] for j, i in enumerate(missing)} if fresh is not None else {}
-        out = []
-        for i, k in enumerate(keys):
-            if i in found:
-                out.append(found[i])
-            else:
-                out.append(self._maps[k].to(frames.device))
-        return torch.stack(out)
+        for i, value in fresh.items():
+            self._store(keys[i], value.detach().to("cpu").clone())
+        return torch.stack([fresh[i] if i in fresh else self._maps[k].to(frames.device) for i, k in enumerate(keys)])
 
     def _store(self, key: bytes, value: Tensor) -> None:
         size = value.numel() * value.element_size()

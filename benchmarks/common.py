@@ -124,6 +124,15 @@ def tree_memory(root: int) -> dict[str, int]:
     return out
 
 
+def simulate_command(sets: dict[str, Any], *, out: Path, data: str | None = None) -> list[str]:
+    """The ``fedfer simulate`` subprocess command (this interpreter) of one benchmark run."""
+    cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--out", str(out), "--overwrite"]
+    cmd += ["--data", data] if data else []
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={value}"]
+    return cmd
+
+
 def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll_s: float = 0.2,
                memory_every_s: float = 2.0) -> dict[str, Any]:
     """Run ``fedfer simulate`` in a subprocess, watching its rounds and the memory of its process tree.
@@ -140,10 +149,7 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
     A one-round run has no steady round: only wall, rounds and memory are returned.
     """
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--out", str(out), "--overwrite"]
-    cmd += ["--data", data] if data else []
-    for key, value in sets.items():
-        cmd += ["--set", f"{key}={value}"]
+    cmd = simulate_command(sets, out=out, data=data)
     metrics = out / "metrics.jsonl"
     metrics.unlink(missing_ok=True)
     seen: list[float] = []  # when each metrics.jsonl line was first seen

@@ -25,15 +25,12 @@ import argparse
 import json
 import math
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import REPO, markdown_table, write_results  # noqa: E402
+from benchmarks.common import REPO, markdown_table, parse_pairs, run_fedfer, simulate_command, write_results  # noqa: E402
 
-_CLI = [sys.executable, "-m", "simulation.cli"]
 FEAR, SURPRISE = 2, 5
 CULTURES = ("fer2013", "ckplus", "jaffe")
 
@@ -89,14 +86,16 @@ def summarize(together: dict, held_out: dict[str, dict]) -> dict:
 
 
 def _simulate(out: Path, data: str, sets: list[str]) -> tuple[dict, str, float]:
-    cmd = _CLI + ["simulate", "--data", data, "--out", str(out), "--overwrite", *[a for kv in sets for a in ("--set", kv)]]
-    seconds = float("nan")
+    """One ``fedfer simulate`` run (benchmarks.common.run_fedfer), or the finished one already in ``out``."""
+    pairs = parse_pairs(sets, flag="--method")
+    cmd, seconds = " ".join(simulate_command(pairs, out=out, data=data)[1:]), float("nan")
     if not (out / "summary.json").is_file():
-        print("+", " ".join(cmd), flush=True)
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=REPO)
-        seconds = time.perf_counter() - start
-    return json.loads((out / "summary.json").read_text()), " ".join(cmd), seconds
+        print("+", cmd, flush=True)
+        run = run_fedfer(pairs, out=out, data=data)
+        if "error" in run:
+            raise SystemExit(f"{out}: fedfer simulate failed ({run['error']})")
+        seconds = run["wall_s"]
+    return json.loads((out / "summary.json").read_text()), cmd, seconds
 
 
 def run_method(out: Path, data: str, sets: list[str]) -> dict:

@@ -64,7 +64,8 @@ class RunConfig:
     cache_dir: str = _opt("", "where decoded datasets and pre-trained initial models are cached; "
                           "empty = $FEDFER_CACHE or ~/.cache/fedfer")
     # --- model --------------------------------------------------------------------------------
-    model: str = _opt("cnn", "model name from the registry (fedfer models lists them)")
+    model: str = _opt("cnn_rnn", "model name from the registry (fedfer models lists them; cnn_rnn, the hybrid "
+                      "CNN-RNN, is fedfer's model; cnn is its static baseline)")
     rnn: str = _opt("gru", "recurrent cell of cnn_rnn", choices=("gru", "lstm"))
     temporal_attention: bool = _opt(False, "cnn_rnn: attention over the RNN outputs instead of the last one")
     activation: str = _opt("relu", "activation of the models' conv blocks (tanh trains better under DP-SGD)",

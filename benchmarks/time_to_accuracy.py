@@ -104,6 +104,8 @@ def main() -> None:
                     help="training images (FER2013: 28,709): the expected sample gradients of DP rounds")
     ap.add_argument("--name", default="", help="results name (default time_to_accuracy[_dp])")
     ap.add_argument("--add", action="store_true", help="add these settings to the cells already in the results file")
+    ap.add_argument("--add-from", default="", help="with --add: the results name whose other cells are kept "
+                    "(default: --name), e.g. a centralized cell measured with the same --set")
     args = ap.parse_args()
     name = args.name or ("time_to_accuracy_dp" if args.dp else "time_to_accuracy")
     thresholds = [float(t) for t in args.thresholds.split(",")]
@@ -111,7 +113,7 @@ def main() -> None:
     if args.add:  # keep the cells of an earlier run of the same benchmark (its own command stays with each)
         import json
 
-        earlier = json.loads((RESULTS / f"{name}.json").read_text())["results"]["cells"]
+        earlier = json.loads((RESULTS / f"{args.add_from or name}.json").read_text())["results"]["cells"]
         cells = [c for c in earlier if c["setting"] not in args.settings.split(",")]
         curves = {c["setting"]: c["curve"] for c in cells if "curve" in c}
     for setting in args.settings.split(","):
@@ -178,7 +180,7 @@ def report(name: str, *, args: argparse.Namespace, cells: list[dict[str, Any]], 
              f"Plot: `benchmarks/results/{png.name}`. Each cell was measured "
              + "; ".join(f"{c['setting']}: {c.get('measured', 'in an earlier run (before cells carried a date)')}"
                          for c in cells)
-             + (" (--add: cells not named in --settings were kept from the earlier results file)" if args.add else "")
+             + (f" (--add: cells not named in --settings were kept from {args.add_from or name}.json)" if args.add else "")
              + ". Commands: "
              + "; ".join(f"`{c['command']}`" for c in cells))
     write_results(name, table=table, notes=notes, results={"args": vars(args), "cells": cells})

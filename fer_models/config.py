@@ -106,7 +106,8 @@ class RunConfig:
     server_learning_rate: float = _opt(0.0, "server learning rate of fedavgm, fedadam and fedyogi; 0 = the "
                                        "strategy's default (SERVER_LR_DEFAULTS: fedavgm 1.0, fedadam/fedyogi 0.01)",
                                        minimum=0.0)
-    server_momentum: float = _opt(0.9, "fedavgm: momentum of the server's update", minimum=0.0, maximum=0.999)
+    server_momentum: float = _opt(0.5, "fedavgm: momentum of the server's update (0.5 measured best of 0.5 / 0.8 on "
+                                  "FER2013, README Federated convergence)", minimum=0.0, maximum=0.999)
     partition: str = _opt("iid", "how training data is split over clients",
                           choices=("iid", "dirichlet", "shard", "quantity", "group"))
     dirichlet_alpha: float = _opt(0.5, "Dirichlet concentration for partition=dirichlet (smaller = more skew)",

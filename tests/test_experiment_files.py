@@ -30,4 +30,4 @@ def test_the_federated_recipe_spends_twenty_epochs_of_fer2013():
     cfg = resolve_config(experiment=next(p for p in EXPERIMENTS if p.name == "fer2013-federated.yaml"))
     sample_gradients = cfg.num_server_rounds * cfg.num_clients * cfg.local_steps * cfg.batch_size
     assert abs(sample_gradients / 28_709 - 20) < 0.1
-    assert (cfg.strategy, cfg.frontend, cfg.model) == ("fedavgm", "scatter", "cnn_rnn")
+    assert (cfg.strategy, cfg.frontend, cfg.model, cfg.optimizer_state) == ("fedavgm", "scatter", "cnn_rnn", "client")

@@ -21,7 +21,7 @@ from simulation.cli import main
 from simulation.cmd_predict import prepare_face
 
 SETTINGS = {"data-format": "synthetic", "synthetic-per-class": 20, "synthetic-eval-per-class": 10,
-            "eval-batch-size": 32}
+            "eval-batch-size": 32, "model": "cnn"}
 
 
 def _store():

@@ -63,7 +63,7 @@ def test_the_cache_misses_when_anything_that_decides_the_pretrained_weights_chan
     base = _cached_cfg(tmp_path)
     key = pretrain_cache_path(build_model(base), cfg=base)
     assert key == pretrain_cache_path(build_model(base), cfg=_cached_cfg(tmp_path, **{"num-clients": 7}))
-    for change in ({"pretrain-epochs": 3}, {"seed": 1}, {"model": "cnn_rnn"}, {"activation": "tanh"}, {"synthetic-per-class": 81},
+    for change in ({"pretrain-epochs": 3}, {"seed": 1}, {"model": "cnn"}, {"activation": "tanh"}, {"synthetic-per-class": 81},
                    {"clip-length": 3}):
         cfg = _cached_cfg(tmp_path, **change)
         assert pretrain_cache_path(build_model(cfg), cfg=cfg) != key, change

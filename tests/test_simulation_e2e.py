@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory) -> Path:
     cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--out", str(out),
            "--set", "num-clients=2", "--set", f"num-server-rounds={ROUNDS}",
            "--set", "synthetic-per-class=100", "--set", "synthetic-eval-per-class=20",
-           "--set", "local-epochs=4", "--set", "batch-size=32", "--set", "fraction-evaluate=1.0"]
+           "--set", "local-epochs=6", "--set", "batch-size=32", "--set", "fraction-evaluate=1.0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, f"simulate failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     (tmp / "console.txt").write_text(proc.stdout + proc.stderr)

@@ -75,7 +75,7 @@ def test_a_supernode_killed_mid_round_is_recorded_as_dropout_and_a_restarted_one
     out = tmp_path / "run"
     cfg = RunConfig.from_flat({"synthetic-per-class": 30, "synthetic-eval-per-class": 10, "num-clients": 3,
                                "num-server-rounds": 3, "min-train-clients": 2, "min-available-clients": 3,
-                               "round-timeout": 40.0, "local-epochs": 1, "out-dir": str(out),
+                               "round-timeout": 90.0, "local-epochs": 1, "out-dir": str(out),
                                "overwrite": True})
     deployment = LocalDeployment(work_dir=tmp_path / "deploy", num_nodes=3, echo=lambda line: None)
     events: dict[str, float] = {}

@@ -112,7 +112,8 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
         persons, unit = privacy_units(cfg, local)
         units = len(persons) if persons is not None else len(data)
         q = sample_rate_for(batch_size=hp.batch_size, num_samples=units)
-        steps = cfg.local_steps or cfg.local_epochs * steps_per_epoch(q)  # what the ledger composes
+        local_steps = cfg.local_steps_for(num_samples=units, batch_size=hp.batch_size)  # ~ fraction / q
+        steps = local_steps or cfg.local_epochs * steps_per_epoch(q)  # what the ledger composes
         noise = _noise_multiplier(cfg, stored_noise, sample_rate=q, steps_per_round=steps, unit=unit)
         projected = ledger.with_steps(noise_multiplier=noise, sample_rate=q, steps=steps)
         eps_after = projected.epsilon(delta=cfg.target_delta)
@@ -126,7 +127,7 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
                              max_grad_norm=hp.max_grad_norm, ledger=ledger, grad_sample_mode=cfg.grad_sample_mode)
         stats = engine.train(model=parts.model, data=data, optimizer=parts.optimizer, loader=parts.loader,
                              epochs=cfg.local_epochs, device=device, augment=augment, class_weights=weights,
-                             physical_batch_size=hp.physical_batch_size, persons=persons, max_steps=cfg.local_steps,
+                             physical_batch_size=hp.physical_batch_size, persons=persons, max_steps=local_steps,
                              **recipe)
         ledger = parts.ledger()
         where.save(context, ledger, noise_multiplier=noise, unit=unit, delta=cfg.target_delta)  # before replying
@@ -134,10 +135,12 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
                         "noise-multiplier": noise, "sample-rate": q, "dp-steps": ledger.total_steps})
         trained = parts.model
     else:
-        loader = engine.index_loader(len(data), batch_size=min(hp.batch_size, len(data)), seed=seed)
+        batch = min(hp.batch_size, len(data))
+        loader = engine.index_loader(len(data), batch_size=batch, seed=seed)
+        local_steps = cfg.local_steps_for(num_samples=len(data), batch_size=batch)
         stats = engine.train(model=model, data=data, optimizer=optimizer, loader=loader,
-                             epochs=cfg.local_epochs, device=device, augment=augment,
-                             class_weights=weights, proximal_mu=proximal_mu, max_steps=cfg.local_steps, **recipe)
+                             epochs=cfg.local_epochs, device=device, augment=augment, class_weights=weights,
+                             proximal_mu=proximal_mu, max_steps=local_steps, **recipe)
         trained = model
     if hp.optimizer_state == "client":
         keep_optimizer(context, optimizer)  # built from noised gradients: post-processing, stays here

@@ -121,6 +121,13 @@ class RunConfig:
     local_steps: int = _opt(0, "optimizer steps per client per round instead of local-epochs passes (the same "
                             "number at every client, whatever its size; under DP each step is one Poisson batch); "
                             "0 = local-epochs", minimum=0)
+    local_epoch_fraction: float = _opt(0.0, "local work per round as a fraction of the client's own epoch: each client "
+                                       "takes max(1, round(fraction x its batches per epoch)) optimizer steps "
+                                       "(batches per epoch = ceil(training samples / batch-size), = 1 / sample rate "
+                                       "under DP), so every client passes over its "
+                                       "data equally often whatever its size, where local-steps gives a 700-image "
+                                       "client as many steps as a 10,000-image one; 0 = off", minimum=0.0,
+                                       maximum=64.0)
     batch_size: int = _opt(64, "training batch size (expected batch size under DP)", minimum=1)
     eval_batch_size: int = _opt(512, "evaluation batch size", minimum=1)
     learning_rate: float = _opt(3e-3, "client learning rate", minimum=0.0)
@@ -235,6 +242,9 @@ class RunConfig:
         if self.augment_multiplicity > 1 and self.augment == "none":
             raise ConfigError(f"augment-multiplicity={self.augment_multiplicity} needs augment=standard (with "
                               f"augment=none the views would be identical)")
+        if self.local_steps and self.local_epoch_fraction:
+            raise ConfigError(f"local-steps={self.local_steps} and local-epoch-fraction={self.local_epoch_fraction:g} "
+                              f"both size the local work of a round: set one of them (the other to 0)")
         if self.min_train_clients > self.num_clients:
             raise ConfigError(f"min-train-clients={self.min_train_clients} exceeds "
                               f"num-clients={self.num_clients}")
@@ -266,6 +276,16 @@ class RunConfig:
         if self.target_epsilon > 0:
             return self.target_epsilon
         return float("inf")
+
+    def local_steps_for(self, *, num_samples: int, batch_size: int) -> int:
+        """Optimizer steps a client with ``num_samples`` training units takes per round: local-steps, or
+        local-epoch-fraction of its own epoch of ceil(num_samples / batch_size) batches, rounded half up (at
+        least 1); 0 = whole local-epochs passes."""
+        if self.local_steps:
+            return self.local_steps
+        if self.local_epoch_fraction > 0:
+            return max(1, math.floor(self.local_epoch_fraction * math.ceil(num_samples / batch_size) + 0.5))
+        return 0
 
     @property
     def clients_per_round(self) -> int:

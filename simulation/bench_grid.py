@@ -23,8 +23,8 @@ SECTIONS = ("common", "strategies", "settings", "profiles")
 #: Grid-only profile keys (not run settings).
 PROFILE_EXTRAS = ("epochs", "local-epochs", "federated-fraction", "budget-minutes")
 #: Keys the budget and the bench set for every cell; a grid file may not set them.
-MANAGED = ("num-server-rounds", "local-epochs", "local-steps", "fraction-train", "data-path", "out-dir", "overwrite",
-           "resume-from", "run-name")
+MANAGED = ("num-server-rounds", "local-epochs", "local-steps", "local-epoch-fraction", "fraction-train", "data-path",
+           "out-dir", "overwrite", "resume-from", "run-name")
 #: Keys that change how many sample gradients a cell computes: profile-wide only.
 BUDGET_KEYS = ("epochs", "local-epochs", "federated-fraction", "max-train-samples")
 

@@ -95,3 +95,37 @@ def test_fedavgm_moves_by_lr_times_the_momentum_of_the_averaged_updates(flower_i
     v2 = beta * d1 + c
     np.testing.assert_allclose(r2.to_numpy_ndarrays()[0], w1 + lr * v2, rtol=1e-5)
 
+
+
+def test_local_epoch_fraction_gives_each_client_steps_in_proportion_to_its_own_data():
+    cfg = RunConfig.from_flat({"local-epoch-fraction": 1 / 3})
+    # the Dirichlet 0.5 split of FER2013 over 10 clients holds clients of 689 and 9,815 images
+    assert cfg.local_steps_for(num_samples=9815, batch_size=64) == 51  # 154 batches / 3 = 51.3
+    assert cfg.local_steps_for(num_samples=689, batch_size=64) == 4  # 11 batches / 3 = 3.7
+    half = RunConfig.from_flat({"local-epoch-fraction": 0.5})
+    assert half.local_steps_for(num_samples=42, batch_size=16) == 2  # 3 batches / 2 = 1.5: half up
+    assert cfg.local_steps_for(num_samples=20, batch_size=64) == 1  # never 0 (0 would mean whole epochs)
+    assert RunConfig.from_flat({"local-steps": 15}).local_steps_for(num_samples=9815, batch_size=64) == 15
+    assert RunConfig.from_flat({}).local_steps_for(num_samples=9815, batch_size=64) == 0  # local-epochs decide
+    with pytest.raises(ConfigError, match="local-steps=15 and local-epoch-fraction=0.5"):
+        RunConfig.from_flat({"local-steps": 15, "local-epoch-fraction": 0.5})
+
+
+def test_a_client_with_a_local_epoch_fraction_sees_that_fraction_of_its_data(flower_identity):
+    cfg = RunConfig.from_flat({**SMALL, "dp": "none", "local-epoch-fraction": 0.5, "num-server-rounds": 1})
+    (reply,) = _run_rounds(cfg, _context(cfg, 0), 1)
+    metrics = reply.content["metrics"]
+    n = int(metrics["num-examples"])
+    steps = int(0.5 * -(-n // 16) + 0.5)  # half of its ceil(n / 16) batches, rounded half up
+    assert 1 <= steps <= n // 16  # whole batches only, less than one pass
+    assert metrics["samples-seen"] == steps * 16
+
+
+def test_a_dp_client_with_a_local_epoch_fraction_composes_fraction_over_sample_rate_steps(flower_identity):
+    cfg = RunConfig.from_flat({**SMALL, "local-epoch-fraction": 0.5, "num-server-rounds": 2})
+    replies = _run_rounds(cfg, _context(cfg, 0), 2)
+    metrics = [r.content["metrics"] for r in replies]
+    q = metrics[0]["sample-rate"]  # 1 / batches per epoch
+    steps = int(0.5 / q + 0.5)
+    assert steps >= 1 and [m["dp-steps"] for m in metrics] == [steps, 2 * steps]
+    assert metrics[1]["epsilon"] == pytest.approx(_independent_epsilon(1.1, q, 2 * steps, cfg.target_delta), rel=1e-6)

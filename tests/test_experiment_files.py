@@ -28,6 +28,8 @@ def test_each_experiment_file_resolves_and_its_values_take_effect(path: Path):
 
 def test_the_federated_recipe_spends_twenty_epochs_of_fer2013():
     cfg = resolve_config(experiment=next(p for p in EXPERIMENTS if p.name == "fer2013-federated.yaml"))
-    sample_gradients = cfg.num_server_rounds * cfg.num_clients * cfg.local_steps * cfg.batch_size
-    assert abs(sample_gradients / 28_709 - 20) < 0.1
+    # every client passes over a third of its own data per round: 60 rounds = 20 epochs at every client
+    assert cfg.local_steps == 0 and abs(cfg.num_server_rounds * cfg.local_epoch_fraction - 20) < 0.01
+    # an IID tenth of FER2013's 28,709 Training images (2,870 or 2,871) takes 15 steps of 64, as measured
+    assert {cfg.local_steps_for(num_samples=n, batch_size=cfg.batch_size) for n in (2870, 2871)} == {15}
     assert (cfg.strategy, cfg.frontend, cfg.model, cfg.optimizer_state) == ("fedavgm", "scatter", "cnn_rnn", "client")

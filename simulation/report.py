@@ -29,12 +29,23 @@ DPI = 100
 EXTRA_FIGURES = (("partition.png", "Client partition (samples per class)"),
                  ("attention.png", "Attention maps of the final model"))
 _SETTINGS = ("model", "rnn", "clip-length", "num-clients", "num-server-rounds", "fraction-train", "strategy",
-             "partition", "dirichlet-alpha", "classes-per-client", "local-epochs", "batch-size", "learning-rate",
+             "partition", "dirichlet-alpha", "classes-per-client", "local-epochs", "local-steps", "local-epoch-fraction",
+             "batch-size", "learning-rate",
              "optimizer", "augment", "class-balance", "dp", "dp-recipe", "frontend", "activation", "pretrain-epochs",
              "privacy-unit", "noise-multiplier", "target-epsilon", "target-delta", "max-grad-norm", "seed")
 _ONLY_IF = {"rnn": ("model", "cnn_rnn"), "dirichlet-alpha": ("partition", "dirichlet"),
             "classes-per-client": ("partition", "shard")}
+#: The keys that can size a client's local work: the report shows the one that did (see _local_work).
+_LOCAL_WORK = ("local-epochs", "local-steps", "local-epoch-fraction")
 _DP_KEYS = ("dp-recipe", "privacy-unit", "noise-multiplier", "target-epsilon", "target-delta", "max-grad-norm")
+
+
+def _local_work(config: dict[str, Any]) -> str:
+    """The key that sized each client's local work: local-steps, else local-epoch-fraction, else local-epochs."""
+    for key in ("local-steps", "local-epoch-fraction"):
+        if float(config.get(key) or 0) > 0:
+            return key
+    return "local-epochs"
 
 
 class ReportError(ValueError):
@@ -252,7 +263,8 @@ def _markdown(*, run_dir: Path, summary: dict[str, Any] | None, rows: Sequence[d
             f"{', '.join(f'{k}={v}' for k, v in dataset.get('sizes', {}).items()) or '?'} |", ""]
     settings = [k for k in _SETTINGS if k in config and (k not in _ONLY_IF or config.get(_ONLY_IF[k][0])
                                                          == _ONLY_IF[k][1])
-                and (k not in _DP_KEYS or config.get("dp", "none") != "none")]
+                and (k not in _DP_KEYS or config.get("dp", "none") != "none")
+                and (k not in _LOCAL_WORK or k == _local_work(config))]
     out += ["## Settings", "", "| setting | value |", "|---|---|"]
     out += [f"| {k} | {config[k]} |" for k in settings] + ["", f"All settings (as they ran, the DP recipe's "
                                                               f"included): `config.json`; per round: "

@@ -159,3 +159,19 @@ def test_partition_heatmap_rejects_a_histogram_without_7_classes(tmp_path: Path)
         plot_partition_heatmap(histogram=np.ones((3, 5)), groups=None, path=tmp_path / "p.png")
     with pytest.raises(ValueError, match="one per client"):
         plot_partition_heatmap(histogram=np.ones((3, 7)), groups=["a"], path=tmp_path / "p.png")
+
+
+@pytest.mark.parametrize("local, shown, value", [
+    ({"local-epochs": 3, "local-steps": 0, "local-epoch-fraction": 0.0}, "local-epochs", "3"),
+    ({"local-epochs": 3, "local-steps": 15, "local-epoch-fraction": 0.0}, "local-steps", "15"),
+    ({"local-epochs": 3, "local-steps": 0, "local-epoch-fraction": 0.33333}, "local-epoch-fraction", "0.33333"),
+])
+def test_the_settings_table_shows_the_key_that_sized_the_local_work(tmp_path: Path, local, shown, value) -> None:
+    run = make_run(tmp_path, epsilon=False)
+    for name in ("config.json", "summary.json"):
+        data = json.loads((run / name).read_text())
+        (data if name == "config.json" else data["config"]).update(local)
+        (run / name).write_text(json.dumps(data))
+    write_report(run_dir=run)
+    rows = [line for line in (run / "report.md").read_text().splitlines() if line.startswith("| local-")]
+    assert rows == [f"| {shown} | {value} |"]  # local-epochs = 3 did not run when another key sized the work

@@ -124,10 +124,9 @@ class RunConfig:
     local_epoch_fraction: float = _opt(0.0, "local work per round as a fraction of the client's own epoch: each client "
                                        "takes max(1, round(fraction x its batches per epoch)) optimizer steps "
                                        "(batches per epoch = ceil(training samples / batch-size), = 1 / sample rate "
-                                       "under DP), so every client passes over its "
-                                       "data equally often whatever its size, where local-steps gives a 700-image "
-                                       "client as many steps as a 10,000-image one; 0 = off", minimum=0.0,
-                                       maximum=64.0)
+                                       "under DP), so every client passes over its data equally often whatever its "
+                                       "size, where local-steps gives a 700-image client as many steps as a "
+                                       "10,000-image one; 0 = off", minimum=0.0, maximum=64.0)
     batch_size: int = _opt(64, "training batch size (expected batch size under DP)", minimum=1)
     eval_batch_size: int = _opt(512, "evaluation batch size", minimum=1)
     learning_rate: float = _opt(3e-3, "client learning rate", minimum=0.0)

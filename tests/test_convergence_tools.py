@@ -96,7 +96,6 @@ def test_fedavgm_moves_by_lr_times_the_momentum_of_the_averaged_updates(flower_i
     np.testing.assert_allclose(r2.to_numpy_ndarrays()[0], w1 + lr * v2, rtol=1e-5)
 
 
-
 def test_local_epoch_fraction_gives_each_client_steps_in_proportion_to_its_own_data():
     cfg = RunConfig.from_flat({"local-epoch-fraction": 1 / 3})
     # the Dirichlet 0.5 split of FER2013 over 10 clients holds clients of 689 and 9,815 images

@@ -1,4 +1,4 @@
-"""SecAgg+ in `fedfer deploy-local`: five SuperNodes, one killed mid-round, and the round still completes.
+"""SecAgg+ in `fedfer deploy-local`: five SuperNodes, one stopped mid-round, and the round still completes.
 
 The node is stopped (SIGTERM to its whole process session: SuperNode, SuperExec and the running
 ClientApp) after it shared its mask keys and before it sends its masked vector: its pairwise masks
@@ -7,7 +7,7 @@ four that remain. A stopped SuperNode deactivates itself, so the SuperLink answe
 message with NODE_UNAVAILABLE at once and the stage goes on without waiting for the round timeout
 (a crash, SIGKILL, is detected only when its heartbeats lapse: tests/test_deploy_local.py's dropout
 test covers that path; here it cost ~90 s of waiting and made this the suite's slowest test).
-Still slow (about 2 min on 2 cores): the deployment engine starts a ClientApp process for each of
+Still slow (66-89 s on 2 cores): the deployment engine starts a ClientApp process for each of
 the four SecAgg+ messages a node gets per round. The round timeout (per SecAgg+ stage) is 90 s: at
 45 s a CI run on a busy 2-core machine once saw every stage-1 reply arrive too late (all five nodes
 had finished stage 1 within 23 s of its start).

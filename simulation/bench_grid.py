@@ -2,7 +2,8 @@
 
 Sections: ``common`` (optional), ``strategies``, ``settings`` and ``profiles``; each entry holds run
 settings (``fedfer config`` keys). A profile also holds ``epochs``: the sample-gradient passes over
-the training set that *every* cell of the profile gets. The keys that would let cells differ in
+the training set that *every* cell of the profile gets, and a federated round's local work: ``local-epochs``
+(whole passes, default 1) or ``local-epoch-fraction`` (a fraction of each client's own epoch). The keys that would let cells differ in
 that budget are set here, never in the file (see :data:`MANAGED`). Everything is validated when
 the file is read, every cell of every profile included, so a typo fails before anything runs.
 """
@@ -21,12 +22,14 @@ from simulation.experiment import read_yaml_mapping
 
 SECTIONS = ("common", "strategies", "settings", "profiles")
 #: Grid-only profile keys (not run settings).
-PROFILE_EXTRAS = ("epochs", "local-epochs", "federated-fraction", "budget-minutes")
+PROFILE_EXTRAS = ("epochs", "local-epochs", "local-epoch-fraction", "federated-fraction", "budget-minutes")
 #: Keys the budget and the bench set for every cell; a grid file may not set them.
 MANAGED = ("num-server-rounds", "local-epochs", "local-steps", "local-epoch-fraction", "fraction-train", "data-path",
            "out-dir", "overwrite", "resume-from", "run-name")
 #: Keys that change how many sample gradients a cell computes: profile-wide only.
-BUDGET_KEYS = ("epochs", "local-epochs", "federated-fraction", "max-train-samples")
+BUDGET_KEYS = ("epochs", "local-epochs", "local-epoch-fraction", "federated-fraction", "max-train-samples")
+#: Rounds and epochs are planned to this precision (a third written as 0.33333 plans 9 rounds for 3 epochs).
+_PLAN_TOLERANCE = 1e-3
 
 
 class GridError(ConfigError):
@@ -51,9 +54,11 @@ class Cell:
 
     @property
     def epochs(self) -> float:
-        """Planned passes over the training set (fraction-train x rounds x local epochs)."""
+        """Planned passes over the training set: fraction-train x rounds x (local-epoch-fraction, else local
+        epochs), to 3 decimals (a third written as 0.33333)."""
         v = self.values
-        return float(v["fraction-train"]) * int(v["num-server-rounds"]) * int(v["local-epochs"])
+        local = float(v.get("local-epoch-fraction") or 0.0) or int(v["local-epochs"])
+        return round(float(v["fraction-train"]) * int(v["num-server-rounds"]) * local, 3)
 
 
 @dataclass(frozen=True)
@@ -72,20 +77,20 @@ class Grid:
         sets = dict(sets or {})
         _check_keys(sets, where=f"{self.path} (--set)", extra=PROFILE_EXTRAS)
         values = {**self.profiles[name], **sets}
-        epochs, local = _positive_int(values, "epochs", where=f"{self.path}: profiles.{name}"), \
-            _positive_int(values, "local-epochs", where=f"{self.path}: profiles.{name}", default=1)
-        fraction = federated_fraction(values, where=f"{self.path}: profiles.{name}")
+        where = f"{self.path}: profiles.{name}"
+        epochs, (local, key) = _positive_int(values, "epochs", where=where), local_work(values, where=where)
+        fraction = federated_fraction(values, where=where)
         rounds = epochs / (local * fraction)
-        if abs(rounds - round(rounds)) > 1e-6:
-            raise GridError(f"{self.path}: profiles.{name}: epochs={epochs} is not a whole number of federated "
-                            f"rounds of local-epochs={local} x federated-fraction={fraction} (federated cells run "
-                            f"epochs / (local-epochs x federated-fraction) rounds)")
+        if abs(rounds - round(rounds)) > _PLAN_TOLERANCE or round(rounds) < 1:
+            raise GridError(f"{where}: epochs={epochs} is not a whole number of federated rounds of {key}={local:g} x "
+                            f"federated-fraction={fraction:g} (federated cells run epochs / ({key} x "
+                            f"federated-fraction) rounds)")
         return values
 
     def cells(self, profile: str, *, sets: Mapping[str, Any] | None = None) -> list[Cell]:
         """Every cell of ``profile``, strategies outer, settings inner, each validated as a RunConfig."""
         prof = self.profile(profile, sets=sets)
-        epochs, local = int(prof["epochs"]), int(prof.get("local-epochs", 1))
+        epochs, (local, key) = int(prof["epochs"]), local_work(prof, where=f"{self.path}: profiles.{profile}")
         fraction = federated_fraction(prof, where=f"{self.path}: profiles.{profile}")
         run_values = {k: v for k, v in prof.items() if k not in PROFILE_EXTRAS}
         out = []
@@ -95,7 +100,9 @@ class Grid:
                 centralized = int(values.get("num-clients", RunConfig().num_clients)) == 1
                 rounds, local_epochs, frac = ((epochs, 1, 1.0) if centralized
                                               else (round(epochs / (local * fraction)), local, fraction))
-                values.update({"num-server-rounds": rounds, "local-epochs": local_epochs, "fraction-train": frac,
+                part = key == "local-epoch-fraction" and not centralized  # centralized: whole epochs
+                values.update({"num-server-rounds": rounds, "local-epochs": 1 if part else int(local_epochs),
+                               "local-epoch-fraction": local_epochs if part else 0.0, "fraction-train": frac,
                                "run-name": f"paper-{strategy}-{setting}"})
                 source = f"{self.path}: {strategy}/{setting} [profile {profile}]"
                 try:  # refuses, among others, keys the tuned DP recipe chooses itself, before any cell runs
@@ -145,7 +152,7 @@ def load_grid(path: Path) -> Grid:
 
 def check_equal_budget(cells: list[Cell]) -> None:
     """Every cell must plan the same passes over the same training set; raises GridError if not."""
-    budgets = {(c.epochs, c.values.get("max-train-samples", 0)) for c in cells}
+    budgets = {(c.epochs, c.values.get("max-train-samples", 0)) for c in cells}  # epochs: to 3 decimals
     if len(budgets) > 1:
         detail = "; ".join(f"{c.name}: {c.epochs:g} epochs, max-train-samples {c.values.get('max-train-samples', 0)}"
                            for c in cells)
@@ -198,6 +205,19 @@ def federated_fraction(values: Mapping[str, Any], *, where: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0.0 < float(raw) <= 1.0:
         raise GridError(f"{where}: federated-fraction must be a number in (0, 1] (got {raw!r})")
     return float(raw)
+
+
+def local_work(values: Mapping[str, Any], *, where: str) -> tuple[float, str]:
+    """A profile's local work per federated round and the key that states it: ``local-epochs`` (whole
+    passes, default 1) or ``local-epoch-fraction`` (a fraction of each client's own epoch; not both)."""
+    if "local-epoch-fraction" not in values:
+        return float(_positive_int(values, "local-epochs", where=where, default=1)), "local-epochs"
+    if "local-epochs" in values:
+        raise GridError(f"{where}: local-epochs and local-epoch-fraction both size a round's local work: keep one")
+    raw = values["local-epoch-fraction"]
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0.0 < float(raw) <= 1.0:
+        raise GridError(f"{where}: local-epoch-fraction must be a number in (0, 1] (got {raw!r})")
+    return float(raw), "local-epoch-fraction"
 
 
 def _positive_int(values: Mapping[str, Any], key: str, *, where: str, default: int | None = None) -> int:

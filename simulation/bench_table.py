@@ -18,7 +18,8 @@ RECORDED, COMPUTED = "recorded", "computed"
 
 def sample_gradients(*, summary: Mapping[str, Any], partition: Mapping[str, Any] | None) -> tuple[int | None, str]:
     """Sample gradients a run computed: clients' ``samples_seen`` when the server recorded them per
-    round, else (rounds x local epochs x fraction-train) x training images from ``partition.json``."""
+    round, else (rounds x local work x fraction-train) x training images from ``partition.json`` (local work:
+    local-epoch-fraction of an epoch, else local-epochs; the planned count)."""
     rounds = summary.get("rounds", [])
     if rounds and all("samples_seen" in r for r in rounds):
         return int(sum(int(r["samples_seen"]) for r in rounds)), RECORDED
@@ -26,7 +27,8 @@ def sample_gradients(*, summary: Mapping[str, Any], partition: Mapping[str, Any]
         return None, COMPUTED
     cfg = summary["config"]
     train = sum(int(c["size"]) for c in partition["clients"])
-    passes = len(rounds) * int(cfg["local-epochs"]) * float(cfg["fraction-train"])
+    local = float(cfg.get("local-epoch-fraction") or 0.0) or int(cfg["local-epochs"])
+    passes = round(len(rounds) * local * float(cfg["fraction-train"]), 3)  # to 3 decimals, as the grid plans it
     return int(round(passes * train)), COMPUTED
 
 
@@ -82,14 +84,17 @@ def notes(*, profile: str, budget: Mapping[str, Any], rows: Sequence[Mapping[str
           total_wall_s: float, grid: str) -> str:
     """The table's notes: the profile's budget (epochs, clip length, cores, wall) and how figures were made."""
     epochs = int(budget["epochs"])
-    local = int(budget.get("local-epochs", 1))
+    part = budget.get("local-epoch-fraction")
+    local = float(part) if part else int(budget.get("local-epochs", 1))
     fraction = float(budget.get("federated-fraction", 1.0))
     have = [r for r in rows if "accuracy" in r]
     train = next((r["train_images"] for r in have if r.get("train_images")), None)
     split = next((f"{r['dataset']} {_split_name(r)} (n = {r['n']:,})" for r in have if r.get("n")), "the test split")
     sources = {r.get("sample_gradients_source") for r in have}
     how = ("recorded from the clients' samples-seen" if sources == {RECORDED}
-           else "computed as epochs x training images: the server does not record the clients' samples-seen")
+           else "computed as epochs x training images: the server does not record the clients' samples-seen"
+           if sources == {COMPUTED} else "recorded from the clients' samples-seen where they send them (without DP), "
+           "else computed as epochs x training images")
     limit = budget.get("budget-minutes")
     wall = f"total wall {total_wall_s / 60:.1f} min" + (
         f" (budget: under {limit} min, {'met' if total_wall_s <= float(limit) * 60 else 'EXCEEDED'})" if limit else "")
@@ -99,8 +104,10 @@ def notes(*, profile: str, budget: Mapping[str, Any], rows: Sequence[Mapping[str
         f"Centralized = 1 client, {epochs} rounds x 1 local epoch; federated = "
         + ("all clients train every round (fraction-train 1.0)" if fraction == 1.0
            else f"a fraction {fraction:g} of the clients, sampled anew, trains each round (fraction-train {fraction:g})")
-        + f", {round(epochs / (local * fraction))} rounds x {local} local epoch(s). Under DP (Poisson sampling) "
-        f"the count is the expected one.",
+        + f", {round(epochs / (local * fraction))} rounds x "
+        + (f"local-epoch-fraction {local:g} of each client's own epoch (whole batches: a client's steps are rounded, "
+           f"so its count may differ slightly)" if part else f"{local:g} local epoch(s)")
+        + ". Under DP (Poisson sampling) the count is the expected one.",
         f"Clip length {budget.get('clip-length', 1)}"
         + (f" ({budget.get('clip-source')} clips)" if int(budget.get("clip-length", 1)) > 1 else "")
         + f", num-cpus {budget.get('num-cpus', 1)} and num-gpus {budget.get('num-gpus', 0)} per client, "

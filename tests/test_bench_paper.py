@@ -55,6 +55,12 @@ def test_paper_grid_has_the_twelve_cells_of_the_issue():
     gpu = {c.name: c.values for c in grid.cells("gpu")}
     assert gpu["cnn_rnn/iid"]["clip-length"] == 3 and gpu["cnn_rnn/iid"]["clip-source"] == "pseudo"
     assert cells["cnn_rnn/iid"]["clip-length"] == 1
+    # the federated recipe in the non-private cells: FedAvgM 0.5, client optimizer state, a third of an epoch
+    iid = cells["cnn_rnn_aug/iid"]
+    assert (iid["strategy"], iid["server-momentum"], iid["optimizer-state"], iid["frontend"]) == \
+        ("fedavgm", 0.5, "client", "scatter")
+    assert (iid["local-epoch-fraction"], iid["num-server-rounds"]) == (0.33333, 9)
+    assert "strategy" not in dp and "optimizer-state" not in dp  # the DP recipe's and FedAvg
 
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])
@@ -88,6 +94,32 @@ def test_a_federated_fraction_samples_clients_and_keeps_the_budget_equal(tmp_pat
     assert iid.epochs == central.epochs == 4
     with pytest.raises(GridError, match="federated-fraction must be a number"):
         load_grid(_grid(tmp_path, GRID.replace("local-epochs: 2", "federated-fraction: 1.5"))).cells("two")
+
+
+def test_a_local_epoch_fraction_plans_more_rounds_of_each_clients_part_epoch(tmp_path):
+    grid = load_grid(_grid(tmp_path, GRID.replace("local-epochs: 2", "local-epoch-fraction: 0.33333")))
+    cells = {c.name: c for c in grid.cells("two")}
+    iid, central = cells["cnn_rnn/iid"], cells["cnn_rnn/centralized"]
+    # 4 epochs / (1/3 of an epoch) = 12 federated rounds; centralized keeps 4 whole epochs
+    assert (iid.values["num-server-rounds"], iid.values["local-epoch-fraction"], iid.values["local-epochs"]) == \
+        (12, 0.33333, 1)
+    assert (central.values["num-server-rounds"], central.values["local-epoch-fraction"]) == (4, 0.0)
+    assert iid.epochs == central.epochs == 4.0
+    for bad, words in [("local-epoch-fraction: 0.3", "not a whole number of federated rounds"),
+                       ("local-epoch-fraction: 1.5", "must be a number in"),
+                       ("local-epochs: 1, local-epoch-fraction: 0.5", "both size")]:
+        with pytest.raises(GridError, match=words):
+            load_grid(_grid(tmp_path, GRID.replace("local-epochs: 2", bad)))
+
+
+def test_computed_sample_gradients_count_a_part_epoch_per_round():
+    values = {"num-server-rounds": 12, "local-epochs": 1, "local-epoch-fraction": 0.33333, "fraction-train": 1.0}
+    partition = {"clients": [{"size": 600}, {"size": 300}]}
+    figures = cell_figures(summary=_fake_summary(values), partition=partition)
+    assert (figures["sample_gradients"], figures["sample_gradients_source"]) == (4 * 900, "computed")
+    text = notes(profile="p", budget={"epochs": 4, "local-epoch-fraction": 0.33333}, rows=[{**figures}],
+                 cores=2, total_wall_s=60.0, grid="g")
+    assert "12 rounds x local-epoch-fraction 0.33333 of each client's own epoch" in text
 
 
 def test_unequal_budgets_are_refused():

@@ -190,4 +190,4 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
             "startup_s": ends[0] - per_round, "teardown_s": wall - ends[-1],
             "final_accuracy": rows[-1].get("accuracy"), "accuracy_by_round": [r.get("accuracy") for r in rows],
             "loss_by_round": [r.get("loss") for r in rows],
-            "clients_sampled": [r.get("clients_sampled") for r in rows]}
+            "clients_sampled": [r.get("clients_sampled") for r in rows], "steady_rows": rows[1:]}

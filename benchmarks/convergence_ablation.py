@@ -50,9 +50,9 @@ def server_step(*, global_state: dict[str, torch.Tensor], mean: dict[str, torch.
 
 
 def local_round(cfg: RunConfig, *, state: dict[str, torch.Tensor], partition_id: int, server_round: int,
-                device: torch.device) -> tuple[dict[str, torch.Tensor], int, int]:
+                device: torch.device) -> tuple[dict[str, torch.Tensor], engine.TrainStats]:
     """One client's round as client/training.py runs it without DP (fresh optimizer, the client's seeds):
-    its state, its example count and the sample gradients it computed."""
+    its state and the training statistics (example count, sample gradients computed, seconds in training)."""
     data = client_data(cfg, partition_id=partition_id, num_partitions=cfg.num_clients)
     model = build_model(cfg)
     model.load_state_dict(state)
@@ -64,7 +64,7 @@ def local_round(cfg: RunConfig, *, state: dict[str, torch.Tensor], partition_id:
     loader = engine.index_loader(len(data), batch_size=min(cfg.batch_size, len(data)), seed=seed)
     stats = engine.train(model=model, data=data, optimizer=opt, loader=loader, epochs=cfg.local_epochs,
                          device=device, max_steps=cfg.local_steps)
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, stats.num_examples, stats.samples_seen
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, stats
 
 
 def run_variant(cfg: RunConfig, *, label: str) -> dict[str, Any]:
@@ -81,11 +81,12 @@ def run_variant(cfg: RunConfig, *, label: str) -> dict[str, Any]:
     for rnd in range(1, cfg.num_server_rounds + 1):
         chosen = sorted(torch.randperm(cfg.num_clients, generator=sampler)[:per_round].tolist())
         replies = [local_round(cfg, state=state, partition_id=pid, server_round=rnd, device=device) for pid in chosen]
-        total = sum(n for _, n, _ in replies)
-        mean = {k: sum(s[k].double() * (n / total) for s, n, _ in replies).to(state[k].dtype) for k in state}
+        total = sum(st.num_examples for _, st in replies)
+        mean = {k: sum(s[k].double() * (st.num_examples / total) for s, st in replies).to(state[k].dtype)
+                for k in state}
         server_step(global_state=state, mean=mean, velocity=velocity,
                     server_lr=cfg.server_learning_rate or 1.0, momentum=cfg.server_momentum)
-        grads += sum(g for _, _, g in replies)
+        grads += sum(st.samples_seen for _, st in replies)
         model.load_state_dict(state)
         res = engine.evaluate(model=model, data=test, batch_size=cfg.eval_batch_size, device=device)
         acc = classification_report(y_true=res.y_true, y_pred=res.y_pred)["accuracy"]

@@ -47,6 +47,27 @@ def evaluate_global(cfg: RunConfig, model: torch.nn.Module, splits: dict, device
     return out
 
 
+#: Where a round's time goes (the keys of fedfer's metrics.jsonl rows, server/recorder.py), in table order.
+PHASES = (("client_train_s", "clients' local training (engine.train), summed"),
+          ("client_setup_s", "clients' set-up and reply around it (data, model, optimizer, the reply's arrays)"),
+          ("eval_s", "server evaluation of the global model (val and test)"),
+          ("write_s", "server writes (model.pt, resumable checkpoint)"),
+          ("rest_s", "the rest: FedAvg, and for fedfer Flower messages, Ray transfers and scheduling"))
+
+
+def mean_phases(rows: list[dict[str, Any]], *, per_round: float) -> dict[str, float] | None:
+    """Mean seconds per steady round of each phase in PHASES (the rest = the round minus the others);
+    None when the rows lack a phase (a run of an older fedfer, or under DP, where clients send no timing)."""
+    keys = ("client_train_s", "client_round_s", "eval_s", "write_s")
+    if not rows or not all(k in r for r in rows for k in keys):
+        return None
+    mean = {k: statistics.mean(float(r[k]) for r in rows) for k in keys}
+    out = {"client_train_s": mean["client_train_s"], "client_setup_s": mean["client_round_s"] - mean["client_train_s"],
+           "eval_s": mean["eval_s"], "write_s": mean["write_s"]}
+    out["rest_s"] = per_round - sum(out.values())
+    return out
+
+
 def plain_rounds(cfg: RunConfig) -> dict[str, Any]:
     """FedAvg by hand with fer_models' engine: the client work of client/training.py, serially."""
     t0 = time.perf_counter()
@@ -61,18 +82,23 @@ def plain_rounds(cfg: RunConfig) -> dict[str, Any]:
     global_state = {k: v.clone() for k, v in server_model.state_dict().items()}
     accs = [evaluate_global(cfg, server_model, splits, device)]  # round 0, as the server does
     setup = time.perf_counter() - t0
-    rounds = []
+    rounds, phases = [], []
     for rnd in range(1, cfg.num_server_rounds + 1):
         t = time.perf_counter()
-        updates = [local_round(cfg, state=global_state, partition_id=pid, server_round=rnd, device=device)[:2]
+        updates = [local_round(cfg, state=global_state, partition_id=pid, server_round=rnd, device=device)
                    for pid in range(n)]
-        total = sum(w for _, w in updates)
-        global_state = {k: sum(s[k].double() * (w / total) for s, w in updates) for k in updates[0][0]}
+        clients = time.perf_counter() - t
+        total = sum(st.num_examples for _, st in updates)
+        global_state = {k: sum(s[k].double() * (st.num_examples / total) for s, st in updates) for k in updates[0][0]}
         server_model.load_state_dict(global_state)
+        evaluated = time.perf_counter()
         accs.append(evaluate_global(cfg, server_model, splits, device))
         rounds.append(time.perf_counter() - t)
+        phases.append({"client_train_s": sum(st.seconds for _, st in updates), "client_round_s": clients,
+                       "eval_s": rounds[-1] - (evaluated - t), "write_s": 0.0})
     steady = rounds[1:] or rounds
     return {"setup_s": setup, "round_s": rounds, "per_round_s": statistics.mean(steady), "threads": threads,
+            "phases": mean_phases(phases[1:] or phases, per_round=statistics.mean(steady)),
             "final_accuracy": accs[-1][0], "accuracy_by_round": [a for a, _ in accs[1:]],
             "loss_by_round": [loss for _, loss in accs[1:]],
             "samples_per_round": sum(len(client_data(cfg, partition_id=p, num_partitions=n)) for p in range(n))}
@@ -123,6 +149,15 @@ def main() -> None:
                                   ("final accuracy", "final_accuracy", ".4f"),
                                   ("final held-out loss", "final_loss", ".5f"),
                                   ("peak RSS, process tree (MB)", "peak_rss_mb", ".0f")])
+    fed_phases = None if "error" in fed else mean_phases(fed["steady_rows"], per_round=fed["per_round_s"])
+    if plain and fed_phases:
+        split = [{"phase": label, "plain": plain["phases"][key], "fedfer": fed_phases[key],
+                  "extra": fed_phases[key] - plain["phases"][key]} for key, label in PHASES]
+        split.append({"phase": "round", "plain": plain["per_round_s"], "fedfer": fed["per_round_s"],
+                      "extra": fed["per_round_s"] - plain["per_round_s"]})
+        table += "\n\nWhere a steady round's time goes (mean seconds per round):\n\n" + markdown_table(
+            split, [("phase", "phase", ""), ("plain (s)", "plain", ".2f"), ("fedfer (s)", "fedfer", ".2f"),
+                    ("fedfer - plain (s)", "extra", "+.2f")])
     print(table)
     data = f"`{args.data}`" if args.data else "the embedded SYNTHETIC faces"
     notes = (f"{args.clients} clients, all trained every round, {args.rounds} rounds, {args.local_epochs} local "
@@ -142,9 +177,13 @@ def main() -> None:
              "memory is sampled every 2 s (benchmarks/common.py run_fedfer), not at every 0.2 s poll. "
              f"Same computation check: largest relative difference of the per-round held-out loss "
              f"between the two sides = {same if same is None else f'{same:.1e}'} (FedAvg summation order and "
-             "precision differ, so not exactly 0).")
+             "precision differ, so not exactly 0). Phases: fedfer's from its metrics.jsonl rows (the clients' "
+             "train-seconds and round-seconds summed, the server's eval_s and write_s; write_s of a row is the "
+             "previous round's writes, which fall inside that row's span); the plain loop's timed the same way "
+             "in-process; the rest = the round minus the timed phases.")
     write_results("framework_overhead", table=table, notes=notes,
-                  results={"args": vars(args), "plain": plain, "fedfer": fed, "ratio_per_round": ratio,
+                  results={"args": vars(args), "plain": plain, "fedfer": fed, "fedfer_phases": fed_phases,
+                           "ratio_per_round": ratio,
                            "loss_max_rel_diff": same})
 
 

@@ -7,6 +7,7 @@ the model and the training loop come from :mod:`fer_models.task` and :mod:`fer_m
 from __future__ import annotations
 
 import logging
+import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -19,8 +20,8 @@ from fer_models.config import RunConfig
 from fer_models.federated_eval import NoHeldOutSplit, held_out_counts
 from fer_models.sites import SiteDataError, local_data
 from fer_models.wire import (BUDGET_EXCEEDED, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, LEDGER_MISSING,
-                             PRIVATE_EVALUATION_REFUSED, ROUND_OFFSET, SERVER_ROUND, SITE_DATA_ERROR, SITE_NAME,
-                             SITE_RECORD)
+                             PRIVATE_EVALUATION_REFUSED, ROUND_OFFSET, ROUND_SECONDS, SERVER_ROUND, SITE_DATA_ERROR,
+                             SITE_NAME, SITE_RECORD, TRAIN_STATISTICS)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def _site_error(msg: Message, exc: Exception) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this client's partition."""
+    started = time.perf_counter()
     cfg = RunConfig.from_flat(context.run_config)
     try:
         local = local_data(cfg, context.node_config)
@@ -57,7 +59,10 @@ def train(msg: Message, context: Context) -> Message:
     except (LedgerMissing, LedgerMismatch) as refusal:
         logger.error("%s: %s", local.name, refusal)
         return Message(Error(code=LEDGER_MISSING, reason=str(refusal)), reply_to=msg)
-    content = RecordDict({"arrays": ArrayRecord(result.state), "metrics": MetricRecord(result.metrics)})
+    arrays = ArrayRecord(result.state)
+    if TRAIN_STATISTICS[-1] in result.metrics:  # timing goes with the train statistics: never under DP
+        result.metrics[ROUND_SECONDS] = time.perf_counter() - started
+    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(result.metrics)})
     return Message(content=content, reply_to=msg)
 
 

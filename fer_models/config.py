@@ -280,9 +280,10 @@ class RunConfig:
         """Optimizer steps a client with ``num_samples`` training units takes per round: local-steps, or
         local-epoch-fraction of its own epoch of ceil(num_samples / batch_size) batches, rounded half up (at
         least 1); 0 = whole local-epochs passes."""
-        if self.local_steps:
+        key = local_work_key({"local-steps": self.local_steps, "local-epoch-fraction": self.local_epoch_fraction})
+        if key == "local-steps":
             return self.local_steps
-        if self.local_epoch_fraction > 0:
+        if key == "local-epoch-fraction":
             return max(1, math.floor(self.local_epoch_fraction * math.ceil(num_samples / batch_size) + 0.5))
         return 0
 
@@ -294,6 +295,16 @@ class RunConfig:
     @property
     def uses_synthetic(self) -> bool:
         return self.data_format == "synthetic" or (self.data_format == "auto" and not self.data_path)
+
+
+def local_work_key(values: Mapping[str, Any]) -> str:
+    """The key that sizes a client's local work per round in flat settings ``values``: local-steps, else
+    local-epoch-fraction, else local-epochs (the first two together are refused). Reads any flat mapping,
+    an older run's config.json included."""
+    for key in ("local-steps", "local-epoch-fraction"):
+        if float(values.get(key) or 0) > 0:
+            return key
+    return "local-epochs"
 
 
 def check_site_settings(cfg: RunConfig) -> None:

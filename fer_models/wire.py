@@ -36,6 +36,9 @@ PUBLIC_DP_METRICS = frozenset({
     *CLIENT_SETTINGS, "round-learning-rate", "optimizer-state-carried"})
 #: Reply metrics computed from private data, sent only without DP (they are not accounted).
 TRAIN_STATISTICS = ("train-loss", "train-accuracy", "samples-seen", "train-seconds")
+#: The client's whole train handler in seconds (data lookup, model set-up, training, the reply's arrays): with
+#: train-seconds it splits a round's time (benchmarks/framework_overhead.py); sent only with TRAIN_STATISTICS.
+ROUND_SECONDS = "round-seconds"
 #: strategy=qfedavg: the received global model's mean loss on the client's training data, computed before local
 #: training (q-FedAvg's F_k(w)); like TRAIN_STATISTICS it is private and sent only without DP.
 GLOBAL_LOSS = "global-loss"

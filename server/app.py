@@ -6,6 +6,7 @@ import logging
 import pickle
 import random
 import secrets
+import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
@@ -102,8 +103,10 @@ def main(grid: Grid, context: Context) -> None:
             # wait for min-available-clients only before the first round: a node that drops out for good
             # must not stall every later round (min-train-clients still has to respond)
             _relax_min_available(strategy, cfg.min_train_clients)
+            written = time.perf_counter()
             save_checkpoint(recorder.dir, server_round=server_round + done, config=cfg.to_flat(), state_dict=state,
                             strategy=strategy, recorder_state=recorder.state(), lineage=lineage)
+            recorder.add_write_time(time.perf_counter() - written)
         return MetricRecord(metrics)
 
     if remaining > 0:

@@ -13,7 +13,7 @@ from fer_models.task import model_options
 from server.evaluation import model_image_side
 from server.grid import RoundReplies
 from server.ledger import ServerLedger, client_order, client_key
-from fer_models.wire import CLIENT_SETTINGS
+from fer_models.wire import CLIENT_SETTINGS, ROUND_SECONDS
 from server.run_folder import FAILURE_FILE, append_jsonl, resolve_run_dir, save_model, write_json
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class RunRecorder:
         self.last_report: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.round_ends: list[float] = []
+        self.write_s = 0.0  # writing the last round's model.pt and checkpoint, after its row was stamped
         write_json(self.dir / "config.json", cfg.to_flat())
         logger.info("run folder: %s", self.dir.resolve())
 
@@ -46,7 +47,9 @@ class RunRecorder:
         if server_round == 0 and self.round_offset:  # resumed: the "initial" model is the checkpoint's
             return {k: self.rounds[-1][k] for k in _SCALAR_KEYS if k in self.rounds[-1]}
         server_round += self.round_offset
+        eval_started = time.perf_counter()
         report = self.evaluator(state_dict)
+        eval_s = time.perf_counter() - eval_started
         scalars = {k: float(report[k]) for k in _SCALAR_KEYS if k in report}
         if server_round == 0:
             self.initial = scalars
@@ -56,13 +59,19 @@ class RunRecorder:
                                "clients_sampled": replies.sent,
                                "clients_responded": len(replies.metrics),
                                "clients_failed": len(replies.errors),
-                               "elapsed_s": round(time.perf_counter() - self.started, 2)}
+                               "elapsed_s": round(time.perf_counter() - self.started, 2),
+                               # where the round's time went (benchmarks/framework_overhead.py): the server's
+                               # evaluation, and the previous round's writes (inside this row's elapsed_s span)
+                               "eval_s": round(eval_s, 3), "write_s": round(self.write_s, 3)}
         if replies.metrics and all("train-loss" in m for m in replies.metrics):  # sent without DP only
             n = sum(int(m.get("num-examples", 0)) for m in replies.metrics) or 1
             row["train_loss"] = sum(m["train-loss"] * int(m["num-examples"]) for m in replies.metrics) / n
             row["train_accuracy"] = sum(m["train-accuracy"] * int(m["num-examples"]) for m in replies.metrics) / n
             if all("samples-seen" in m for m in replies.metrics):
                 row["samples_seen"] = sum(int(m["samples-seen"]) for m in replies.metrics)
+            for key, metric in (("client_train_s", "train-seconds"), ("client_round_s", ROUND_SECONDS)):
+                if all(metric in m for m in replies.metrics):  # summed: what one client at a time would take
+                    row[key] = round(sum(float(m[metric]) for m in replies.metrics), 3)
         row.update(replies.aggregation)  # secure-aggregation: quantization error bound, clients summed, costs
         if replies.errors:
             row["errors"] = [e["reason"] for e in replies.errors]
@@ -88,11 +97,17 @@ class RunRecorder:
         self.rounds.append(row)
         self.last_report = report
         append_jsonl(self.dir / "metrics.jsonl", row)
+        written = time.perf_counter()
         save_model(self.dir / "model.pt", state_dict=state_dict, model=self.cfg.model,
                    model_options=model_options(self.cfg), config=self.cfg.to_flat(), server_round=server_round,
                    image_size=model_image_side(self.evaluator))
+        self.write_s = time.perf_counter() - written
         self._progress(row)
         return scalars
+
+    def add_write_time(self, seconds: float) -> None:
+        """Seconds the server spent writing this round's checkpoint: recorded in the next round's ``write_s``."""
+        self.write_s += seconds
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the record (restored by :meth:`restore`)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
-from fer_models.config import ConfigError, RunConfig
+from fer_models.config import ConfigError, RunConfig, local_work_key
 from simulation.experiment import read_yaml_mapping
 
 SECTIONS = ("common", "strategies", "settings", "profiles")
@@ -57,7 +57,7 @@ class Cell:
         """Planned passes over the training set: fraction-train x rounds x (local-epoch-fraction, else local
         epochs), to 3 decimals (a third written as 0.33333)."""
         v = self.values
-        local = float(v.get("local-epoch-fraction") or 0.0) or int(v["local-epochs"])
+        local = float(v[local_work_key(v)])  # the bench never sets local-steps (MANAGED)
         return round(float(v["fraction-train"]) * int(v["num-server-rounds"]) * local, 3)
 
 

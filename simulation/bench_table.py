@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from fer_models.config import local_work_key
 from simulation.bench_runner import read_json_object
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,10 @@ def sample_gradients(*, summary: Mapping[str, Any], partition: Mapping[str, Any]
         return None, COMPUTED
     cfg = summary["config"]
     train = sum(int(c["size"]) for c in partition["clients"])
-    local = float(cfg.get("local-epoch-fraction") or 0.0) or int(cfg["local-epochs"])
+    key = local_work_key(cfg)
+    if key == "local-steps":  # steps x batch per client: not planned by the bench, and recorded without DP
+        return None, COMPUTED
+    local = float(cfg[key])
     passes = round(len(rounds) * local * float(cfg["fraction-train"]), 3)  # to 3 decimals, as the grid plans it
     return int(round(passes * train)), COMPUTED
 

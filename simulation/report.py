@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fer_models.config import local_work_key
 from fer_models.labels import EMOTIONS, NUM_CLASSES
 from simulation.report_sites import sites_markdown
 from fer_models.atomic import atomic_write_bytes
@@ -35,17 +36,9 @@ _SETTINGS = ("model", "rnn", "clip-length", "num-clients", "num-server-rounds", 
              "privacy-unit", "noise-multiplier", "target-epsilon", "target-delta", "max-grad-norm", "seed")
 _ONLY_IF = {"rnn": ("model", "cnn_rnn"), "dirichlet-alpha": ("partition", "dirichlet"),
             "classes-per-client": ("partition", "shard")}
-#: The keys that can size a client's local work: the report shows the one that did (see _local_work).
+#: The keys that can size a client's local work: the report shows the one that did (config.local_work_key).
 _LOCAL_WORK = ("local-epochs", "local-steps", "local-epoch-fraction")
 _DP_KEYS = ("dp-recipe", "privacy-unit", "noise-multiplier", "target-epsilon", "target-delta", "max-grad-norm")
-
-
-def _local_work(config: dict[str, Any]) -> str:
-    """The key that sized each client's local work: local-steps, else local-epoch-fraction, else local-epochs."""
-    for key in ("local-steps", "local-epoch-fraction"):
-        if float(config.get(key) or 0) > 0:
-            return key
-    return "local-epochs"
 
 
 class ReportError(ValueError):
@@ -264,7 +257,7 @@ def _markdown(*, run_dir: Path, summary: dict[str, Any] | None, rows: Sequence[d
     settings = [k for k in _SETTINGS if k in config and (k not in _ONLY_IF or config.get(_ONLY_IF[k][0])
                                                          == _ONLY_IF[k][1])
                 and (k not in _DP_KEYS or config.get("dp", "none") != "none")
-                and (k not in _LOCAL_WORK or k == _local_work(config))]
+                and (k not in _LOCAL_WORK or k == local_work_key(config))]
     out += ["## Settings", "", "| setting | value |", "|---|---|"]
     out += [f"| {k} | {config[k]} |" for k in settings] + ["", f"All settings (as they ran, the DP recipe's "
                                                               f"included): `config.json`; per round: "

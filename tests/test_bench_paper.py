@@ -120,6 +120,8 @@ def test_computed_sample_gradients_count_a_part_epoch_per_round():
     text = notes(profile="p", budget={"epochs": 4, "local-epoch-fraction": 0.33333}, rows=[{**figures}],
                  cores=2, total_wall_s=60.0, grid="g")
     assert "12 rounds x local-epoch-fraction 0.33333 of each client's own epoch" in text
+    steps = {**values, "local-epoch-fraction": 0.0, "local-steps": 9}  # the bench cannot plan those: no count
+    assert cell_figures(summary=_fake_summary(steps), partition=partition)["sample_gradients"] is None
 
 
 def test_unequal_budgets_are_refused():

@@ -7,7 +7,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from benchmarks.common import markdown_table, tree_memory
+from benchmarks.framework_overhead import mean_phases
 
 COLUMNS = [("model", "model", ""), ("params", "params", ","), ("accuracy", "accuracy", ".4f")]
 
@@ -47,3 +50,12 @@ def test_tree_memory_counts_the_process_and_its_children():
         child.wait()
     assert alone["procs"] >= 1 and alone["rss"] > 0 and alone["pss"] > 0
     assert both["procs"] >= alone["procs"] + 1 and both["rss"] > alone["rss"]
+
+
+def test_a_rounds_time_splits_into_phases_and_the_rest():
+    rows = [{"client_train_s": 4.0, "client_round_s": 5.0, "eval_s": 1.0, "write_s": 0.2},
+            {"client_train_s": 6.0, "client_round_s": 7.0, "eval_s": 1.2, "write_s": 0.4}]
+    phases = mean_phases(rows, per_round=9.0)
+    assert phases == pytest.approx({"client_train_s": 5.0, "client_setup_s": 1.0, "eval_s": 1.1, "write_s": 0.3,
+                                    "rest_s": 9.0 - 5.0 - 1.0 - 1.1 - 0.3})
+    assert mean_phases([{"eval_s": 1.0}], per_round=2.0) is None  # under DP the clients send no timing

@@ -67,6 +67,15 @@ def test_each_round_has_per_class_metrics_and_client_side_evaluation(summary):
     assert [e["round"] for e in summary["client_evaluation"]] == list(range(1, ROUNDS + 1))
 
 
+def test_each_round_records_where_its_time_went(summary):
+    first, second = summary["rounds"][:2]
+    assert first["write_s"] == 0.0 and second["write_s"] > 0  # round 1's model.pt and checkpoint, in round 2's span
+    for r in (first, second):
+        assert r["eval_s"] > 0 and r["client_round_s"] >= r["client_train_s"] > 0
+    # the server's own evaluation and writes happen one after the other inside the round's span
+    assert second["elapsed_s"] - first["elapsed_s"] >= second["eval_s"] + second["write_s"] - 0.02
+
+
 def test_federated_training_improves_on_the_initial_model(summary):
     losses = [summary["initial"]["loss"]] + [r["loss"] for r in summary["rounds"]]
     assert losses[-1] < losses[0] - 0.05, losses

@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 
 from client.app import train
 from fer_models.config import RunConfig
-from fer_models.wire import PUBLIC_DP_METRICS, TRAIN_STATISTICS
+from fer_models.wire import PUBLIC_DP_METRICS, ROUND_SECONDS, TRAIN_STATISTICS
 from fer_models.task import build_model, client_data
 
 pytestmark = pytest.mark.simulation
@@ -72,8 +72,10 @@ def test_a_train_reply_carries_only_model_arrays_and_scalar_metrics(flower_ident
             assert isinstance(value, (int, float)) and not isinstance(value, bool), (key, value)
         if dp == "sample":
             assert set(metrics) <= PUBLIC_DP_METRICS, sorted(set(metrics) - PUBLIC_DP_METRICS)
+            assert ROUND_SECONDS not in metrics  # timing goes with the train statistics
         else:
             assert set(TRAIN_STATISTICS) <= set(metrics)
+            assert metrics[ROUND_SECONDS] >= metrics["train-seconds"] > 0  # the handler's span holds the training
         assert not any(k for k in metrics if any(w in k.lower() for w in ("image", "pixel", "label", "sample-id",
                                                                           "indices", "prediction"))), list(metrics)
         assert metrics["num-examples"] <= n_local * cfg.local_epochs

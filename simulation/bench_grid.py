@@ -3,7 +3,9 @@
 Sections: ``common`` (optional), ``strategies``, ``settings`` and ``profiles``; each entry holds run
 settings (``fedfer config`` keys). A profile also holds ``epochs``: the sample-gradient passes over
 the training set that *every* cell of the profile gets, and a federated round's local work: ``local-epochs``
-(whole passes, default 1) or ``local-epoch-fraction`` (a fraction of each client's own epoch). The keys that would let cells differ in
+(whole passes, default 1) or ``local-epoch-fraction`` (a fraction of each client's own epoch). A strategy or
+setting may state its own local work (a recipe's choice, e.g. DP-SGD's whole-epoch rounds): its federated
+cells then run epochs / local work rounds, so the budget stays the same. The keys that would let cells differ in
 that budget are set here, never in the file (see :data:`MANAGED`). Everything is validated when
 the file is read, every cell of every profile included, so a typo fails before anything runs.
 """
@@ -27,7 +29,9 @@ PROFILE_EXTRAS = ("epochs", "local-epochs", "local-epoch-fraction", "federated-f
 MANAGED = ("num-server-rounds", "local-epochs", "local-steps", "local-epoch-fraction", "fraction-train", "data-path",
            "out-dir", "overwrite", "resume-from", "run-name")
 #: Keys that change how many sample gradients a cell computes: profile-wide only.
-BUDGET_KEYS = ("epochs", "local-epochs", "local-epoch-fraction", "federated-fraction", "max-train-samples")
+BUDGET_KEYS = ("epochs", "federated-fraction", "max-train-samples")
+#: A federated round's local work: the profile's, or a strategy's or setting's own (the rounds follow from it).
+LOCAL_WORK = ("local-epochs", "local-epoch-fraction")
 #: Rounds and epochs are planned to this precision (a third written as 0.33333 plans 9 rounds for 3 epochs).
 _PLAN_TOLERANCE = 1e-3
 
@@ -78,28 +82,26 @@ class Grid:
         _check_keys(sets, where=f"{self.path} (--set)", extra=PROFILE_EXTRAS)
         values = {**self.profiles[name], **sets}
         where = f"{self.path}: profiles.{name}"
-        epochs, (local, key) = _positive_int(values, "epochs", where=where), local_work(values, where=where)
-        fraction = federated_fraction(values, where=where)
-        rounds = epochs / (local * fraction)
-        if abs(rounds - round(rounds)) > _PLAN_TOLERANCE or round(rounds) < 1:
-            raise GridError(f"{where}: epochs={epochs} is not a whole number of federated rounds of {key}={local:g} x "
-                            f"federated-fraction={fraction:g} (federated cells run epochs / ({key} x "
-                            f"federated-fraction) rounds)")
+        _federated_rounds(_positive_int(values, "epochs", where=where), local_work(values, where=where),
+                          federated_fraction(values, where=where), where=where)
         return values
 
     def cells(self, profile: str, *, sets: Mapping[str, Any] | None = None) -> list[Cell]:
         """Every cell of ``profile``, strategies outer, settings inner, each validated as a RunConfig."""
         prof = self.profile(profile, sets=sets)
-        epochs, (local, key) = int(prof["epochs"]), local_work(prof, where=f"{self.path}: profiles.{profile}")
-        fraction = federated_fraction(prof, where=f"{self.path}: profiles.{profile}")
+        epochs, fraction = int(prof["epochs"]), federated_fraction(prof, where=f"{self.path}: profiles.{profile}")
         run_values = {k: v for k, v in prof.items() if k not in PROFILE_EXTRAS}
         out = []
         for strategy, s_values in self.strategies.items():
             for setting, t_values in self.settings.items():
                 values = {**self.common, **run_values, **s_values, **t_values}
                 centralized = int(values.get("num-clients", RunConfig().num_clients)) == 1
-                rounds, local_epochs, frac = ((epochs, 1, 1.0) if centralized
-                                              else (round(epochs / (local * fraction)), local, fraction))
+                own = {k: v for entry in (s_values, t_values) for k, v in entry.items() if k in LOCAL_WORK}
+                where = f"{self.path}: {strategy}/{setting}" if own else f"{self.path}: profiles.{profile}"
+                local, key = local_work(own or prof, where=where)
+                rounds, local_epochs, frac = ((epochs, 1, 1.0) if centralized else
+                                              (_federated_rounds(epochs, (local, key), fraction, where=where),
+                                               local, fraction))
                 part = key == "local-epoch-fraction" and not centralized  # centralized: whole epochs
                 values.update({"num-server-rounds": rounds, "local-epochs": 1 if part else int(local_epochs),
                                "local-epoch-fraction": local_epochs if part else 0.0, "fraction-train": frac,
@@ -127,7 +129,7 @@ def load_grid(path: Path) -> Grid:
                             f"sections are {', '.join(SECTIONS)}")
     common = _mapping(data.get("common") or {}, where=f"{path}: common")
     _check_keys(common, where=f"{path}: common")
-    _no_budget(common, where=f"{path}: common")
+    _no_budget(common, where=f"{path}: common")  # local work: in profiles, strategies or settings
     named: dict[str, dict[str, dict[str, Any]]] = {}
     for section in ("strategies", "settings", "profiles"):
         entries = _mapping(data.get(section), where=f"{path}: {section}")
@@ -139,7 +141,7 @@ def load_grid(path: Path) -> Grid:
             if "/" in str(name) or not str(name).strip():
                 raise GridError(f"{where}: names may not be empty or contain '/'")
             entry = _mapping(entry or {}, where=where)
-            _check_keys(entry, where=where, extra=PROFILE_EXTRAS if section == "profiles" else ())
+            _check_keys(entry, where=where, extra=PROFILE_EXTRAS if section == "profiles" else LOCAL_WORK)
             if section != "profiles":
                 _no_budget(entry, where=where)
             named[section][str(name)] = entry
@@ -175,6 +177,9 @@ def _check_keys(entry: Mapping[str, Any], *, where: str, extra: tuple[str, ...] 
     known = set(RunConfig().to_flat()) | set(extra)
     for key in entry:
         if key in MANAGED and key not in extra:
+            if key in LOCAL_WORK:
+                raise GridError(f"{where}: {key!r} (a federated round's local work) belongs in profiles, strategies "
+                                f"or settings")
             raise GridError(f"{where}: {key!r} is set by fedfer bench from the profile's epochs (so every cell "
                             f"computes the same sample gradients); remove it")
         if key not in known:
@@ -205,6 +210,17 @@ def federated_fraction(values: Mapping[str, Any], *, where: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0.0 < float(raw) <= 1.0:
         raise GridError(f"{where}: federated-fraction must be a number in (0, 1] (got {raw!r})")
     return float(raw)
+
+
+def _federated_rounds(epochs: int, work: tuple[float, str], fraction: float, *, where: str) -> int:
+    """Federated rounds of a budget: epochs / (local work x federated-fraction), which must be whole."""
+    local, key = work
+    rounds = epochs / (local * fraction)
+    if abs(rounds - round(rounds)) > _PLAN_TOLERANCE or round(rounds) < 1:
+        raise GridError(f"{where}: epochs={epochs} is not a whole number of federated rounds of {key}={local:g} x "
+                        f"federated-fraction={fraction:g} (federated cells run epochs / ({key} x "
+                        f"federated-fraction) rounds)")
+    return round(rounds)
 
 
 def local_work(values: Mapping[str, Any], *, where: str) -> tuple[float, str]:

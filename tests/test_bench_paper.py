@@ -61,6 +61,7 @@ def test_paper_grid_has_the_twelve_cells_of_the_issue():
         ("fedavgm", 0.5, "client", "scatter")
     assert (iid["local-epoch-fraction"], iid["num-server-rounds"]) == (0.33333, 9)
     assert "strategy" not in dp and "optimizer-state" not in dp  # the DP recipe's and FedAvg
+    assert (dp["num-server-rounds"], dp["local-epochs"], dp["local-epoch-fraction"]) == (3, 1, 0.0)  # whole epochs
 
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])
@@ -110,6 +111,21 @@ def test_a_local_epoch_fraction_plans_more_rounds_of_each_clients_part_epoch(tmp
                        ("local-epochs: 1, local-epoch-fraction: 0.5", "both size")]:
         with pytest.raises(GridError, match=words):
             load_grid(_grid(tmp_path, GRID.replace("local-epochs: 2", bad)))
+
+
+def test_a_setting_may_size_its_own_rounds_and_keeps_the_budget(tmp_path):
+    text = GRID.replace("local-epochs: 2", "local-epoch-fraction: 0.33333").replace(
+        "  iid: {num-clients: 4, partition: iid}",
+        "  iid: {num-clients: 4, partition: iid}\n  whole: {num-clients: 4, partition: iid, local-epochs: 2}")
+    cells = {c.name: c for c in load_grid(_grid(tmp_path, text)).cells("two")}
+    iid, whole = cells["cnn_rnn/iid"].values, cells["cnn_rnn/whole"].values
+    assert (iid["num-server-rounds"], iid["local-epoch-fraction"]) == (12, 0.33333)  # the profile's local work
+    assert (whole["num-server-rounds"], whole["local-epochs"], whole["local-epoch-fraction"]) == (2, 2, 0.0)
+    assert {c.epochs for c in cells.values()} == {4.0}
+    with pytest.raises(GridError, match="cnn_rnn/whole: epochs=4 is not a whole number"):
+        load_grid(_grid(tmp_path, text.replace("local-epochs: 2}", "local-epochs: 3}")))
+    with pytest.raises(GridError, match="common: 'local-epochs' .*belongs in profiles, strategies or settings"):
+        load_grid(_grid(tmp_path, GRID.replace("  seed: 1", "  seed: 1\n  local-epochs: 1")))
 
 
 def test_computed_sample_gradients_count_a_part_epoch_per_round():

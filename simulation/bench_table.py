@@ -36,6 +36,11 @@ def sample_gradients(*, summary: Mapping[str, Any], partition: Mapping[str, Any]
     return int(round(passes * train)), COMPUTED
 
 
+def _local_work(cfg: Mapping[str, Any]) -> str:
+    key = local_work_key(cfg)
+    return f"{key} {float(cfg[key]):g}"
+
+
 def cell_figures(*, summary: Mapping[str, Any], partition: Mapping[str, Any] | None = None,
                  wall_s: float | None = None) -> dict[str, Any]:
     """The table's figures of one finished run (``summary.json`` and ``partition.json``)."""
@@ -48,6 +53,7 @@ def cell_figures(*, summary: Mapping[str, Any], partition: Mapping[str, Any] | N
             "sample_gradients": samples, "sample_gradients_source": source,
             "train_images": sum(int(c["size"]) for c in partition["clients"]) if partition else None,
             "rounds": len(summary.get("rounds", [])), "split": final.get("split"), "n": final.get("n"),
+            "clients": int(summary["config"].get("num-clients", 0)), "local_work": _local_work(summary["config"]),
             "dataset": summary.get("dataset", {}).get("name"),
             "wall_s": wall_s if wall_s is not None else summary.get("seconds"),
             "wall_source": "bench" if wall_s is not None else "summary (excludes engine start-up)"}
@@ -120,6 +126,13 @@ def notes(*, profile: str, budget: Mapping[str, Any], rows: Sequence[Mapping[str
         f"the largest per-client epsilon spent (sample-level DP-SGD; image-level, delta = the run's target-delta, each client's own). Wall = the cell's whole `fedfer simulate` "
         f"(engine start-up included); {wall}, summed over the {len(have)} cells with figures.",
     ]
+    planned = f"{'local-epoch-fraction' if part else 'local-epochs'} {local:g}"
+    own: dict[str, list[str]] = {}
+    for r in have:  # federated cells whose strategy or setting states its own local work (the same budget)
+        if r.get("clients", 0) > 1 and r.get("local_work", planned) != planned:
+            own.setdefault(f"{r['rounds']} rounds x {r['local_work']}", []).append(r["cell"])
+    parts += [f"Federated cells with their own local work (a recipe's choice in the grid; the same epochs of sample "
+              f"gradients): {', '.join(cells)}: {work}." for work, cells in own.items()]
     if any(r.get("resumed") for r in have):
         parts.append("* resumed after an interruption: the wall time covers the resumed rounds only.")
     failed = [r for r in rows if r.get("status") == "failed"]

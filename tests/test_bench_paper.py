@@ -138,8 +138,9 @@ def test_computed_sample_gradients_count_a_part_epoch_per_round():
     assert "12 rounds x local-epoch-fraction 0.33333 of each client's own epoch" in text
     own = {**cell_figures(summary=_fake_summary({**values, "num-server-rounds": 4, "local-epoch-fraction": 0.0,
                                                 "num-clients": 4}), partition=partition), "cell": "a/dp"}
-    text = notes(profile="p", budget={"epochs": 4, "local-epoch-fraction": 0.33333}, rows=[{**figures, "cell": "a/iid", "clients": 4},
-                 own], cores=2, total_wall_s=60.0, grid="g")
+    rows = [{**figures, "cell": "a/iid", "clients": 4}, own]
+    text = notes(profile="p", budget={"epochs": 4, "local-epoch-fraction": 0.33333}, rows=rows, cores=2,
+                 total_wall_s=60.0, grid="g")
     assert "their own local work" in text and "a/dp: 4 rounds x local-epochs 1." in text and "a/iid:" not in text
     steps = {**values, "local-epoch-fraction": 0.0, "local-steps": 9}  # the bench cannot plan those: no count
     assert cell_figures(summary=_fake_summary(steps), partition=partition)["sample_gradients"] is None

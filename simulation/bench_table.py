@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from fer_models.config import local_work_key
+from simulation.bench_grid import local_work
 from simulation.bench_runner import read_json_object
 
 logger = logging.getLogger(__name__)
@@ -94,8 +95,8 @@ def notes(*, profile: str, budget: Mapping[str, Any], rows: Sequence[Mapping[str
           total_wall_s: float, grid: str) -> str:
     """The table's notes: the profile's budget (epochs, clip length, cores, wall) and how figures were made."""
     epochs = int(budget["epochs"])
-    part = budget.get("local-epoch-fraction")
-    local = float(part) if part else int(budget.get("local-epochs", 1))
+    local, key = local_work(budget, where=f"profile {profile}")
+    part = key == "local-epoch-fraction"
     fraction = float(budget.get("federated-fraction", 1.0))
     have = [r for r in rows if "accuracy" in r]
     train = next((r["train_images"] for r in have if r.get("train_images")), None)
@@ -126,7 +127,7 @@ def notes(*, profile: str, budget: Mapping[str, Any], rows: Sequence[Mapping[str
         f"the largest per-client epsilon spent (sample-level DP-SGD; image-level, delta = the run's target-delta, each client's own). Wall = the cell's whole `fedfer simulate` "
         f"(engine start-up included); {wall}, summed over the {len(have)} cells with figures.",
     ]
-    planned = f"{'local-epoch-fraction' if part else 'local-epochs'} {local:g}"
+    planned = f"{key} {local:g}"  # as _local_work writes a cell's
     own: dict[str, list[str]] = {}
     for r in have:  # federated cells whose strategy or setting states its own local work (the same budget)
         if r.get("clients", 0) > 1 and r.get("local_work", planned) != planned:

@@ -8,7 +8,12 @@ Every mode is first checked for correctness: with zero noise, the clipped, avera
 Opacus produces must equal the one computed sample by sample by hand. Timings: median of
 repeated steps at batch 64 (fixed batches), T = 1 and T = 3, after warm-up.
 
-    python benchmarks/dp_overhead.py [--threads 2] [--steps 20]
+``--noise`` measures what the grid leaves out (it runs with zero noise): the cost of the Gaussian
+noise itself in fedfer's default mode (``ew``, noise multiplier 1), drawn as Opacus draws it (a
+torch CPU generator: fedfer's generator before the CSPRNG) and from fedfer's AES-256-CTR source
+(fer_models/secure_random.py: four float64 draws per value, as Opacus' secure mode), same run.
+
+    python benchmarks/dp_overhead.py [--threads 2] [--steps 20] [--noise]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import statistics
 import sys
 import time
@@ -111,18 +117,17 @@ def time_steps(step, steps: int) -> float:
     return statistics.median(times)
 
 
+def _plain_ms(model, x, y, steps: int) -> float:
+    """Median ms of a plain (non-private) SGD step of ``model`` on the batch ``(x, y)``."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    return 1000 * time_steps(functools.partial(_dp_step, model, opt, x, y), steps)
+
+
 def bench(name: str, clip_len: int, steps: int, batch: int = 64) -> dict:
     torch.manual_seed(0)
     x, y = torch.randn(batch, clip_len, 1, 48, 48), torch.randint(0, 7, (batch,))
     plain = create_model(name)
-    opt = torch.optim.SGD(plain.parameters(), lr=0.01)
-
-    def plain_step():
-        opt.zero_grad()
-        F.cross_entropy(plain(x), y).backward()
-        opt.step()
-
-    row = {"model": name, "T": clip_len, "plain_ms": 1000 * time_steps(plain_step, steps)}
+    row = {"model": name, "T": clip_len, "plain_ms": _plain_ms(plain, x, y, steps)}
     for mode in MODES:
         try:
             with _sampler_for(mode):
@@ -145,6 +150,57 @@ def _bench_mode(name: str, mode: str, clip_len: int, steps: int, x, y) -> dict:
     return {"correct": ok, "ms": 1000 * time_steps(dp_step, steps)}
 
 
+def bench_noise(name: str, clip_len: int, steps: int, batch: int = 64) -> dict:
+    """ms per ew DP step with noise multiplier 1: Opacus' torch-generator noise vs fedfer's secure noise."""
+    from opacus import PrivacyEngine
+
+    from fer_models.secure_random import SecureRandom
+
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, clip_len, 1, 48, 48), torch.randint(0, 7, (batch,))
+    plain = create_model(name)
+    row = {"model": name, "T": clip_len, "params": sum(p.numel() for p in plain.parameters()),
+           "plain_ms": _plain_ms(plain, x, y, steps)}
+    dp_steps = {}
+    for source in ("torch", "secure"):
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch)
+        model = create_model(name)
+        dp_model, dp_opt, _ = PrivacyEngine().make_private(
+            module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01), data_loader=loader,
+            noise_multiplier=1.0, max_grad_norm=CLIP, poisson_sampling=False, grad_sample_mode="ew")
+        if source == "secure":
+            privacy.use_secure_noise(dp_opt, source=SecureRandom())
+        dp_steps[source] = functools.partial(_dp_step, dp_model, dp_opt, x, y)
+    # alternate the two steps, so that both see the same machine load
+    times: dict[str, list[float]] = {k: [] for k in dp_steps}
+    for i in range(steps + 3):
+        for source, step in dp_steps.items():
+            t = time.perf_counter()
+            step()
+            if i >= 3:
+                times[source].append(time.perf_counter() - t)
+    row.update({f"{k}_ms": 1000 * statistics.median(v) for k, v in times.items()})
+    return row
+
+
+def _dp_step(model, opt, x, y) -> None:
+    """One step of ``opt`` on the batch (plain or Opacus-wrapped alike)."""
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def _noise_table(rows: list[dict]) -> str:
+    lines = ["| model | T | params | plain ms/step | ew + torch noise | ew + secure noise | secure / torch |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['T']} | {r['params']:,} | {r['plain_ms']:.0f} | "
+                     f"{r['torch_ms']:.0f} ms ({r['torch_ms'] / r['plain_ms']:.2f}x) | "
+                     f"{r['secure_ms']:.0f} ms ({r['secure_ms'] / r['plain_ms']:.2f}x) | "
+                     f"{r['secure_ms'] / r['torch_ms']:.3f} |")
+    return "\n".join(lines)
+
+
 def _loadavg() -> str:
     """1, 5 and 15-minute load averages (Linux), or 'n/a'."""
     try:
@@ -158,9 +214,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--models", nargs="*", default=list_models())
+    ap.add_argument("--noise", action="store_true", help="only the noise cost: torch-generator vs secure noise")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load_start = _loadavg()
+    if args.noise:
+        rows = [bench_noise(m, t, args.steps) for m in args.models for t in (1, 3)]
+        table = _noise_table(rows)
+        print(table)
+        write_results("dp_noise_overhead", results=rows, table=table,
+                      notes=f"batch 64, {args.threads} torch threads, median of {args.steps} steps after 3 warm-up "
+                            "steps, grad-sample-mode ew, noise multiplier 1; 'torch noise' = Opacus' draw from a torch "
+                            "CPU generator (fedfer before the CSPRNG), 'secure noise' = fedfer's AES-256-CTR source "
+                            "(fer_models/secure_random.py). Load average at the start: "
+                            f"{load_start}, at the end: {_loadavg()} (compare columns of one row).")
+        return
     rows = [bench(m, t, args.steps) for m in args.models for t in (1, 3)]
     lines = ["| model | T | plain ms/step | " + " | ".join(f"{m} (x)" for m in MODES) + " | fastest correct |",
              "|---|---|---|" + "---|" * len(MODES) + "---|"]

@@ -12,7 +12,13 @@ same seed and data; the median round time (from round 2, after the engine's star
 difference between the two final models. Part 3 (``--deploy``): the same in `fedfer deploy-local`
 (SuperLink and SuperNode processes on loopback; a ClientApp process per message).
 
+``--expansion N ...`` instead times the mask expansion alone for models of N entries: Flower's
+``pseudo_rand_gen`` (a 32-bit NumPy seed) against fedfer's (AES-256-CTR keyed by the whole seed,
+fer_models/secagg_prg.py, which the protocol rounds above use); a client runs it once per neighbour
+plus once for its self mask per round, the server once per summed client and per dropout's neighbour.
+
     nice -n 10 python benchmarks/secagg_overhead.py [--clients 3 5 10] [--model cnn] [--simulate] [--deploy]
+    nice -n 10 python benchmarks/secagg_overhead.py --expansion 135000 1000000
 """
 
 from __future__ import annotations
@@ -76,6 +82,26 @@ def protocol_round(*, clients: int, model: str, secure: bool) -> dict:
             "model": dict(zip(arrays.keys(), arrays.to_numpy_ndarrays()))}  # type: ignore[union-attr]
 
 
+def mask_expansion(*, entries: int, repeats: int = 7) -> dict:
+    """Best-of-``repeats`` milliseconds to expand one 32-byte seed into ``entries`` mask values, both ways."""
+    from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen as flower
+
+    from fer_models.secagg_prg import pseudo_rand_gen as fedfer
+    from fer_models.secagg_checks import MODULUS_RANGE
+
+    seed, dims = os.urandom(32), [(entries,)]
+    row: dict = {"part": "mask expansion", "params": entries}
+    for name, expand in (("flower", flower), ("fedfer", fedfer)):
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            expand(seed, MODULUS_RANGE, dims)
+            times.append(time.perf_counter() - began)
+        row[f"{name}_ms"] = 1e3 * min(times)
+    row["ratio"] = row["fedfer_ms"] / row["flower_ms"]
+    return row
+
+
 def end_to_end(*, engine: str, secure: bool, rounds: int, clients: int, work: Path) -> dict:
     """`fedfer simulate` or `fedfer deploy-local` in a subprocess; round times from metrics.jsonl, the final
     model's arrays."""
@@ -108,7 +134,19 @@ def main() -> None:
     parser.add_argument("--simulate", action="store_true", help="also run fedfer simulate plain vs secaggplus")
     parser.add_argument("--deploy", action="store_true", help="also run fedfer deploy-local plain vs secaggplus")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--expansion", type=int, nargs="+", metavar="N",
+                        help="only time the mask expansion (Flower's vs fedfer's) for models of N entries")
     args = parser.parse_args()
+    if args.expansion:
+        rows = [mask_expansion(entries=n) for n in args.expansion]
+        table = markdown_table(rows, [("model entries", "params", "d"), ("Flower ms", "flower_ms", ".2f"),
+                                      ("fedfer ms", "fedfer_ms", ".2f"), ("fedfer / Flower", "ratio", ".2f")])
+        write_results("secagg_mask_expansion", results=rows, table=table, notes=(
+            "one mask (one seed) expanded to the model's entries, best of 7; Flower: np.random.RandomState of the "
+            "32-bit XOR fold of the seed; fedfer: AES-256-CTR keyed by SHA-256(tag + whole seed), 64-bit words "
+            "reduced mod 2**32"))
+        print(table)
+        return
     rows = []
     for k in args.clients:
         plain, secure = (protocol_round(clients=k, model=args.model, secure=s) for s in (False, True))

@@ -14,14 +14,15 @@ from flwr.clientapp import ClientApp
 
 from client.ledger import LedgerMismatch, LedgerMissing, lineage_of
 from client.mods import client_side_clipping
+from client.node_privacy import NodePrivacyError
 from client.secagg import secure_aggregation
 from client.training import BudgetRefusal, evaluate_local, train_local
 from fer_models.config import RunConfig
 from fer_models.federated_eval import NoHeldOutSplit, held_out_counts
 from fer_models.sites import SiteDataError, local_data
-from fer_models.wire import (BUDGET_EXCEEDED, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, LEDGER_MISSING,
-                             PRIVATE_EVALUATION_REFUSED, ROUND_OFFSET, ROUND_SECONDS, SERVER_ROUND, SITE_DATA_ERROR,
-                             SITE_NAME, SITE_RECORD, TRAIN_STATISTICS)
+from fer_models.wire import (BUDGET_EXCEEDED, CLIENT_REASONS, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, LEDGER_MISSING,
+                             NODE_CONFIG_ERROR, PRIVATE_EVALUATION_REFUSED, ROUND_OFFSET, ROUND_SECONDS, SERVER_ROUND,
+                             SITE_DATA_ERROR, SITE_NAME, SITE_RECORD, TRAIN_STATISTICS)
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,15 @@ BUDGET_EXCEEDED_CODE = BUDGET_EXCEEDED
 app = ClientApp(mods=[secure_aggregation, client_side_clipping])  # masking outermost: it masks the clipped update
 
 
+def refusal(msg: Message, code: int, detail: object, *, level: int = logging.ERROR) -> Message:
+    """The error reply of ``code``: its fixed, generic reason only (fer_models/wire.py CLIENT_REASONS). The detail
+    (paths, labels, counts, settings) goes to this node's own log, never to the server."""
+    logger.log(level, "refused (code %d): %s", code, detail)
+    return Message(Error(code=code, reason=CLIENT_REASONS[code]), reply_to=msg)
+
+
 def _site_error(msg: Message, exc: Exception) -> Message:
-    logger.error("%s", exc)
-    return Message(Error(code=SITE_DATA_ERROR, reason=str(exc)), reply_to=msg)
+    return refusal(msg, SITE_DATA_ERROR, exc)
 
 
 @app.train()
@@ -53,12 +60,12 @@ def train(msg: Message, context: Context) -> Message:
     try:
         result = train_local(cfg=cfg, context=context, local=local, global_state=state, server_round=server_round,
                              proximal_mu=proximal_mu, lineage=lineage_of(config, context))
-    except BudgetRefusal as refusal:
-        logger.warning("%s: %s", local.name, refusal)
-        return Message(Error(code=BUDGET_EXCEEDED, reason=str(refusal)), reply_to=msg)
-    except (LedgerMissing, LedgerMismatch) as refusal:
-        logger.error("%s: %s", local.name, refusal)
-        return Message(Error(code=LEDGER_MISSING, reason=str(refusal)), reply_to=msg)
+    except BudgetRefusal as exc:
+        return refusal(msg, BUDGET_EXCEEDED, f"{local.name}: {exc}", level=logging.WARNING)
+    except (LedgerMissing, LedgerMismatch) as exc:
+        return refusal(msg, LEDGER_MISSING, f"{local.name}: {exc}")
+    except NodePrivacyError as exc:
+        return refusal(msg, NODE_CONFIG_ERROR, f"{local.name}: {exc}")
     arrays = ArrayRecord(result.state)
     if TRAIN_STATISTICS[-1] in result.metrics:  # timing goes with the train statistics: never under DP
         result.metrics[ROUND_SECONDS] = time.perf_counter() - started
@@ -72,8 +79,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     for them) or the loss and accuracy on this client's share (client-side evaluation)."""
     cfg = RunConfig.from_flat(context.run_config)
     if cfg.dp != "none":  # loss and accuracy on private data would leave outside the accounted mechanism
-        return Message(Error(code=PRIVATE_EVALUATION_REFUSED, reason=f"dp={cfg.dp}: this client sends no evaluation "
-                             f"metrics (they are not noised or accounted)"), reply_to=msg)
+        return refusal(msg, PRIVATE_EVALUATION_REFUSED, f"dp={cfg.dp}: this client sends no evaluation metrics "
+                       f"(they are not noised or accounted)", level=logging.INFO)
     try:
         local = local_data(cfg, context.node_config)
     except SiteDataError as exc:
@@ -81,12 +88,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     state = msg.content["arrays"].to_torch_state_dict()  # type: ignore[union-attr]
     config = msg.content.config_records.get("config", {})
     if local.site is not None and not local.site.share_evaluation:  # a site decides what leaves it
-        return Message(Error(code=EVALUATION_NOT_SHARED, reason=f"{local.name} does not share evaluation results "
-                             f"of its held-out split: its node config would need share-evaluation=true"), reply_to=msg)
+        return refusal(msg, EVALUATION_NOT_SHARED, f"{local.name} does not share evaluation results of its held-out "
+                       f"split: its node config would need share-evaluation=true", level=logging.INFO)
     if config.get(EVALUATE_COUNTS):
         if local.site is None:
-            return Message(Error(code=EVALUATION_NOT_SHARED, reason=f"{local.name} is a partition, not a site: "
-                                 f"federated evaluation needs client-data=site"), reply_to=msg)
+            return refusal(msg, EVALUATION_NOT_SHARED, f"{local.name} is a partition, not a site: federated "
+                           f"evaluation needs client-data=site", level=logging.INFO)
         try:
             counts = held_out_counts(cfg=cfg, local=local, global_state=state)
         except NoHeldOutSplit as exc:

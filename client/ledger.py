@@ -8,7 +8,9 @@ the server never holds, sends or restores a client's ledger.
 The file belongs to one *lineage* (a random id the server draws at the start of a run and keeps
 across resumes) and one client. The ledger fails closed: a client that has trained in a lineage
 before (its Flower ``Context.state`` says so, or the participation marker beside the ledger
-exists) but finds no ledger refuses to train, with the way to restore it.
+exists, or the node's site ledger records this lineage) but finds no ledger refuses to train, with
+the way to restore it. What the node's *data* spent over every lineage is the site ledger's
+(client/site_ledger.py).
 
 State directory: the node config's ``state-dir`` (a SuperNode's ``--node-config``), else
 ``$FEDFER_STATE_DIR``, else ``$XDG_STATE_HOME/fedfer`` (``~/.local/state/fedfer``).
@@ -75,10 +77,12 @@ class LedgerFile:
         in_state = record is not None and record.get("lineage") == self.lineage and bool(record.get("trained"))
         return in_state or self.marker.exists()
 
-    def load(self, context: Context, *, accountant: str) -> tuple[PrivacyLedger, float | None]:
-        """The ledger so far and the fixed noise multiplier (None before the first round)."""
+    def load(self, context: Context, *, accountant: str,
+             recorded_elsewhere: bool = False) -> tuple[PrivacyLedger, float | None]:
+        """The ledger so far and the fixed noise multiplier (None before the first round). ``recorded_elsewhere``:
+        the site ledger (client/site_ledger.py) holds this lineage's history, so a missing file is a lost one."""
         if not self.path.exists():
-            if self._trained_before(context):
+            if recorded_elsewhere or self._trained_before(context):
                 raise LedgerMissing(
                     f"client {self.client} has trained in run lineage {self.lineage} before, but its privacy "
                     f"ledger {self.path} is missing: it refuses to train, since its epsilon would restart "

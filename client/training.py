@@ -11,26 +11,24 @@ import torch
 from flwr.app import Context
 
 from client.carry import keep_optimizer, restore_optimizer
-from client.ledger import LedgerFile, check_lineage
+from client.node_privacy import NodePrivacy
+from client.private_round import BudgetRefusal, prepare_private_round, privacy_units, unit_loader
 from fer_models import engine
 from fer_models.augment import Augmenter
 from fer_models.config import RunConfig
 from fer_models.dp_recipe import WeightEMA, training_hyperparams
 from fer_models.optim_state import lr_factor
-from fer_models.persons import PersonIndex, person_index
-from fer_models.privacy import (PrivacyLedger, make_private, noise_for_target, plain_state_dict,
-                                sample_rate_for, steps_per_epoch)
+from fer_models.privacy import make_private, plain_state_dict
 from fer_models.samples import ClipSet
-from fer_models.sites import LocalData
+from fer_models.sites import EPSILON_CAP, MIN_NOISE_MULTIPLIER, LocalData
 from fer_models.task import build_model, evaluate_state
 from fer_models.wire import (EPSILON, GLOBAL_LOSS, NUM_EXAMPLES, PARTITION_ID, TRAIN_STATISTICS, UNIFORM_WEIGHT,
                              UNIT_IS_PERSON)
 
 logger = logging.getLogger(__name__)
 
-
-class BudgetRefusal(RuntimeError):
-    """This client would exceed its epsilon budget by training this round."""
+__all__ = ["BudgetRefusal", "LocalResult", "class_weights", "evaluate_local", "privacy_units", "round_seed",
+           "train_local"]
 
 
 @dataclass(frozen=True)
@@ -45,41 +43,24 @@ def round_seed(cfg: RunConfig, partition_id: int, server_round: int) -> int:
     return int(np.random.SeedSequence([cfg.seed, partition_id, server_round]).generate_state(1)[0])
 
 
-def privacy_units(cfg: RunConfig, local: LocalData) -> tuple[PersonIndex | None, str]:
-    """(persons, unit name): persons under privacy-unit=person when the data has subject ids, else images."""
-    if cfg.privacy_unit != "person":
-        return None, "image"
-    data = local.train
-    subjects = local.store.meta.get("subject")
-    mine = None if subjects is None else np.asarray(subjects)[data.frames[:, 0].numpy()]  # each sample's first frame
-    if mine is None or not np.any(mine.astype(str) != ""):
-        logger.warning("privacy-unit=person, but this client's data has no subject ids (FER2013 has none): "
-                       "its epsilon protects one image, not one person")
-        return None, "image"
-    return person_index(mine), "person"
-
-
-def _noise_multiplier(cfg: RunConfig, stored: float | None, *, sample_rate: float, steps_per_round: int,
-                      unit: str) -> float:
-    """Fixed noise for the run; in target-epsilon mode computed once for all planned steps."""
-    if stored is not None:
-        return stored
-    if cfg.target_epsilon <= 0:
-        return cfg.noise_multiplier
-    planned = steps_per_round * cfg.num_server_rounds
-    noise = noise_for_target(target_epsilon=cfg.target_epsilon, delta=cfg.target_delta,
-                             sample_rate=sample_rate, steps=planned, accountant=cfg.accountant)
-    logger.info("noise multiplier %.4f spends this client's %s-level epsilon %.3f (delta=%g) over %d planned steps "
-                "(q=%.4f)", noise, unit, cfg.target_epsilon, cfg.target_delta, planned, sample_rate)
-    return noise
-
-
 def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_state: dict[str, torch.Tensor],
                 server_round: int, proximal_mu: float = 0.0, lineage: str = "") -> LocalResult:
-    """Train the global model on this client's data; under dp=sample compose the ledger on disk."""
+    """Train the global model on this client's data; under dp=sample compose the ledger on disk.
+
+    Every privacy refusal (BudgetRefusal, LedgerMissing, LedgerMismatch, NodePrivacyError) is raised before any
+    gradient is computed."""
+    privacy = NodePrivacy.from_node_config(context.node_config)
+    if privacy.capped and cfg.dp != "sample":
+        raise BudgetRefusal(f"this node sets {EPSILON_CAP} or {MIN_NOISE_MULTIPLIER}, so it trains only under "
+                            f"dp=sample; the run asks dp={cfg.dp}, whose update would leave without this node's "
+                            f"accounting")
+    data = local.train
+    hp = training_hyperparams(cfg, num_samples=len(data))
+    private = (prepare_private_round(cfg=cfg, context=context, local=local, privacy=privacy, lineage=lineage,
+                                     batch_size=hp.batch_size, server_round=server_round)
+               if cfg.dp == "sample" else None)  # every refusal comes here, before the model is even built
     engine.configure_threads(cfg.num_cpus)
     device = engine.select_device()
-    data = local.train
     model = build_model(cfg, image_size=local.store.image_size[0])
     model.load_state_dict(global_state)
     model.to(device)
@@ -89,7 +70,6 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
     global_loss = (engine.evaluate(model=model, data=data, batch_size=cfg.eval_batch_size, device=device).loss
                    if cfg.strategy == "qfedavg" and cfg.dp == "none" else None)
     torch.manual_seed(seed)  # dropout & co.: the same draws whichever process runs this client
-    hp = training_hyperparams(cfg, num_samples=len(data))
     learning_rate = hp.learning_rate * lr_factor(schedule=hp.lr_schedule, server_round=server_round,
                                                  num_rounds=cfg.num_server_rounds)
     optimizer = engine.make_optimizer(model, name=hp.optimizer, learning_rate=learning_rate,
@@ -105,34 +85,20 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
                                        "round-learning-rate": learning_rate, "optimizer-state-carried": int(carried)}
     recipe = dict(views=cfg.augment_multiplicity,
                   ema=WeightEMA(model, decay=hp.ema_decay) if hp.ema_decay > 0 else None)
-    if cfg.dp == "sample":
-        check_lineage(context, lineage)
-        where = LedgerFile.locate(context, lineage=lineage, client=local.key)
-        ledger, stored_noise = where.load(context, accountant=cfg.accountant)
-        persons, unit = privacy_units(cfg, local)
-        units = len(persons) if persons is not None else len(data)
-        q = sample_rate_for(batch_size=hp.batch_size, num_samples=units)
-        local_steps = cfg.local_steps_for(num_samples=units, batch_size=hp.batch_size)  # ~ fraction / q
-        steps = local_steps or cfg.local_epochs * steps_per_epoch(q)  # what the ledger composes
-        noise = _noise_multiplier(cfg, stored_noise, sample_rate=q, steps_per_round=steps, unit=unit)
-        projected = ledger.with_steps(noise_multiplier=noise, sample_rate=q, steps=steps)
-        eps_after = projected.epsilon(delta=cfg.target_delta)
-        if eps_after > cfg.budget + 1e-9:
-            raise BudgetRefusal(
-                f"round {server_round}: training would raise this client's {unit}-level epsilon from "
-                f"{ledger.epsilon(delta=cfg.target_delta):.3f} to {eps_after:.3f}, over the budget "
-                f"{cfg.budget:.3f} (delta={cfg.target_delta}); this client stops training")
-        loader = engine.index_loader(units, batch_size=hp.batch_size, seed=seed)  # make_private re-keys it
-        parts = make_private(model=model, optimizer=optimizer, loader=loader, noise_multiplier=noise,
-                             max_grad_norm=hp.max_grad_norm, ledger=ledger, grad_sample_mode=cfg.grad_sample_mode)
+    if private is not None:
+        loader = unit_loader(slots=private.slots, units=private.units, batch_size=hp.batch_size, seed=seed)
+        parts = make_private(model=model, optimizer=optimizer, loader=loader, noise_multiplier=private.noise,
+                             max_grad_norm=hp.max_grad_norm, ledger=private.ledger,
+                             grad_sample_mode=cfg.grad_sample_mode)  # make_private re-keys the loader
         stats = engine.train(model=parts.model, data=data, optimizer=parts.optimizer, loader=parts.loader,
                              epochs=cfg.local_epochs, device=device, augment=augment, class_weights=weights,
-                             physical_batch_size=hp.physical_batch_size, persons=persons, max_steps=local_steps,
-                             **recipe)
+                             physical_batch_size=hp.physical_batch_size, persons=private.persons,
+                             max_steps=private.local_steps, **recipe)
         ledger = parts.ledger()
-        where.save(context, ledger, noise_multiplier=noise, unit=unit, delta=cfg.target_delta)  # before replying
-        metrics.update({EPSILON: ledger.epsilon(delta=cfg.target_delta), UNIT_IS_PERSON: int(unit == "person"),
-                        "noise-multiplier": noise, "sample-rate": q, "dp-steps": ledger.total_steps})
+        private.record(context, ledger, delta=cfg.target_delta)  # before replying
+        metrics.update({EPSILON: ledger.epsilon(delta=cfg.target_delta), UNIT_IS_PERSON: int(private.unit == "person"),
+                        "noise-multiplier": private.noise, "sample-rate": private.sample_rate,
+                        "dp-steps": ledger.total_steps})  # all from public counts (fer_models/wire.py)
         trained = parts.model
     else:
         batch = min(hp.batch_size, len(data))
@@ -147,7 +113,8 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
     # the EMA of the weights is post-processing of the (private) iterates: it is what leaves the client
     state = recipe["ema"].state_dict() if recipe["ema"] is not None else plain_state_dict(trained)
     metrics.update({NUM_EXAMPLES: stats.num_examples, UNIFORM_WEIGHT: 1})
-    if cfg.dp == "none":  # computed from private data outside any accounted mechanism: never sent under DP
+    if cfg.dp == "none" and cfg.secure_aggregation == "none":
+        # computed from private data outside any accounted mechanism: never sent under DP, nor beside a masked update
         metrics.update(dict(zip(TRAIN_STATISTICS, (stats.loss, stats.accuracy, stats.samples_seen, stats.seconds))))
         if global_loss is not None:
             metrics[GLOBAL_LOSS] = global_loss

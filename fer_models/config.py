@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from fer_models.dp_checks import check_privacy_settings
 from fer_models.dp_recipe import RECIPE_KEYS, TUNED
+from fer_models.dp_trust import DP_CLIENT_TRUST, DP_SAMPLE_TRUST
 from fer_models.secagg_checks import check_secure_aggregation
 from fer_models.labels import NUM_CLASSES
 
@@ -144,7 +145,8 @@ class RunConfig:
     class_weights: str = _opt("", "weighted-loss: 7 public, comma-separated class weights (angry,disgust,fear,happy,"
                               "sad,surprise,neutral); empty = computed from each client's labels (refused under DP)")
     # --- differential privacy ---------------------------------------------------------------------
-    dp: str = _opt("none", "differential privacy: none, sample-level (Opacus) or client-level (DP-FedAvg)",
+    dp: str = _opt("none", "differential privacy: none; sample = sample-level DP-SGD (Opacus) on each client: "
+                   + DP_SAMPLE_TRUST + "; client = client-level DP-FedAvg: " + DP_CLIENT_TRUST,
                    choices=("none", "sample", "client"))
     noise_multiplier: float = _opt(1.0, "DP noise multiplier (used when target-epsilon = 0)", minimum=0.0)
     target_epsilon: float = _opt(0.0, "if > 0, the noise is computed once to spend this epsilon over all rounds",

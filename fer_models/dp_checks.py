@@ -38,6 +38,11 @@ def check_privacy_settings(cfg: "RunConfig") -> None:
             raise ConfigError("strategy=fedprox with dp=sample: Opacus replaces the gradient with the clipped, noised "
                               "per-sample gradients, so the proximal term would be silently dropped; use "
                               "strategy=fedavg (or dp=none for FedProx)")
+        if cfg.privacy_unit == "person" and cfg.audit_canaries:
+            raise ConfigError("audit-canaries with privacy-unit=person: a canary is one planted image, at a client drawn "
+                              "at random, so it would join its subject's person at another client (a person at two "
+                              "clients) and the audit would measure an image, not the person the epsilon protects; "
+                              "audit a privacy-unit=sample run")
     elif cfg.privacy_unit != "sample":
         raise ConfigError(f"privacy-unit={cfg.privacy_unit} applies to dp=sample (per-sample DP-SGD on the clients); "
                           f"with dp={cfg.dp} set privacy-unit=sample")

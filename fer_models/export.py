@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer_models.atomic import atomic_write_bytes
 from fer_models.labels import EMOTIONS, IMAGE_SIDE
 from fer_models.samples import PIXEL_MEAN, PIXEL_STD
 
@@ -101,6 +102,15 @@ def _to_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     program.save(str(path))  # weights embedded: one self-contained file
 
 
+def _written_by(save: Any, out: Path) -> None:
+    """``save(path)`` (a library that writes to a path) into a temporary folder, then ``out`` through the
+    one atomic writer: a full disk or a crash never leaves a half-written model at ``out``."""
+    with tempfile.TemporaryDirectory(prefix="fedfer-export-") as tmp:
+        staged = Path(tmp) / f"model{out.suffix}"
+        save(staged)
+        atomic_write_bytes(out, staged.read_bytes())
+
+
 def _fixed_matmuls(path: Path) -> list[str]:
     """MatMul nodes with no trained weight: the ScatterNet's DFT matrices, attention products."""
     import onnx
@@ -109,16 +119,15 @@ def _fixed_matmuls(path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and not any(i.endswith("weight") for i in n.input)]
 
 
-def _quantize_onnx(path: Path) -> None:
+def _to_quantized_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        path.replace(fp32)
-        # the trained Linear layers only: int8 rounding of the fixed DFT matrices moved the scatter
-        # model's logits about 10x more than the layers' own rounding
-        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                         nodes_to_exclude=_fixed_matmuls(fp32))
+    fp32 = path.with_name(f"fp32{path.suffix}")
+    _to_onnx(model, example, fp32)
+    # the trained Linear layers only: int8 rounding of the fixed DFT matrices moved the scatter
+    # model's logits about 10x more than the layers' own rounding
+    quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                     nodes_to_exclude=_fixed_matmuls(fp32))
 
 
 def _to_torchscript(model: nn.Module, example: torch.Tensor, path: Path, *, quantize: str) -> None:
@@ -130,7 +139,7 @@ def _to_torchscript(model: nn.Module, example: torch.Tensor, path: Path, *, quan
         warnings.simplefilter("ignore")  # tracer warnings about shape checks turned into constants
         traced = torch.jit.trace(model, (example,), check_trace=False)
         traced = torch.jit.freeze(traced.eval())
-    traced.save(str(path))
+    torch.jit.save(traced, str(path))
 
 
 def run_exported(path: Path, clips: np.ndarray, *, threads: int = 0) -> np.ndarray:
@@ -160,6 +169,17 @@ def parity(*, reference: np.ndarray, exported: np.ndarray, tolerance: float | No
             "samples": int(reference.shape[0])}
 
 
+def _warn_if_shared(side: Path, *, model_file: str) -> None:
+    """An earlier export whose sidecar this one replaces (``model.onnx`` and ``model.ts`` share ``model.json``)."""
+    try:
+        earlier = json.loads(side.read_text()).get("model_file") if side.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return
+    if earlier and earlier != model_file and side.with_name(str(earlier)).is_file():
+        logger.warning("%s described %s, which now has no sidecar of its own and will be refused: export it "
+                       "again with --out naming another file", side, side.with_name(str(earlier)))
+
+
 def export_model(*, model: nn.Module, out: Path, fmt: str, clip_length: int, quantize: str = "none",
                  meta: dict[str, Any] | None = None, tolerance: float = FP32_TOLERANCE) -> ExportResult:
     """Export ``model`` to ``out`` (a file; its sidecar goes beside it) and check parity.
@@ -178,12 +198,11 @@ def export_model(*, model: nn.Module, out: Path, fmt: str, clip_length: int, qua
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = example_clips(batch=2, clip_length=clip_length, image_size=image_size, seed=1)
+    graph = exportable(model)
     if fmt == "onnx":
-        _to_onnx(exportable(model), example, out)
-        if quantize == "int8":
-            _quantize_onnx(out)
+        _written_by(lambda p: (_to_quantized_onnx if quantize == "int8" else _to_onnx)(graph, example, p), out)
     else:
-        _to_torchscript(exportable(model), example, out, quantize=quantize)
+        _written_by(lambda p: _to_torchscript(graph, example, p, quantize=quantize), out)
     clips = example_clips(batch=PARITY_BATCH, clip_length=clip_length, image_size=image_size, seed=2)
     with torch.no_grad():
         reference = model.eval()(clips).numpy()
@@ -200,7 +219,8 @@ def export_model(*, model: nn.Module, out: Path, fmt: str, clip_length: int, qua
         "torch": torch.__version__, "size_bytes": out.stat().st_size, "parity": check, **(meta or {}),
     }
     side = sidecar_path(out)
-    side.write_text(json.dumps(sidecar, indent=2) + "\n")
+    _warn_if_shared(side, model_file=out.name)
+    atomic_write_bytes(side, (json.dumps(sidecar, indent=2) + "\n").encode())
     if check["passed"] is False:
         raise ExportParityError(f"{out}: exported outputs differ from PyTorch's by {check['max_abs_logit_diff']:.3g} "
                                 f"(> {tolerance:g}); the files are kept for inspection, do not deploy them")

@@ -131,7 +131,36 @@ def read_sidecar(model_path: Path) -> dict[str, Any]:
         raise ExportedModelError(f"{side} lacks {', '.join(missing)}; export the model again")
     if tuple(meta["classes"]) != EMOTIONS:
         raise ExportedModelError(f"{side}: classes {meta['classes']} differ from this version's {list(EMOTIONS)}")
+    described = Path(model_path).with_name(str(meta["model_file"]))
+    fmt = next((f for f, suffix in SUFFIX.items() if suffix == Path(model_path).suffix), None)
+    if meta["export_format"] != fmt or (described.name != Path(model_path).name and described.is_file()):
+        raise ExportedModelError(
+            f"{side} describes {described.name} ({meta['export_format']}, clip length {meta['clip_length']}), not "
+            f"{Path(model_path).name}: two exports with one name share a sidecar; export {Path(model_path).name} "
+            f"again, with --out naming a file of its own")
     return meta
+
+
+def check_clip_length(predictor: Predictor, *, what: str, max_probe: int = 16) -> None:
+    """Run one blank clip of the predictor's clip length through it, before any real input.
+
+    A model whose graph was fixed at another clip length (a TorchScript or ONNX export whose sidecar
+    is not its own) fails here with :class:`ExportedModelError` naming the length it takes instead
+    of the runtime's own error in the middle of a video."""
+    def runs(length: int) -> bool:
+        try:
+            predictor.logits(np.zeros((1, length, 1, predictor.image_size, predictor.image_size), np.float32))
+        except Exception:  # noqa: BLE001 - TorchScript, ONNX Runtime and PyTorch raise many types here
+            return False
+        return True
+
+    if runs(predictor.clip_length):
+        return
+    takes = next((t for t in range(1, max_probe + 1) if t != predictor.clip_length and runs(t)), None)
+    found = f"takes clips of {takes} frame(s)" if takes else f"does not run on clips of 1..{max_probe} frames"
+    raise ExportedModelError(f"{predictor.source} {found}, but {what} says {predictor.clip_length}: "
+                             + (f"export it again with `fedfer export RUN --clip-length {takes}` so that the two "
+                                f"agree" if takes else "export the model again"))
 
 
 def load_exported(path: Path, *, threads: int = 0) -> Predictor:
@@ -146,11 +175,14 @@ def load_exported(path: Path, *, threads: int = 0) -> Predictor:
     kwargs = {"clip_length": int(meta["clip_length"]), "image_size": int(meta["image_size"]), "source": str(path)}
     try:
         if path.suffix == SUFFIX["onnx"]:
-            return OnnxPredictor(onnx_session(path, threads=threads), **kwargs)
-        if threads:
-            torch.set_num_threads(threads)
-        return TorchScriptPredictor(load_torchscript(path), **kwargs)
+            predictor: Predictor = OnnxPredictor(onnx_session(path, threads=threads), **kwargs)
+        else:
+            if threads:
+                torch.set_num_threads(threads)
+            predictor = TorchScriptPredictor(load_torchscript(path), **kwargs)
     except Exception as exc:  # ONNX Runtime / TorchScript raise many types on damaged files
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise ExportedModelError(f"{path} cannot be loaded ({type(exc).__name__}: {first}); the file is damaged "
                                  f"or was written by another version: export it again") from None
+    check_clip_length(predictor, what=f"its sidecar {sidecar_path(path)}")
+    return predictor

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 MODULUS_RANGE = 2**32
 #: Strategies that aggregate with the weighted mean only (or a server step on it): served by a secure sum.
 SUM_STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi")
-#: Fewest clients per round: with two, each would learn the other's update from the sum and its own.
+#: Fewest clients per round: with two, each would learn the other's update from the sum and its own. Also the
+#: fewest masked vectors the server unmasks: a round left with fewer after dropouts halts (server/secagg.py).
 MIN_CLIENTS = 3
 _KEYS = ("secagg-num-shares", "secagg-reconstruction-threshold", "secagg-clipping-range",
          "secagg-quantization-range", "secagg-max-weight")

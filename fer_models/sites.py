@@ -32,6 +32,14 @@ logger = logging.getLogger(__name__)
 DATA_PATH, DATA_FORMAT, SITE, FACE_CROP, SHARE_EVALUATION = (
     "data-path", "data-format", "site", "face-crop", "share-evaluation")
 NODE_KEYS = (DATA_PATH, DATA_FORMAT, SITE, FACE_CROP, SHARE_EVALUATION)
+#: Node config keys of the node's own privacy limits, which hold whatever the server's run config says
+#: (client/site_ledger.py): the most epsilon this node's data may ever spend over every run and lineage, the delta
+#: it is measured at, the least noise multiplier it accepts, a person count it declares public (privacy-unit=person)
+#: and ``privacy-state=new`` to start a capped node's privacy state explicitly. A simulated node (whose node config
+#: Flower fills) reads them from ``$FEDFER_<KEY>`` (upper case, ``-`` as ``_``), e.g. ``FEDFER_EPSILON_CAP=8``.
+EPSILON_CAP, EPSILON_CAP_DELTA, MIN_NOISE_MULTIPLIER, PUBLIC_PERSON_COUNT, PRIVACY_STATE = (
+    "epsilon-cap", "epsilon-cap-delta", "min-noise-multiplier", "public-person-count", "privacy-state")
+NODE_PRIVACY_KEYS = (EPSILON_CAP, EPSILON_CAP_DELTA, MIN_NOISE_MULTIPLIER, PUBLIC_PERSON_COUNT, PRIVACY_STATE)
 _TRUE = ("true", "1", "yes", "on")
 
 

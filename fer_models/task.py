@@ -18,6 +18,8 @@ from fer_models.audit.canaries import canary_plan_for, with_canaries
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore, load_dataset
 from fer_models.data.partition import PartitionError, make_partitioner
+from fer_models.data.person_split import (PersonSplitError, PersonUnits, check_one_client_per_person, in_persons,
+                                           person_units)
 from fer_models.models import create_model
 from fer_models.data.clips import make_clips
 from fer_models.samples import ClipSet, stratified_subsample
@@ -72,6 +74,14 @@ _PARTITION_KEYS = {"num_partitions": "num-clients", "min_size": "min-client-samp
                    "classes_per_client": "classes-per-client"}
 
 
+def _person_units(cfg: RunConfig, store: FaceStore, pool: np.ndarray, unit: np.ndarray, labels: np.ndarray,
+                  groups: np.ndarray | None, num_partitions: int) -> PersonUnits:
+    """privacy-unit=person: the pool's persons, each one indivisible unit (fer_models/data/person_split.py)."""
+    subjects = store.meta.get("subject")
+    return person_units(subjects=None if subjects is None else np.asarray(subjects)[pool], unit=unit, labels=labels,
+                        groups=groups if cfg.partition == "group" else None, num_clients=num_partitions)
+
+
 @functools.lru_cache(maxsize=8)
 def _partition(cfg: RunConfig, num_partitions: int) -> tuple[np.ndarray, ...]:
     store = load_store(cfg)
@@ -79,15 +89,27 @@ def _partition(cfg: RunConfig, num_partitions: int) -> tuple[np.ndarray, ...]:
     unit, first = _units(cfg, store, pool)
     labels = store.labels[torch.from_numpy(pool[first])].numpy()
     groups = store.meta.get("group")
+    groups = None if groups is None else groups[pool[first]]
+    persons = None
     try:
+        if cfg.privacy_unit == "person":  # split persons, not images: a person sits at one client
+            persons = _person_units(cfg, store, pool, unit, labels, groups, num_partitions)
+            unit, labels, groups = persons.unit, persons.labels, persons.groups
         partitioner = make_partitioner(name=cfg.partition, num_partitions=num_partitions, seed=cfg.seed,
                                        min_size=cfg.min_client_samples, alpha=cfg.dirichlet_alpha,
                                        classes_per_client=cfg.classes_per_client)
-        parts = partitioner.partition(labels, groups=None if groups is None else groups[pool[first]])
+        parts = partitioner.partition(labels, groups=groups)
     except PartitionError as exc:
         text = re.sub(r"\b(" + "|".join(_PARTITION_KEYS) + r")\b", lambda m: _PARTITION_KEYS[m.group(1)], str(exc))
-        raise PartitionError(f"partition={cfg.partition} of {len(pool)} training samples: {text}") from None
-    return tuple(np.sort(pool[np.isin(unit, p)]) for p in parts)
+        if persons is not None and not isinstance(exc, PersonSplitError):
+            text = in_persons(text)
+        raise type(exc)(f"partition={cfg.partition} of {len(pool)} training samples: {text}") from None
+    shares = tuple(np.sort(pool[np.isin(unit, p)]) for p in parts)
+    if persons is not None and "subject" in store.meta:  # by construction; checked since the epsilon relies on it
+        subjects = np.asarray(store.meta["subject"])
+        check_one_client_per_person(holdings={f"client {i}": subjects[s] for i, s in enumerate(shares)},
+                                    advice="this is a bug in fedfer's partitioning: please report it")
+    return shares
 
 
 def client_partitions(cfg: RunConfig, *, num_partitions: int) -> tuple[np.ndarray, ...]:

@@ -29,8 +29,11 @@ UNIT_IS_PERSON = "privacy-unit-person"
 PARTITION_ID = "partition-id"
 #: The training settings each client reports it used (the tuned DP recipe sizes batch and rate per client).
 CLIENT_SETTINGS = ("batch-size", "learning-rate", "max-grad-norm", "ema-decay")
-#: Everything a client may send under DP besides its arrays: each is public (derived from the run config
-#: and the public example count) or accounted (epsilon). README "Privacy guarantees" lists them.
+#: Everything a client may send under DP (or under secure aggregation) besides its arrays: each is public (derived
+#: from the run config, the node's public counts and the public example count) or accounted (epsilon). Under
+#: privacy-unit=person the count of persons is private: "sample-rate", "dp-steps", the noise multiplier (target-epsilon
+#: mode) and epsilon are computed from a public count instead (the node's ``public-person-count``, else the public
+#: number of training samples), never from the persons counted in the data. README "Privacy guarantees" lists them.
 PUBLIC_DP_METRICS = frozenset({
     PARTITION_ID, NUM_EXAMPLES, UNIFORM_WEIGHT, EPSILON, UNIT_IS_PERSON, "noise-multiplier", "sample-rate", "dp-steps",
     *CLIENT_SETTINGS, "round-learning-rate", "optimizer-state-carried"})
@@ -76,7 +79,23 @@ SECAGG_REQUIRED = 4707
 SECAGG_CLIENT_FAILED = 4708
 #: The server's SecAgg+ round halted (fewer clients than the reconstruction threshold left): nothing was aggregated.
 SECAGG_HALTED = 4802
+#: The node's own config (its privacy keys: epsilon-cap, min-noise-multiplier, ...) is invalid.
+NODE_CONFIG_ERROR = 4709
 #: Recorded for a sampled client that did not reply (timeout or dropout).
 NO_REPLY = -1
 #: Codes that mean "a privacy rule stopped this client", recorded as refusals in the run record.
 PRIVACY_REFUSALS = (BUDGET_EXCEEDED, LEDGER_MISSING, LEDGER_REGRESSION)
+
+#: The one reason a client sends with each error code of its own: fixed text, never built from the site's data, paths,
+#: labels, counts or settings (a reason reaches the server and its run folder). The detailed message goes to the
+#: node's own log only.
+CLIENT_REASONS = {
+    BUDGET_EXCEEDED: "privacy budget exhausted: this site's privacy limits (epsilon budget, epsilon cap or minimum "
+                     "noise) refuse this round; see the node's log",
+    LEDGER_MISSING: "privacy ledger missing, unreadable or from another lineage: this site refuses to train until it "
+                    "is restored; see the node's log for how",
+    PRIVATE_EVALUATION_REFUSED: "client-side evaluation refused under DP (its metrics are not accounted)",
+    SITE_DATA_ERROR: "site data unusable: see the node's log",
+    EVALUATION_NOT_SHARED: "this client does not share evaluation results; see the node's log",
+    NODE_CONFIG_ERROR: "the node's config is invalid: see the node's log",
+}

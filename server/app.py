@@ -11,6 +11,7 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fer_models.atomic import AtomicWriteError
 from fer_models.config import ConfigError, RunConfig
 from fer_models.pretrain import initial_model
 from fer_models.wire import LINEAGE, ROUND_OFFSET
@@ -96,17 +97,20 @@ def main(grid: Grid, context: Context) -> None:
         try:
             metrics = recorder.on_round(server_round=server_round, state_dict=state, replies=replies,
                                         client_eval=recording_grid.last_evaluate if cfg.fraction_evaluate > 0 else None)
+            if server_round > 0:
+                # wait for min-available-clients only before the first round: a node that drops out for good
+                # must not stall every later round (min-train-clients still has to respond)
+                _relax_min_available(strategy, cfg.min_train_clients)
+                written = time.perf_counter()
+                save_checkpoint(recorder.dir, server_round=server_round + done, config=cfg.to_flat(),
+                                state_dict=state, strategy=strategy, recorder_state=recorder.state(), lineage=lineage)
+                recorder.add_write_time(time.perf_counter() - written)
         except FederatedEvaluationError as exc:  # no site could evaluate: the round has no result to record
             recorder.fail(server_round=server_round, reason=str(exc), replies=replies)
             raise RoundFailedError(str(exc)) from None
-        if server_round > 0:
-            # wait for min-available-clients only before the first round: a node that drops out for good
-            # must not stall every later round (min-train-clients still has to respond)
-            _relax_min_available(strategy, cfg.min_train_clients)
-            written = time.perf_counter()
-            save_checkpoint(recorder.dir, server_round=server_round + done, config=cfg.to_flat(), state_dict=state,
-                            strategy=strategy, recorder_state=recorder.state(), lineage=lineage)
-            recorder.add_write_time(time.perf_counter() - written)
+        except AtomicWriteError as exc:  # e.g. a full disk: every file keeps its last complete version
+            logger.error("round %d could not be saved, the run stops: %s", server_round + done, exc)
+            raise
         return MetricRecord(metrics)
 
     if remaining > 0:

@@ -1,4 +1,4 @@
-"""Client-level DP (DP-FedAvg) whose reported epsilon holds against the server's own protocol.
+"""Client-level DP (DP-FedAvg) whose reported epsilon matches the aggregate the server actually forms.
 
 Flower's fixed-clipping wrappers add Gaussian noise of std ``sigma * C / m`` to the mean of ``m``
 clipped updates. fedfer builds on them and closes what would break that calibration:
@@ -12,6 +12,9 @@ clipped updates. fedfer builds on them and closes what would break that calibrat
 - ``epsilon-budget`` (or ``target-epsilon``) is honoured: a release that would exceed it is not made.
 
 The epsilon protects one *site* (all of a client's data), delta ``target-delta``, for the federation.
+The server adds the noise, so it is trusted to: the epsilon holds against the other sites and whoever
+receives the model, not against the server (:data:`fer_models.dp_trust.DP_CLIENT_TRUST`, logged when
+the strategy is set up and written into report.md).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
                                      DifferentialPrivacyServerSideFixedClipping)
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
+
+from fer_models.dp_trust import DP_CLIENT_TRUST
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,7 @@ class _Calibrated:
         self.delta = delta
         self.releases = 0
         self.skipped: list[dict[str, Any]] = []
+        logger.info("dp=client (site-level epsilon, delta=%g): %s", delta, DP_CLIENT_TRUST)
 
     def epsilon(self, releases: int | None = None) -> float:
         return client_level_epsilon(noise_multiplier=self.noise_multiplier, delta=self.delta,

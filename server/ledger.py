@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fer_models.config import RunConfig
+from fer_models.dp_trust import dp_trust
 from fer_models.wire import EPSILON, LEDGER_REGRESSION, PARTITION_ID, PRIVACY_REFUSALS, UNIT_IS_PERSON
 
 
@@ -64,7 +65,8 @@ class ServerLedger:
 
     @property
     def label(self) -> str:
-        owner = "the federation's (every site)" if self.cfg.dp == "client" else "the largest of the clients' own"
+        owner = ("the federation's (every site; the server adds the noise)" if self.cfg.dp == "client"
+                 else "the largest of the clients' own")
         return epsilon_label(unit=self.unit, delta=self.cfg.target_delta, owner=owner)
 
     def screen(self, metrics: dict[str, Any]) -> tuple[int, str] | None:
@@ -102,7 +104,8 @@ class ServerLedger:
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"level": self.cfg.dp, "unit": self.unit, "delta": self.cfg.target_delta,
                                "label": self.label, "per_round_max": list(self.per_round_max),
-                               "final_max": self.per_round_max[-1] if self.per_round_max else 0.0}
+                               "final_max": self.per_round_max[-1] if self.per_round_max else 0.0,
+                               "trust": dp_trust(self.cfg.dp)}
         if self.cfg.dp == "sample":
             out["owner"] = "each client (its ledger is on its own node); final_max is the largest"
             out["per_client"] = {k: v[-1]["epsilon"] for k, v in sorted(self.per_client.items(), key=client_order)}

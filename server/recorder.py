@@ -14,7 +14,7 @@ from server.evaluation import model_image_side
 from server.grid import RoundReplies
 from server.ledger import ServerLedger, client_order, client_key
 from fer_models.wire import CLIENT_SETTINGS, ROUND_SECONDS
-from server.run_folder import FAILURE_FILE, append_jsonl, resolve_run_dir, save_model, write_json
+from server.run_folder import FAILURE_FILE, append_jsonl, resolve_run_dir, save_model, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +127,7 @@ class RunRecorder:
         self.ledger.units = dict(state["ledger"].get("units", {}))
         self.round_offset = completed_rounds
         # metrics.jsonl may hold rounds finished after the checkpoint was taken: rewrite it from the record
-        path = self.dir / "metrics.jsonl"
-        path.unlink(missing_ok=True)
-        for row in self.rounds:
-            append_jsonl(path, row)
+        write_jsonl(self.dir / "metrics.jsonl", self.rounds)
 
     def _progress(self, row: Mapping[str, Any]) -> None:
         done, total = int(row["round"]) - self.round_offset, self.cfg.num_server_rounds - self.round_offset

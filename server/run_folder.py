@@ -10,14 +10,13 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fer_models.atomic import atomic_write_bytes
+from fer_models.atomic import atomic_append_line, atomic_write_bytes, check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +51,7 @@ def resolve_run_dir(*, out_dir: str, run_name: str, overwrite: bool, resume: boo
                                    f"--out, or pass --overwrite (overwrite=true) to replace them")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise PermissionError(13, "no permission to write there")
+        check_writable(path)
         stale = (path / f for f in _OLD_RUN_FILES) if not resume else (path / "metrics.jsonl", path / FAILURE_FILE)
         for old in [*stale, *([] if resume or not existing else path.glob("*.png"))]:
             old.unlink(missing_ok=True)
@@ -74,8 +72,13 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def append_jsonl(path: Path, obj: Any) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(strict_json(obj) + "\n")
+    """One more JSON line; a failed write (a full disk) leaves the file with exactly its previous lines."""
+    atomic_append_line(path, strict_json(obj))
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> None:
+    """The whole JSON-lines file at once, atomically."""
+    atomic_write_bytes(path, "".join(strict_json(r) + "\n" for r in rows).encode())
 
 
 def save_model(path: Path, *, state_dict: dict[str, torch.Tensor], model: str, model_options: dict[str, Any],

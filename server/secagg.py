@@ -14,10 +14,17 @@ What the server sees of one client: its public keys, encrypted key shares, a mas
 of other clients' keys, and its public metrics. The per-update screening of server/grid.py cannot
 see individual updates under SecAgg+ (server/app.py turns it off); the metrics screen still runs,
 on the masked vectors' metrics, *before* the sum: a rejected client counts as dropped out.
+
+Two changes to what Flower's workflow would do on its own. Masks: its unmask stage rebuilds masks
+with ``pseudo_rand_gen``, which this module replaces at import with fedfer's expansion keyed by the
+whole seed (fer_models/secagg_prg.py; client/secagg.py does the same on the clients). Fewest summed:
+a round that collected fewer than 3 masked vectors halts before the unmask stage (no key shares are
+asked for): a sum of one update is that update, and a sum of two gives each of the two the other's.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from dataclasses import dataclass
@@ -35,13 +42,19 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid
 
+from fer_models import secagg_prg
 from fer_models.config import ConfigError, RunConfig
-from fer_models.secagg_checks import MODULUS_RANGE, resolve_shares
 from fer_models.data import FaceStore
+from fer_models.secagg_checks import MIN_CLIENTS, MODULUS_RANGE, resolve_shares
 from fer_models.task import train_pool
 from fer_models.wire import NUM_EXAMPLES, SECAGG_HALTED, SECAGG_WEIGHT_KEY, SERVER_ROUND, UNIFORM_WEIGHT
 
 logger = logging.getLogger(__name__)
+
+# Flower's workflow imported pseudo_rand_gen by name: the masks it removes would come from a 32-bit seed,
+# not the clients' (fer_models/secagg_prg.py), and the sum would not unmask. Replace that name in the
+# workflow's module before any round runs.
+secagg_prg.install(target=importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow"))
 
 #: Looks at a reply's public metrics; returns (error code, reason) to leave that client out of the sum.
 Screen = Callable[[dict[str, Any]], "tuple[int, str] | None"]
@@ -173,11 +186,17 @@ class SecAggPlusGrid:
         # sharing its keys has none (every client fails with a KeyError) and masked nothing: count from here
         # only the nodes whose key shares went out
         state.sampled_node_ids = set(state.active_node_ids)
-        for stage in (workflow.collect_masked_vectors_stage, workflow.unmask_stage):
-            completed = completed and stage(stages, protocol, state)  # type: ignore[arg-type]
+        completed = completed and workflow.collect_masked_vectors_stage(stages, protocol, state)  # type: ignore[arg-type]
+        too_few = completed and len(state.active_node_ids) < MIN_CLIENTS  # halt before any key share is asked for
+        completed = completed and not too_few and workflow.unmask_stage(stages, protocol, state)  # type: ignore[arg-type]
         if not completed or protocol.aggregate is None:
-            reason = (f"secure aggregation halted: fewer than the reconstruction threshold ({threshold} of {shares} "
-                      f"shares) of the {len(messages)} sampled clients took part; nothing was aggregated")
+            reason = f"secure aggregation halted: fewer than the reconstruction threshold ({threshold} of " \
+                     f"{shares} shares) of the {len(messages)} sampled clients took part; nothing was aggregated"
+            if too_few:
+                reason = (f"secure aggregation halted: fewer than {MIN_CLIENTS} masked updates: unmasking would "
+                          f"reveal the sum of {len(state.active_node_ids)}, which gives away an individual update "
+                          f"(one update is itself; of two, each client reads the other's from its own); nothing was "
+                          f"unmasked or aggregated")
             logger.error("round %d: %s", server_round, reason)
             return [stages.errors.get(nid) or Message(Error(code=SECAGG_HALTED, reason=reason), reply_to=m)
                     for nid, m in by_node.items()]

@@ -4,17 +4,23 @@ The CA signs one server certificate valid for ``127.0.0.1``, ``::1`` and ``local
 extra host names or IP addresses given). The SuperLink is started with the CA, the certificate
 and its key; SuperNodes and the ``flwr`` CLI trust the CA (``--root-certificates`` /
 ``root-certificates`` in ``$FLWR_HOME/config.toml``). Made with the ``cryptography`` package
-(a Flower dependency); keys never leave the folder.
+(a Flower dependency); private keys are written mode 0600 into a folder created 0700.
+
+``keep_ca_key=False`` (what ``fedfer deploy-local`` uses) never writes the CA's private key: it
+signs the one server certificate in memory and is dropped, so no folder, the server's or any
+other, holds a key that could sign a certificate the SuperNodes would trust. ``fedfer certs``
+keeps it (``ca.key``) for an operator who wants to sign more certificates with it later.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+from simulation.private_files import PRIVATE_DIR_MODE, write_private
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -29,22 +35,17 @@ class TlsFiles:
     server_key: Path
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
 def generate_certificates(directory: Path | str, *, hosts: Iterable[str] = (), days: int = 30,
-                          overwrite: bool = False) -> TlsFiles:
-    """Write ca.crt/ca.key and server.pem/server.key into ``directory``; return their paths."""
+                          overwrite: bool = False, keep_ca_key: bool = True) -> TlsFiles:
+    """Write ca.crt, server.pem, server.key (and with ``keep_ca_key`` ca.key) into ``directory``; return
+    their paths. Without ``keep_ca_key`` the CA key is never written, and an older ca.key there is removed."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     files = TlsFiles(directory / CA_CERT, directory / SERVER_CERT, directory / SERVER_KEY)
     existing = [p for p in (files.ca_cert, files.server_cert, files.server_key, directory / CA_KEY) if p.exists()]
     if existing and not overwrite:
@@ -88,7 +89,10 @@ def generate_certificates(directory: Path | str, *, hosts: Iterable[str] = (), d
     pem = serialization.Encoding.PEM
     no_pass = serialization.NoEncryption()
     files.ca_cert.write_bytes(ca_cert.public_bytes(pem))
-    _write_private(directory / CA_KEY, ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, no_pass))
+    if keep_ca_key:
+        write_private(directory / CA_KEY, ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, no_pass))
+    else:
+        (directory / CA_KEY).unlink(missing_ok=True)
     files.server_cert.write_bytes(cert.public_bytes(pem))
-    _write_private(files.server_key, key.private_bytes(pem, serialization.PrivateFormat.PKCS8, no_pass))
+    write_private(files.server_key, key.private_bytes(pem, serialization.PrivateFormat.PKCS8, no_pass))
     return files

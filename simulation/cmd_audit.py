@@ -25,12 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simulation.audit import run_audit
+    from simulation.output_paths import output_folder
     from simulation.report import ReportError, write_report
 
     if not 0 < args.confidence < 1:
         raise ValueError(f"--confidence must lie in (0, 1), got {args.confidence}")
     if args.max_samples < 0 or args.batch_size < 0:
         raise ValueError("--max-samples and --batch-size must be >= 0")
+    if args.run_dir.is_dir():  # a missing one is named by run_audit
+        output_folder(args.run_dir, flag="RUN_DIR", advice="copy the run folder somewhere writable and audit there")
     result = run_audit(run_dir=args.run_dir, data=args.data, max_samples=args.max_samples,
                        confidence=args.confidence, batch_size=args.batch_size)
     for name, a in result["membership"]["attacks"].items():

@@ -44,6 +44,7 @@ def run_paper(args: argparse.Namespace) -> int:
     from simulation.bench_grid import load_grid, select_cells
     from simulation.bench_runner import run_cells
     from simulation.experiment import parse_sets
+    from simulation.output_paths import output_folder
 
     grid = load_grid(args.grid)
     sets = parse_sets(args.sets)
@@ -52,7 +53,7 @@ def run_paper(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not data.exists():
         raise FileNotFoundError(f"--data {data} does not exist: give the FER2013 image folder or CSV")
-    out = (args.out or Path("runs") / f"bench-paper-{args.profile}").resolve()
+    out = output_folder((args.out or Path("runs") / f"bench-paper-{args.profile}").resolve(), flag="--out")
     logger.info("bench paper, profile %s: %d of %d cells into %s", args.profile, len(selected), len(cells), out)
     records = run_cells(selected, out_dir=out, data=str(data.resolve()), overwrite=args.overwrite)
     rows = table_rows(cells=cells, records=records, out_dir=out, data=str(data.resolve()))
@@ -86,6 +87,7 @@ def table_rows(*, cells: list, records: list[dict[str, Any]], out_dir: Path, dat
 def record_table(*, profile: str, budget: dict[str, Any], rows: list[dict[str, Any]], out_dir: Path, grid: str,
                  trial: bool, write_results: Callable[..., Any] | None = None) -> None:
     """``OUT/bench.json`` + ``OUT/table.md`` always; ``benchmarks/results/paper_<profile>.*`` unless a trial."""
+    from fer_models.atomic import atomic_write_bytes
     from simulation.bench_table import markdown_table, notes
 
     total = sum(float(r["wall_s"]) for r in rows if "accuracy" in r and r.get("wall_s") is not None)
@@ -95,8 +97,8 @@ def record_table(*, profile: str, budget: dict[str, Any], rows: list[dict[str, A
     results = {"profile": profile, "grid": grid, "budget": budget, "trial": trial, "total_wall_s": round(total, 1),
                "cells": rows}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    (out_dir / "table.md").write_text(f"{table}\n\n{text}\n", encoding="utf-8")
+    atomic_write_bytes(out_dir / "bench.json", (json.dumps(results, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(out_dir / "table.md", f"{table}\n\n{text}\n".encode())
     print(f"\n{table}\n\n{text}\n")
     if trial:
         logger.warning("--set changed the profile: this is a trial, so the table is only in %s (not in "

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simulation.certs import generate_certificates
+    from simulation.output_paths import output_folder
 
+    output_folder(args.dir, flag="DIR")
     files = generate_certificates(args.dir, hosts=args.host, days=args.days, overwrite=args.overwrite)
     print(f"CA certificate:     {files.ca_cert}   (give to SuperNodes: --root-certificates, and to flwr: "
           f"root-certificates in FLWR_HOME/config.toml)")

@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with the SuperLink (implies --tls)")
     p.add_argument("--round-timeout", type=float, metavar="S", help="seconds a round waits for replies "
                    "(sets round-timeout); nodes that miss it count as dropped")
+    p.add_argument("--private-dir", type=Path, metavar="DIR", help="what the server must not hold: each site's "
+                   "folder (sites/NAME: its node config, private key and logs; 0700, files 0600) and the SuperLink's "
+                   "TLS key (superlink/); default: RUN_FOLDER.private beside the run folder, never inside it")
     p.add_argument("--port", type=int, help="SuperLink port (default: a free one)")
     p.add_argument("--timeout", type=float, default=6 * 3600.0, help="give up after this many seconds")
     p.add_argument("--no-report", action="store_true", help="skip drawing report.md and its plots")
@@ -73,6 +76,19 @@ def site_node_configs(items: list[str], *, cfg) -> list[dict[str, object]]:
                      share_evaluation=True).node_config() for name, path in pairs]
 
 
+def private_dir_for(run_dir: Path, given: Path | None = None) -> Path:
+    """Where the keys and the sites' folders go: ``given``, else ``<run folder>.private`` beside the run folder;
+    never inside the run folder (the honest-but-curious server reads it)."""
+    from fer_models.config import ConfigError
+
+    run_dir = Path(run_dir).resolve()
+    private = Path(given).expanduser().resolve() if given else run_dir.with_name(f"{run_dir.name}.private")
+    if private.is_relative_to(run_dir) or run_dir.is_relative_to(private):
+        raise ConfigError(f"--private-dir {private} and the run folder {run_dir} must not lie one inside the other: "
+                          f"the server reads its run folder; choose a folder beside it")
+    return private
+
+
 def run(args: argparse.Namespace) -> int:
     from server.run_folder import resolve_run_dir
     from server.strategy import make_strategy
@@ -86,16 +102,19 @@ def run(args: argparse.Namespace) -> int:
                               resume=bool(cfg.resume_from))
     cfg = cfg.replace(overwrite=True)  # the folder is checked; the ServerApp may now write into it
     work = run_dir / "deploy"
+    private = private_dir_for(run_dir, getattr(args, "private_dir", None))
     from simulation.deploy import PROJECT_ROOT
 
     inside = run_dir.resolve().is_relative_to(PROJECT_ROOT)
     if inside and not run_dir.resolve().is_relative_to(PROJECT_ROOT / "runs"):
         logger.warning("the run folder %s lies inside the project but outside runs/: `flwr run` packages the "
-                       "project, so unless it is git-ignored its deploy/ keys and logs travel with the app", run_dir)
-    logger.info("deploying %d SuperNodes; logs, certificates, keys and FLWR_HOME in %s", len(sites) or args.nodes, work)
-    deployment = LocalDeployment(work_dir=work, num_nodes=len(sites) or args.nodes, tls=args.tls, auth=args.auth,
-                                 superlink_port=args.port, site_configs=sites)
+                       "project, so unless it is git-ignored its deploy/ logs and run config travel with the app",
+                       run_dir)
+    logger.info("deploying %d SuperNodes; the server's logs, FLWR_HOME, CA certificate and node public keys in %s; "
+                "private keys, node configs and SuperNode logs (0700) in %s", len(sites) or args.nodes, work, private)
     try:
+        deployment = LocalDeployment(work_dir=work, num_nodes=len(sites) or args.nodes, tls=args.tls, auth=args.auth,
+                                     superlink_port=args.port, site_configs=sites, private_dir=private)
         with signals_raise():
             try:
                 deployment.start()
@@ -119,5 +138,5 @@ def run(args: argparse.Namespace) -> int:
     if "groups" in summary:
         print("per site: " + ", ".join(f"{g} {v['accuracy']:.4f} (n={v['n']})" for g, v in summary["groups"].items())
               + f"; gap {summary['group_gap']:.4f}")
-    print(f"results: {run_dir}")
+    print(f"results: {run_dir}; the sites' folders (node configs, private keys, SuperNode logs): {private}")
     return 0

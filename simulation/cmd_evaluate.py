@@ -137,12 +137,15 @@ def _print(result: dict[str, Any], out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from server.run_folder import write_json
     from simulation.model_io import load_model_file, resolve_model_path
+    from simulation.output_paths import output_folder
     from simulation.report import plot_confusion_matrix
 
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.out and (args.out / "evaluation.json").exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already holds evaluation.json; pass --overwrite or choose another --out")
+    if args.out:
+        output_folder(args.out, flag="--out")  # before the model and the data are read
     model_file = resolve_model_path(path=args.model)
     _, info = load_model_file(path=model_file)  # fail on a bad model before loading any data
     store = load_eval_store(config=info["config"], model_file=model_file, data=args.data,
@@ -152,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
                                    face_crop=args.face_crop)
     if (out / "evaluation.json").exists() and not args.overwrite:
         raise FileExistsError(f"{out} already holds evaluation.json; pass --overwrite or choose another --out")
+    output_folder(out, flag="--out")
     result = evaluate_saved_model(model_path=model_file, store=store, split=split, batch_size=args.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "evaluation.json", result)

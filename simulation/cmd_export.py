@@ -35,9 +35,18 @@ def run(args: argparse.Namespace) -> int:
     from fer_models.export import export_model
     from simulation.model_io import load_model_file
 
+    from simulation.model_io import resolve_model_path
+    from simulation.output_paths import OutputPathError, output_file
+
+    if args.clip_length < 0:
+        raise ValueError(f"--clip-length must be >= 1 (or 0: the run's clip-length), got {args.clip_length}")
+    default = default_out(resolve_model_path(path=args.model), fmt=args.fmt, quantize=args.quantize)
+    out = output_file(args.out or default, default_name=default.name, flag="--out")
+    if out.suffix != SUFFIX[args.fmt]:  # the runtime chooses ONNX Runtime or TorchScript by the suffix
+        raise OutputPathError(f"--out {out}: --format {args.fmt} files end in {SUFFIX[args.fmt]} (the runtime reads them by it); "
+                              f"give --out {out.with_suffix(SUFFIX[args.fmt])}")
     model, info = load_model_file(path=args.model)
     clip_length = args.clip_length or int(info["config"].get("clip-length", 1))
-    out = args.out or default_out(info["path"], fmt=args.fmt, quantize=args.quantize)
     meta = {"model": info["model"], "model_options": info["model_options"],
             "source": {"file": str(info["path"]), "round": info["round"],
                        "run_name": info["config"].get("run-name"), "config": info["config"]}}

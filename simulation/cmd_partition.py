@@ -18,14 +18,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fer_models.task import client_partitions, load_store
+    from simulation.output_paths import output_folder
     from simulation.partition_report import describe_partition, format_table, write_partition_files
 
     cfg = resolve_run_config(args)
+    out = output_folder(Path(args.out) if args.out else Path(cfg.out_dir), flag="--out")  # before the data is read
     store = load_store(cfg)
     parts = client_partitions(cfg, num_partitions=cfg.num_clients)
     report = describe_partition(cfg=cfg, store=store, parts=parts)
     print(f"{store.describe()}\n{format_table(report)}")
-    out = Path(args.out) if args.out else Path(cfg.out_dir)
     for path in write_partition_files(report=report, run_dir=out):
         print(f"wrote {path}")
     return 0

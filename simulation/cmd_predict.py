@@ -98,21 +98,28 @@ def _print_table(paths: Sequence[Path], results: Sequence[list[dict[str, Any]]])
 
 
 def run_stream(args: argparse.Namespace) -> int:
+    from fer_models.runtime import check_clip_length
     from simulation.inference import load_predictor
+    from simulation.output_paths import output_folder
     from simulation.video_predict import VideoInputError, open_source, run_video
 
     if args.images or (args.video is not None and args.camera is not None):
         raise VideoInputError("give image files, --video FILE or --camera INDEX: one of them")
     if args.max_frames < 0 or args.threads < 0:
         raise ValueError("--max-frames and --threads must be >= 0")
-    cap, fps, name = open_source(video=args.video, camera=args.camera)  # before the model: fail fast
+    if args.video is not None and not args.video.is_file():
+        raise VideoInputError(f"{args.video}: no such video file")
+    out = args.out or (args.video.with_name(f"{args.video.stem}-emotions") if args.video is not None
+                       else Path(f"camera{args.camera}-emotions"))
+    output_folder(out, flag="--out")  # before the video and the model: fail fast
+    cap, fps, name = open_source(video=args.video, camera=args.camera)
     try:
         predictor = load_predictor(path=args.model, threads=args.threads)
+        if predictor.backend == "pytorch":  # exported models were checked against their sidecar on loading
+            check_clip_length(predictor, what="its run config's clip-length")
     except BaseException:
         cap.release()
         raise
-    out = args.out or (args.video.with_name(f"{args.video.stem}-emotions") if args.video is not None
-                       else Path(f"camera{args.camera}-emotions"))
     summary = run_video(cap=cap, fps=fps, name=name, predictor=predictor, out=out, max_frames=args.max_frames,
                         smooth=args.smooth, detect_width=args.detect_width,
                         full_scan_every=args.full_scan_every)

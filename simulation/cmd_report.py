@@ -14,8 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simulation.output_paths import output_folder
     from simulation.report import write_report
 
+    if args.run_dir.is_dir():  # a missing one is named by write_report
+        output_folder(args.run_dir, flag="RUN_DIR", advice="copy the run folder somewhere writable and report there")
     written = write_report(run_dir=args.run_dir)
     for path in written:
         print(path)

@@ -108,12 +108,17 @@ def check_sites(cfg: "RunConfig") -> int:
 
     A site whose data cannot be used is logged and left in: its client refuses each round with the same
     message, and the run goes on with the others while min-train-clients allows (as in a deployment).
+    Under privacy-unit=person the simulation's operator holds every site, so it checks what no site can: that no
+    subject id sits at two sites (a person there would get the composition of both sites' epsilons).
     Returns the model's image side."""
+    import numpy as np
+
+    from fer_models.data.person_split import SITE_ADVICE, check_one_client_per_person
     from fer_models.labels import IMAGE_SIDE
     from fer_models.sites import SiteDataError, SiteSpec, simulated_site_config, site_data
     from server.evaluation import make_evaluator
 
-    usable = 0
+    usable, holdings = 0, {}
     for i in range(cfg.num_clients):
         spec = SiteSpec.from_node_config(simulated_site_config(cfg, partition_id=i))
         try:
@@ -122,8 +127,13 @@ def check_sites(cfg: "RunConfig") -> int:
             logger.error("virtual client %d: %s; it will refuse every round", i, exc)
             continue
         usable += 1
+        subjects = local.store.meta.get("subject")
+        if subjects is not None:
+            holdings[f"site {spec.name}"] = np.asarray(subjects).astype(str)[local.train.frames[:, 0].numpy()]
         logger.info("virtual client %d = site %s: %d training samples, held-out split %s (%s)", i, spec.name,
                     len(local.train), local.held_out or "none", spec.data_path)
+    if cfg.privacy_unit == "person":
+        check_one_client_per_person(holdings=holdings, advice=SITE_ADVICE)
     if usable < cfg.min_train_clients:
         raise ValueError(f"only {usable} of {cfg.num_clients} sites have usable data but min-train-clients="
                          f"{cfg.min_train_clients}: fix the sites named above")

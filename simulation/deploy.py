@@ -11,7 +11,13 @@ Every process is started in a session (process group) of its own and carries a u
 ``FEDFER_DEPLOYMENT`` environment marker; :meth:`LocalDeployment.shutdown` stops the groups and then
 every process still carrying the marker (Flower detaches its SuperExec, ServerApp and ClientApp
 helpers into sessions of their own), so nothing outlives the deployment, also on Ctrl-C/SIGTERM
-(:func:`simulation.processes.signals_raise`) or on failure. Each process logs to ``<work>/logs/<name>.log``.
+(:func:`simulation.processes.signals_raise`) or on failure.
+
+What each process may hold follows the threat model (:mod:`simulation.deploy_files`): the work folder
+(the server's, inside its run folder) gets the SuperLink's and ``flwr``'s logs (``logs/<name>.log``),
+FLWR_HOME, the run config, the CA certificate and the SuperNodes' public keys; the private folder
+beside it (default ``<work>.private``) gets the SuperLink's TLS key and one folder per site with that
+SuperNode's node config, private key and logs (``sites/<site>/logs/<name>.log``). The CA key is never written.
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ from typing import Callable, Mapping
 
 from server.run_folder import FAILURE_FILE
 from simulation.processes import MARK_ENV, Proc, marked_pids, session_pids, signal_pids, tail
-from simulation.certs import TlsFiles, generate_certificates
-from simulation.node_keys import NodeKeys, generate_node_keys
+from simulation.certs import TlsFiles
+from simulation.deploy_files import (DeployLayout, LayoutError, SiteFolder, check_site_names, make_site_folder,
+                                     toml_value, write_node_config, write_node_keys, write_tls)
+from simulation.node_keys import NodeKeys
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +96,6 @@ def find_binaries(bindir: Path | None = None) -> dict[str, Path]:
     return found
 
 
-def _toml_value(value: object) -> str:
-    from simulation.launcher import _toml_value as tv
-
-    return tv(value)  # type: ignore[arg-type]
-
-
 # --- the deployment -----------------------------------------------------------------------------
 
 @dataclass
@@ -110,6 +112,8 @@ class LocalDeployment:
     mark: str = field(default_factory=lambda: uuid.uuid4().hex)
     #: client-data=site: SuperNode i's own node config entries (its data-path, site, ...), one per node.
     site_configs: list[Mapping[str, object]] = field(default_factory=list)
+    #: keys, node configs and SuperNode logs: beside work_dir, never inside it (None = ``<work_dir>.private``)
+    private_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.num_nodes < 1:
@@ -120,10 +124,24 @@ class LocalDeployment:
             logger.info("SuperNode authentication needs TLS: enabling --tls")
             self.tls = True
         self.work_dir = Path(self.work_dir).resolve()
+        private = Path(self.private_dir or self.work_dir.with_name(f"{self.work_dir.name}.private"))
+        try:
+            self.layout = DeployLayout(server=self.work_dir, private=private)
+            self.site_names = [str(c.get("site") or f"node-{i}") for i, c in enumerate(self.site_configs)] \
+                or [f"node-{i}" for i in range(self.num_nodes)]
+            check_site_names(self.site_names, self.layout)
+        except LayoutError as exc:
+            raise DeployError(str(exc)) from None
+        self.private_dir = self.layout.private
+        if self.private_dir.is_relative_to(PROJECT_ROOT) and not self.private_dir.is_relative_to(PROJECT_ROOT / "runs"):
+            raise DeployError(f"the private folder {self.private_dir} lies inside the project but outside runs/: "
+                              f"`flwr run` packages the project's .toml files, so the sites' node configs would "
+                              f"travel to the server; put the run (or --private-dir) under runs/ or outside the "
+                              f"project")
         self.logs = self.work_dir / "logs"
         self.flwr_home = self.work_dir / "flwr-home"
         self.bins = find_binaries()
-        self.tls_files: TlsFiles | None = None
+        self.tls_files: TlsFiles | None = None  # the SuperLink's, in its private folder
         self.node_keys: dict[int, NodeKeys] = {}
         self.superlink: Proc | None = None
         self.nodes: dict[int, Proc] = {}
@@ -139,9 +157,10 @@ class LocalDeployment:
                 "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
                 "PYTHONUNBUFFERED": "1", **(extra or {})}
 
-    def _spawn(self, name: str, cmd: list[str], *, cwd: Path | None = None) -> Proc:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log = self.logs / f"{name}.log"
+    def _spawn(self, name: str, cmd: list[str], *, cwd: Path | None = None, logs: Path | None = None) -> Proc:
+        logs = logs or self.logs
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"{name}.log"
         fh = open(log, "a", encoding="utf-8")  # noqa: SIM115 - closed by Proc.close
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
@@ -166,14 +185,18 @@ class LocalDeployment:
 
     # -- steps ------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Work folder, certificates, keys, ports and the flwr connection in FLWR_HOME/config.toml."""
+        """Folders, certificates, keys, node configs, ports and the flwr connection in FLWR_HOME/config.toml."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.flwr_home.mkdir(parents=True, exist_ok=True)
+        for name in self.site_names:
+            make_site_folder(self.layout, name)
         if self.tls:
-            self.tls_files = generate_certificates(self.work_dir / "certs", overwrite=True)
+            self.tls_files = write_tls(self.layout, sites=self.site_names)
         if self.auth:
-            for i in range(self.num_nodes):
-                self.node_keys[i] = generate_node_keys(self.work_dir / "keys", f"node-{i}")
+            for i, name in enumerate(self.site_names):
+                self.node_keys[i] = write_node_keys(self.layout, name)
+        for i in range(len(self.site_configs)):
+            self.node_config(i)
         if self.superlink_port is None:
             self.superlink_port = free_port()
         check_port_free(self.superlink_port, what="SuperLink port")
@@ -185,7 +208,7 @@ class LocalDeployment:
         lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
                  f'address = "{self.address}"']
         if self.tls_files:
-            lines.append(f"root-certificates = {_toml_value(str(self.tls_files.ca_cert))}")
+            lines.append(f"root-certificates = {toml_value(str(self.layout.server_ca_cert))}")
         else:
             lines.append("insecure = true")
         (self.flwr_home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -242,13 +265,16 @@ class LocalDeployment:
         ``private_key`` says otherwise."""
         port = port or self.node_ports.get(i) or free_port()
         check_port_free(port, what=f"SuperNode {i} runtime port")
+        site = self.site_folder(i, name)
         cmd = [str(self.bins["flower-supernode"]), "--superlink", self.address, "--port", str(port),
                "--node-config", self.node_config(i)]
-        cmd += ["--root-certificates", str(self.tls_files.ca_cert)] if self.tls_files else ["--insecure"]
+        if self.tls_files and not site.ca_cert.is_file():
+            shutil.copyfile(self.tls_files.ca_cert, site.ca_cert)
+        cmd += ["--root-certificates", str(site.ca_cert)] if self.tls_files else ["--insecure"]
         key = private_key or (self.node_keys[i].private_key if i in self.node_keys else None)
         if key is not None:
             cmd += ["--auth-supernode-private-key", str(key)]
-        proc = self._spawn(name or f"supernode-{i}", cmd)
+        proc = self._spawn(name or f"supernode-{i}", cmd, cwd=site.root, logs=site.logs)
         if name is None:
             old = self.nodes.get(i)
             if old is not None:
@@ -256,15 +282,18 @@ class LocalDeployment:
             self.nodes[i] = proc
         return proc
 
+    def site_folder(self, i: int, name: str | None = None) -> SiteFolder:
+        """The folder of SuperNode ``i`` (or of an extra SuperNode started under ``name``), made 0700."""
+        site = name or (self.site_names[i] if i < len(self.site_names) else f"node-{i}")
+        return make_site_folder(self.layout, site)
+
     def node_config(self, i: int) -> str:
-        """SuperNode ``i``'s ``--node-config``: its partition, and with sites a TOML file naming its own data."""
-        base = {"partition-id": i, "num-partitions": self.num_nodes}
+        """SuperNode ``i``'s ``--node-config``: its partition, or with sites the TOML file in its own folder
+        (written by :meth:`prepare`, mode 0600) naming its own data."""
         if not self.site_configs:
-            return " ".join(f"{k}={v}" for k, v in base.items())
-        path = self.work_dir / f"node-config-{i}.toml"
-        path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in {**base, **self.site_configs[i]}.items()),
-                        encoding="utf-8")
-        return str(path)
+            return f"partition-id={i} num-partitions={self.num_nodes}"
+        entries = {"partition-id": i, "num-partitions": self.num_nodes, **self.site_configs[i]}
+        return str(write_node_config(self.layout, self.site_names[i], entries))
 
     def wait_nodes_connected(self, procs: list[Proc] | None = None, *, timeout: float | None = None) -> None:
         """Wait until each SuperNode logged its node id; a node that exits meanwhile is an error."""
@@ -298,7 +327,7 @@ class LocalDeployment:
 
     def write_run_config(self, run_config: Mapping[str, object]) -> Path:
         path = self.work_dir / "run-config.toml"
-        path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8")
+        path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8")
         return path
 
     def submit(self, run_config: Mapping[str, object], *, app_dir: Path = PROJECT_ROOT) -> Proc:

@@ -17,11 +17,16 @@ import uuid
 from pathlib import Path
 from typing import NoReturn
 
+from fer_models.atomic import AtomicWriteError
 from fer_models.config import ConfigValue, RunConfig
 from server.validation import RoundFailedError
 from simulation.processes import MARK_ENV, Terminated, marked_pids, signal_pids, signals_raise
 
 logger = logging.getLogger(__name__)
+
+
+class RunWriteError(RuntimeError):
+    """The run folder could not be written during the run (a full disk, ...): the run stopped; it resumes."""
 
 
 def _toml_value(value: ConfigValue) -> str:
@@ -94,6 +99,8 @@ def run_simulation(cfg: RunConfig, *, verbose: bool = False) -> None:
                                 server_app_context=context, is_app=True)
         except RoundFailedError:
             pass  # the ServerApp recorded why in the run folder; the caller reports it
+        except AtomicWriteError as exc:  # raised in the ServerApp's thread, re-raised here by Flower
+            raise RunWriteError(write_failure_message(exc, run_dir=Path(cfg.out_dir))) from None
         except KeyboardInterrupt:
             _stop_and_exit(mark=mark, code=130, cfg=cfg, app_dir=Path(tmp))
         except Terminated:
@@ -104,6 +111,19 @@ def run_simulation(cfg: RunConfig, *, verbose: bool = False) -> None:
             _stop_and_exit(mark=mark, code=143, cfg=cfg, app_dir=Path(tmp))
         finally:
             os.environ.pop(MARK_ENV, None)
+
+
+def write_failure_message(exc: AtomicWriteError, *, run_dir: Path) -> str:
+    """One line: the file, the space left, what is kept and how to continue."""
+    from server.checkpoint import CheckpointError, load_checkpoint
+
+    todo = "free some space" if exc.disk_full else "fix that"
+    try:
+        done = int(load_checkpoint(run_dir)["round"])
+    except CheckpointError:
+        return f"{exc}; the run stopped before completing a round: {todo}, then run it again"
+    return (f"{exc}; the run stopped (checkpoint.pt and model.pt keep round {done}): {todo}, then continue with "
+            f"`fedfer simulate --resume {run_dir}`")
 
 
 def _stop_and_exit(*, mark: str, code: int, cfg: RunConfig, app_dir: Path, grace: float = 3.0) -> NoReturn:

@@ -8,9 +8,10 @@ PUBLIC_KEY CONNECTION``. A node whose public key was not registered is refused.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from simulation.private_files import make_private_dir, write_private
 
 
 @dataclass(frozen=True)
@@ -20,19 +21,16 @@ class NodeKeys:
 
 
 def generate_node_keys(directory: Path | str, name: str) -> NodeKeys:
-    """Write ``<name>`` (private, mode 600) and ``<name>.pub`` into ``directory``."""
+    """Write ``<name>`` (private, mode 0600) and ``<name>.pub`` into ``directory`` (made 0700: the node's own)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_private_dir(directory)
     key = ec.generate_private_key(ec.SECP384R1())
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     keys = NodeKeys(directory / name, directory / f"{name}.pub")
-    fd = os.open(keys.private_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private)
+    write_private(keys.private_key, private)
     keys.public_key.write_bytes(public + f" fedfer-{name}\n".encode())
     return keys

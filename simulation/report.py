@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from fer_models.config import local_work_key
+from fer_models.dp_trust import dp_trust
 from fer_models.labels import EMOTIONS, NUM_CLASSES
 from simulation.report_sites import sites_markdown
 from fer_models.atomic import atomic_write_bytes
@@ -292,6 +293,8 @@ def _markdown(*, run_dir: Path, summary: dict[str, Any] | None, rows: Sequence[d
             out.append(f"dp={eps.get('level', '?')}: epsilon **{eps.get('final_max', 0):.3f}** "
                        f"({eps.get('label') or 'delta ' + str(eps.get('delta', '?'))})"
                        + (f", budget {eps['budget']:g}" if eps.get("budget") else "") + ".")
+            if dp_trust(str(eps.get("level"))):
+                out.append(f"Against whom: {dp_trust(str(eps.get('level')))}.")
             if eps.get("per_client"):
                 units = eps.get("per_client_unit", {})
                 out.append("Per client (each its own ledger, on its own node): " + ", ".join(

@@ -87,6 +87,9 @@ def run_video(*, cap: Any, fps: float, name: str, predictor: Predictor, out: Pat
             if writer is None:
                 writer = cv2.VideoWriter(str(out / ANNOTATED), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                          (frame.shape[1], frame.shape[0]))
+                if not writer.isOpened():  # OpenCV does not raise: it would silently write nothing
+                    raise VideoInputError(f"cannot write {out / ANNOTATED}: OpenCV's video writer did not open "
+                                          f"(a full disk, or an OpenCV without the mp4v encoder); choose another --out")
             writer.write(annotate(frame, result, classes=predictor.classes))
     except KeyboardInterrupt:
         logger.info("interrupted after %d frames; writing what was processed", len(timeline.frames))

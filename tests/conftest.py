@@ -72,14 +72,13 @@ def node_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 @pytest.fixture()
 def predictable_privacy_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TEST-ONLY negative control: DP noise and Poisson sampling from fixed seeds, i.e. what a server
-    could regenerate. Every client round gets the same generators (make_private asks for two: the
-    sampler's, seed 0, then the noise's, seed 1). The product has no such switch."""
+    """TEST-ONLY negative control: DP noise and Poisson sampling from fixed keys, i.e. what a server
+    could regenerate. Every client round gets the same sources (make_private asks for two: the
+    sampler's, key 0x00..., then the noise's, key 0x01...). The product has no such switch."""
     import itertools
 
-    import torch
-
     import fer_models.privacy as privacy
+    from fer_models.secure_random import KEY_BYTES, SecureRandom
 
     calls = itertools.count()
-    monkeypatch.setattr(privacy, "secret_generator", lambda: torch.Generator().manual_seed(next(calls) % 2))
+    monkeypatch.setattr(privacy, "secret_source", lambda: SecureRandom(key=bytes([next(calls) % 2]) * KEY_BYTES))

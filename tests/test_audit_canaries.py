@@ -101,12 +101,13 @@ def _audit(run_dir) -> dict:
 
 @pytest.fixture()
 def no_dp_noise(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TEST-ONLY: Opacus adds zero noise, while the accountant still records the configured noise multiplier
+    """TEST-ONLY: the DP noise is zero, while the accountant still records the configured noise multiplier
     (it reads the optimizer's noise_multiplier, which is untouched). The product has no such switch."""
-    import opacus.optimizers.optimizer as dp_optimizer
+    from fer_models.secure_random import SecureRandom
 
-    monkeypatch.setattr(dp_optimizer, "_generate_noise",
-                        lambda std, reference, generator=None, secure_mode=False: torch.zeros_like(reference))
+    monkeypatch.setattr(SecureRandom, "normal",
+                        lambda self, shape, *, std, device="cpu", dtype=torch.float32:
+                        torch.zeros(shape, device=device, dtype=dtype))
 
 
 def test_without_dp_noise_the_canary_bound_exceeds_the_reported_epsilon(

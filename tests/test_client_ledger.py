@@ -7,13 +7,12 @@ import json
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
-from client.app import train
 from client.ledger import LedgerFile
 from fer_models.config import RunConfig
-from fer_models.task import build_model
-from fer_models.wire import EPSILON, LEDGER_MISSING, LEDGER_REGRESSION, LINEAGE, PARTITION_ID
+from tests.client_rounds import reply_epsilon, train_round
+from fer_models.wire import CLIENT_REASONS, EPSILON, LEDGER_MISSING, LEDGER_REGRESSION, PARTITION_ID
 from server.grid import RecordingGrid
 from server.ledger import ServerLedger
 from tests.test_client_privacy import SMALL
@@ -28,58 +27,49 @@ def _node(cfg: RunConfig, state_dir) -> Context:
                    node_config={"partition-id": PID, "num-partitions": cfg.num_clients, "state-dir": str(state_dir)})
 
 
-def _round(ctx: Context, server_round: int, *, lineage: str = "L1") -> Message:
-    cfg = RunConfig.from_flat(ctx.run_config)
-    config = ConfigRecord({"server-round": server_round, LINEAGE: lineage})
-    msg = Message(RecordDict({"arrays": ArrayRecord(build_model(cfg).state_dict()), "config": config}),
-                  dst_node_id=1, message_type="train")
-    return train(msg, ctx)
-
-
-def _eps(reply: Message) -> float:
-    assert not reply.has_error(), reply.error
-    return float(reply.content["metrics"][EPSILON])
-
-
 def test_a_restarted_node_continues_its_epsilon(flower_identity, tmp_path):
     cfg = RunConfig.from_flat(SMALL)
-    eps1 = _eps(_round(_node(cfg, tmp_path), 1))
-    eps2 = _eps(_round(_node(cfg, tmp_path), 2))  # the node restarted: Context.state is empty
-    fresh = _eps(_round(_node(cfg, tmp_path / "elsewhere"), 1))
+    eps1 = reply_epsilon(train_round(_node(cfg, tmp_path), 1))
+    eps2 = reply_epsilon(train_round(_node(cfg, tmp_path), 2))  # the node restarted: Context.state is empty
+    fresh = reply_epsilon(train_round(_node(cfg, tmp_path / "elsewhere"), 1))
     assert eps2 > eps1 == pytest.approx(fresh)
 
 
 def test_the_ledger_on_disk_holds_the_replied_epsilon_before_the_reply_leaves(flower_identity, tmp_path):
     cfg = RunConfig.from_flat(SMALL)
     ctx = _node(cfg, tmp_path)
-    reply = _round(ctx, 1)
+    reply = train_round(ctx, 1)
     where = LedgerFile.locate(ctx, lineage="L1", client=f"p{PID}-of-{cfg.num_clients}")
     saved = json.loads(where.path.read_text())
-    assert saved["epsilon"] == pytest.approx(_eps(reply)) and saved["unit"] == "image"
+    assert saved["epsilon"] == pytest.approx(reply_epsilon(reply)) and saved["unit"] == "image"
     assert saved["delta"] == cfg.target_delta and where.marker.exists()
 
 
-def test_a_client_whose_ledger_was_deleted_refuses_to_train(flower_identity, tmp_path):
+def test_a_client_whose_ledger_was_deleted_refuses_to_train(flower_identity, tmp_path, caplog):
     cfg = RunConfig.from_flat(SMALL)
     ctx = _node(cfg, tmp_path)
-    _eps(_round(ctx, 1))
+    reply_epsilon(train_round(ctx, 1))
     where = LedgerFile.locate(ctx, lineage="L1", client=f"p{PID}-of-{cfg.num_clients}")
     where.path.unlink()
     for context in (_node(cfg, tmp_path), ctx):  # after a restart (marker on disk), and in the same process
-        reply = _round(context, 2)
+        caplog.clear()
+        reply = train_round(context, 2)
         assert reply.has_error() and reply.error.code == LEDGER_MISSING
-        assert str(where.path) in reply.error.reason and "Restore" in reply.error.reason
+        # the path and the way to restore it are in the node's own log; the reply's reason is generic
+        assert str(where.path) in caplog.text and "Restore" in caplog.text
+        assert reply.error.reason == CLIENT_REASONS[LEDGER_MISSING] and str(tmp_path) not in reply.error.reason
     where.marker.unlink()
-    reply = _round(ctx, 2)  # the whole folder gone: the running client still remembers it trained
+    reply = train_round(ctx, 2)  # the whole folder gone: the running client still remembers it trained
     assert reply.has_error() and reply.error.code == LEDGER_MISSING
 
 
-def test_a_lineage_switched_within_a_run_is_refused(flower_identity, tmp_path):
+def test_a_lineage_switched_within_a_run_is_refused(flower_identity, tmp_path, caplog):
     cfg = RunConfig.from_flat(SMALL)
     ctx = _node(cfg, tmp_path)
-    _eps(_round(ctx, 1))
-    reply = _round(ctx, 2, lineage="L2")  # a new lineage would mean a fresh, empty ledger
+    reply_epsilon(train_round(ctx, 1))
+    reply = train_round(ctx, 2, lineage="L2")  # a new lineage would mean a fresh, empty ledger
     assert reply.has_error() and reply.error.code == LEDGER_MISSING and "lineage" in reply.error.reason
+    assert "switched the run lineage" in caplog.text  # the detail stays in the node's log
 
 
 class _Grid:

@@ -122,3 +122,10 @@ def test_dp_client_uses_the_calibrated_wrapper(clipping, kind):
 def test_settings_whose_calibration_is_not_proven_are_refused(extra, words):
     with pytest.raises(ConfigError, match=words):
         _cfg(**extra)
+
+
+def test_the_server_log_says_the_server_is_trusted_to_add_the_noise(flower_identity, caplog):
+    with caplog.at_level("INFO", logger="server.client_dp"):
+        make_strategy(_cfg())
+    assert any("dp=client" in r.message and "the server is trusted to add the noise" in r.message
+               and "NOT against the server" in r.message for r in caplog.records), caplog.text

@@ -79,7 +79,7 @@ def test_arrays_sent_back_are_the_plain_models(flower_identity):
     assert not any(k.startswith("_module.") for k in keys)
 
 
-def test_client_refuses_the_round_that_would_exceed_its_budget(flower_identity):
+def test_client_refuses_the_round_that_would_exceed_its_budget(flower_identity, caplog):
     cfg = RunConfig.from_flat(SMALL)
     ctx = _context(cfg, 0)
     first = _run_rounds(cfg, ctx, 1)[0]
@@ -90,7 +90,8 @@ def test_client_refuses_the_round_that_would_exceed_its_budget(flower_identity):
     replies = [train(_message(build_model(cfg).state_dict(), 2), ctx) for _ in range(2)]
     for reply in replies:
         assert reply.has_error() and reply.error.code == BUDGET_EXCEEDED_CODE
-        assert "budget" in reply.error.reason and f"{eps1:.3f}" in reply.error.reason
+        assert "budget" in reply.error.reason and f"{eps1:.3f}" not in reply.error.reason  # a generic reason
+    assert f"{eps1:.3f}" in caplog.text and "over the budget" in caplog.text  # the detail: in the node's log
 
 
 def test_target_epsilon_mode_lands_at_or_just_under_the_target(flower_identity):

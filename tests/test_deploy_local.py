@@ -1,6 +1,7 @@
 """`fedfer deploy-local`: Flower's Deployment Engine on loopback (SuperLink + SuperNode processes).
 
-Each test gives its deployment a private work folder (FLWR_HOME, logs, certificates, keys inside),
+Each test gives its deployment a private work folder (FLWR_HOME, the server's logs and certificates;
+keys, node configs and SuperNode logs in the private folder beside it: tests/test_deploy_keys.py),
 stops exactly the processes it started (their sessions and every process carrying the deployment's
 environment marker) and asserts that none of them is left.
 """
@@ -56,9 +57,11 @@ def test_deploy_local_two_nodes_with_tls_trains_and_leaves_no_process(tmp_path):
     assert summary["config"]["num-clients"] == 2 and summary["config"]["min-available-clients"] == 2
     assert "final test accuracy" in log and "2 SuperNodes" in log
     logs = out / "deploy" / "logs"
+    sites = tmp_path / "run.private" / "sites"  # each SuperNode's log is its own, beside the run folder
     assert "Uvicorn running on https://" in (logs / "superlink.log").read_text()  # TLS on
-    assert "--root-certificates" in (logs / "supernode-0.log").read_text()
-    assert "partition-id=1 num-partitions=2" in (logs / "supernode-1.log").read_text()
+    assert "--root-certificates" in (sites / "node-0" / "logs" / "supernode-0.log").read_text()
+    assert "partition-id=1 num-partitions=2" in (sites / "node-1" / "logs" / "supernode-1.log").read_text()
+    assert not any(b"PRIVATE KEY-----" in p.read_bytes() for p in out.rglob("*") if p.is_file())
     assert 'root-certificates = "' in (home / "config.toml").read_text()
     time.sleep(1)
     assert session_pids(proc.pid) == [] and pids_with_env("FLWR_HOME", str(home)) == [], \

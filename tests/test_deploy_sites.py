@@ -3,7 +3,10 @@
 The SuperLink, the ServerApp and the run config get no data path at all: the run still trains, and
 evaluates through the sites (federated evaluation), with per-site accuracy and the gap in
 summary.json and report.md. A fourth site whose path does not exist stops with the reason, and
-the run goes on with the other three (min-train-clients=3).
+the run goes on with the other three (min-train-clients=3). With --auth, each site's folder (node
+config, private key, SuperNode log) lies beside the run folder, and the run folder holds no private key and
+no site's data path: the broken site's reply carries a generic reason only (the detail stays in its
+SuperNode's log).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from fer_models.wire import CLIENT_REASONS, SITE_DATA_ERROR
 from tests.procs import kill_env, kill_session, pids_with_env, session_pids
 
 pytestmark = pytest.mark.simulation
@@ -33,6 +37,19 @@ def _fer2013_subset(fer2013: Path, out: Path, *, train: int = 30, test: int = 10
     return out
 
 
+def _project_file(path: Path, out: Path) -> bool:
+    """A file of the app FLWR_HOME unpacked (the project's own, public, files: docs name the shared data)."""
+    apps = out / "deploy" / "flwr-home" / "apps"
+    if not path.is_relative_to(apps):
+        return False
+    rel = path.relative_to(apps).parts[1:]
+    return bool(rel) and (ROOT.joinpath(*rel)).is_file() and ROOT.joinpath(*rel).read_bytes() == path.read_bytes()
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -45,7 +62,7 @@ def test_three_sites_train_on_their_own_folders_and_a_server_without_data_report
              "ckplus": shared_data / "ckplus48", "jaffe": shared_data / "jaffe", "broken": tmp_path / "nowhere"}
     out = tmp_path / "run"
     home = out / "deploy" / "flwr-home"
-    cmd = [sys.executable, "-m", "simulation.cli", "deploy-local", "--out", str(out),
+    cmd = [sys.executable, "-m", "simulation.cli", "deploy-local", "--auth", "--out", str(out),
            *[a for n, p in sites.items() for a in ("--site", f"{n}={p}")],
            *[a for kv in ("num-server-rounds=2", "local-epochs=1", "min-train-clients=3", "round-timeout=240")
              for a in ("--set", kv)]]
@@ -74,11 +91,23 @@ def test_three_sites_train_on_their_own_folders_and_a_server_without_data_report
     assert any("serverapp" in v for v in server_views.values()), "the ServerApp process was not seen"
     for path in sites.values():
         assert str(path) not in run_config and not any(str(path) in view for view in server_views.values())
-    # each SuperNode got its own folder, and only its own
-    for i, (name, path) in enumerate(sites.items()):
-        node_config = (out / "deploy" / f"node-config-{i}.toml").read_text()
+    # each SuperNode got its own folder, and only its own, beside the run folder (0700, node config and key 0600)
+    private = tmp_path / "run.private"
+    for name, path in sites.items():
+        own = private / "sites" / name
+        node_config = (own / "node-config.toml").read_text()
         assert str(path.resolve()) in node_config and f'site = "{name}"' in node_config
         assert not any(str(other.resolve()) in node_config for other in sites.values() if other != path)
+        assert _mode(own) == 0o700 and _mode(own / "node-config.toml") == _mode(own / "auth-key") == 0o600
+        assert b"PRIVATE KEY-----" in (own / "auth-key").read_bytes()
+    # the server's run folder (summary, report, config dumps, the SuperLink's and flwr's logs, FLWR_HOME) holds
+    # no private key and no working site's data path; the control: the private folder holds both
+    held = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and not _project_file(p, out)}
+    assert out / "deploy" / "logs" / "flwr-run.log" in held and out / "report.md" in held
+    assert [p for p, data in held.items() if b"PRIVATE KEY-----" in data] == []
+    for name, path in sites.items():
+        assert [str(p) for p, data in held.items() if str(path.resolve()).encode() in data] == [], name
+    assert not list(private.rglob("ca.key"))  # the CA key was never written
     # federated evaluation: every working site evaluated, per-site accuracy and the gap
     assert summary["dataset"]["evaluation"] == "federated"
     groups = summary["groups"]
@@ -90,7 +119,7 @@ def test_three_sites_train_on_their_own_folders_and_a_server_without_data_report
     # the broken site stopped with its reason; the other three trained every round
     for row in summary["rounds"]:
         assert row["clients_responded"] == 3 and row["clients_sampled"] == 4
-        assert any("site broken: data-path" in e and "does not exist" in e for e in row["errors"])
+        assert any(CLIENT_REASONS[SITE_DATA_ERROR] in e for e in row["errors"])
     report = (out / "report.md").read_text()
     assert "## Per site" in report and "federated evaluation" in report and "| jaffe |" in report
     assert "per site: " in log

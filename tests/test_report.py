@@ -175,3 +175,23 @@ def test_the_settings_table_shows_the_key_that_sized_the_local_work(tmp_path: Pa
     write_report(run_dir=run)
     rows = [line for line in (run / "report.md").read_text().splitlines() if line.startswith("| local-")]
     assert rows == [f"| {shown} | {value} |"]  # local-epochs = 3 did not run when another key sized the work
+
+
+def test_the_privacy_section_says_dp_client_trusts_the_server_to_add_the_noise(tmp_path: Path) -> None:
+    """dp=client's epsilon does not hold against the server, which adds the noise: report.md says so; dp=sample's
+    does, and its report says that instead."""
+    central, local = make_run(tmp_path / "client"), make_run(tmp_path / "sample")
+    summary = json.loads((central / "summary.json").read_text())
+    summary["epsilon"] = {"level": "client", "unit": "site", "delta": 1e-5, "per_round_max": [0.4, 0.8, 1.2],
+                          "final_max": 1.2, "label": "site-level, delta=1e-05, the federation's (every site)"}
+    (central / "summary.json").write_text(json.dumps(summary))
+    write_report(run_dir=central)
+    write_report(run_dir=local)
+    privacy = (central / "report.md").read_text().split("## Privacy", 1)[1].split("## Figures", 1)[0]
+    assert "dp=client: epsilon **1.200** (site-level" in privacy
+    assert ("Against whom: the server is trusted to add the noise: this epsilon holds against the other sites and "
+            "whoever receives the model, NOT against the server, which sees the clipped updates before their noise; "
+            "secure-aggregation=secaggplus limits what it sees to their sum.") in privacy
+    sample = (local / "report.md").read_text()
+    assert "Against whom: each client adds its own noise on its own node: this epsilon holds against the server" \
+        in sample and "trusted to add the noise" not in sample

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import bytes_to_ndarray
-from flwr.common.secure_aggregation.secaggplus_constants import Stage
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
 from benchmarks.secagg_federation import Federation
+from fer_models import secagg_prg
 from fer_models.config import ConfigError, RunConfig
-from fer_models.wire import SECAGG_REQUIRED
+from fer_models.wire import SECAGG_HALTED, SECAGG_REQUIRED
 from server.secagg import SecAggPlusGrid, SecAggSettings, weight_key_of
 from server.strategy import make_strategy
 
@@ -139,6 +140,50 @@ def test_too_many_dropouts_halt_the_round_with_an_error_per_client(flower_identi
     _, grid, got, replies = _secure_round(cfg, fed)
     assert len(replies) == 4 and all(r.has_error() and "halted" in r.error.reason for r in replies)
     assert got == {} and grid.last_round == {}
+
+
+def _log_stages(fed: Federation) -> list[str]:
+    """The SecAgg+ stage of every message the server sends to ``fed`` from now on."""
+    sent, inner = [], fed.send_and_receive
+
+    def spy(messages, *, timeout=None):
+        messages = list(messages)
+        sent.extend(m.content.config_records[RECORD_KEY_CONFIGS][Key.STAGE] for m in messages)
+        return inner(messages, timeout=timeout)
+
+    fed.send_and_receive = spy  # type: ignore[method-assign]
+    return sent
+
+
+def test_three_clients_are_summed_with_fedfers_mask_expansion_on_both_ends(flower_identity):
+    import importlib
+
+    cfg = _cfg(**{"num-clients": 3, "min-train-clients": 3})
+    fed = _federation(cfg, [120, 300, 75])
+    stages = _log_stages(fed)
+    _, grid, got, replies = _secure_round(cfg, fed)
+    for name in ("flwr.client.mod.secure_aggregation.secaggplus_mod",
+                 "flwr.server.workflow.secure_aggregation.secaggplus_workflow"):
+        assert importlib.import_module(name).pseudo_rand_gen is secagg_prg.pseudo_rand_gen
+    assert stages.count(Stage.UNMASK) == 3 and grid.last_round["secagg_clients_summed"] == 3
+    assert _within_bound(got, _mean_of(fed, [100, 101, 102]), grid)
+
+
+@pytest.mark.parametrize("examples, extra, down", [
+    ([120, 300, 75], {"num-clients": 3, "min-train-clients": 3}, [102]),  # threshold 2 of 3: Flower would unmask
+    ([120, 300, 75, 505], {"secagg-reconstruction-threshold": 2}, [101, 103]),
+])
+def test_a_round_with_fewer_than_three_masked_updates_halts_before_any_key_share_is_asked_for(flower_identity,
+                                                                                               examples, extra, down):
+    cfg = _cfg(**extra)
+    fed = _federation(cfg, examples, down={nid: Stage.COLLECT_MASKED_VECTORS for nid in down})
+    stages = _log_stages(fed)
+    _, grid, got, replies = _secure_round(cfg, fed)
+    assert stages.count(Stage.COLLECT_MASKED_VECTORS) == len(examples) and Stage.UNMASK not in stages
+    assert got == {} and grid.last_round == {}
+    assert len(replies) == len(examples)
+    assert all(r.has_error() and r.error.code == SECAGG_HALTED for r in replies)
+    assert all("fewer than 3 masked updates: unmasking would reveal the sum of 2" in r.error.reason for r in replies)
 
 
 def test_client_level_dp_noises_the_unmasked_mean_of_client_clipped_updates(flower_identity):

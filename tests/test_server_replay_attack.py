@@ -76,13 +76,21 @@ def test_with_predictable_randomness_the_same_replay_recovers_the_update(flower_
 
 
 def test_dp_randomness_never_depends_on_what_the_server_knows(monkeypatch):
-    """The generators behind noise and sampling are seeded from os.urandom, called afresh each time."""
+    """The sources behind noise and sampling are keyed with 32 bytes of os.urandom, asked for afresh each time."""
     import fer_models.privacy as privacy
+    import fer_models.secure_random as secure_random
 
-    draws = iter([b"\x01" * 8, b"\x02" * 8])
-    monkeypatch.setattr(privacy.os, "urandom", lambda n: next(draws))
-    a, b = privacy.secret_generator(), privacy.secret_generator()
-    assert a.initial_seed() == int.from_bytes(b"\x01" * 8, "little")
-    assert b.initial_seed() == int.from_bytes(b"\x02" * 8, "little")
+    asked: list[int] = []
+    draws = iter([b"\x01" * 32, b"\x02" * 32])
+
+    def urandom(n: int) -> bytes:
+        asked.append(n)
+        return next(draws)
+
+    monkeypatch.setattr(secure_random.os, "urandom", urandom)
+    a, b = privacy.secret_source(), privacy.secret_source()
+    assert asked == [32, 32]
+    assert torch.equal(a.words(4), secure_random.SecureRandom(key=b"\x01" * 32).words(4))
+    assert torch.equal(b.words(4), secure_random.SecureRandom(key=b"\x02" * 32).words(4))
     with pytest.raises(StopIteration):
-        privacy.secret_generator()  # no cached or derived seed: every generator asks the OS
+        privacy.secret_source()  # no cached or derived key: every source asks the OS

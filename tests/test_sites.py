@@ -17,7 +17,7 @@ from fer_models.federated_eval import federated_report, held_out_counts
 from fer_models.metrics import classification_report
 from fer_models.sites import SiteDataError, SiteSpec, local_data, simulated_site_config
 from fer_models.task import build_model, clips_for
-from fer_models.wire import (EVALUATE_COUNTS, EVALUATION_NOT_SHARED, PRIVATE_EVALUATION_REFUSED,
+from fer_models.wire import (CLIENT_REASONS, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, PRIVATE_EVALUATION_REFUSED,
                              SITE_DATA_ERROR)
 import server.evaluation as server_evaluation
 from server.federated_evaluation import FederatedEvaluator
@@ -148,7 +148,7 @@ class _SitesGrid:
 
 
 def test_a_server_without_data_evaluates_through_the_sites_and_never_loads_a_dataset(sites, monkeypatch,
-                                                                                   flower_identity):
+                                                                                   flower_identity, caplog):
     cfg = RunConfig.from_flat({**BASE, "num-clients": 4, "min-train-clients": 2})  # no data-path anywhere
     nodes = {10 + i: {"data-path": str(p), "site": n, "share-evaluation": True} for i, (n, p) in enumerate(sites.items())}
     nodes[99] = {"data-path": str(sites["lab"].parent / "missing"), "site": "gone", "share-evaluation": True}
@@ -165,7 +165,9 @@ def test_a_server_without_data_evaluates_through_the_sites_and_never_loads_a_dat
     assert report["n"] == sum(count_images(p, "test") for p in sites.values())
     assert evaluator.describe()["sizes"] == {n: count_images(p, "test") for n, p in sites.items()}
     [error] = evaluator.errors  # the missing site says why, the others are evaluated
-    assert error["code"] == SITE_DATA_ERROR and "missing does not exist on this SuperNode" in error["reason"]
+    assert error["code"] == SITE_DATA_ERROR and error["reason"] == CLIENT_REASONS[SITE_DATA_ERROR]
+    assert "missing does not exist on this SuperNode" in caplog.text  # the detail: in the site's own log only
+    assert str(sites["lab"].parent) not in error["reason"]
 
 
 def _evaluate_counts(cfg: RunConfig, node: dict) -> Message:
@@ -203,7 +205,8 @@ def test_a_simulation_of_sites_runs_the_site_client_and_goes_on_without_a_broken
     assert set(summary["groups"]) == set(sites) and summary["dataset"]["evaluation"] == "federated"
     assert summary["final"]["n"] == sum(count_images(p, "test") for p in sites.values())
     [row] = summary["rounds"]
-    assert row["clients_responded"] == 4 and any("site gone: data-path" in e for e in row["errors"])
+    assert row["clients_responded"] == 4 and CLIENT_REASONS[SITE_DATA_ERROR] in row["errors"]
+    assert not any(str(tmp_path) in e for e in row["errors"])  # the broken site's path stays on its node
     assert "virtual client 4: site gone" in proc.stderr + proc.stdout
 
 

@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 
 from client.app import train
 from fer_models.config import RunConfig
-from fer_models.wire import PUBLIC_DP_METRICS, ROUND_SECONDS, TRAIN_STATISTICS
+from fer_models.wire import GLOBAL_LOSS, PUBLIC_DP_METRICS, ROUND_SECONDS, TRAIN_STATISTICS
 from fer_models.task import build_model, client_data
 
 pytestmark = pytest.mark.simulation
@@ -108,3 +108,60 @@ def test_every_error_code_names_one_failure():
     for name, value in codes.items():
         by_value.setdefault(value, []).append(name)
     assert {v: n for v, n in by_value.items() if len(n) > 1} == {}
+
+
+_LINEAGES = iter(range(10**6))
+
+
+def _one_reply(cfg: RunConfig, *, local=None, node: dict | None = None, pid: int = 1) -> dict:
+    """The metrics of one train round of client ``pid`` (its own state dir under FEDFER_STATE_DIR)."""
+    from fer_models.sites import local_data
+    from client.training import train_local
+
+    ctx = Context(run_id=1, node_id=pid + 1, state=RecordDict(), run_config=cfg.to_flat(),
+                  node_config={"partition-id": pid, "num-partitions": cfg.num_clients, **(node or {})})
+    local = local if local is not None else local_data(cfg, ctx.node_config)
+    return train_local(cfg=cfg, context=ctx, local=local, global_state=build_model(cfg).state_dict(),
+                       server_round=1, lineage=f"wire-{next(_LINEAGES)}").metrics
+
+
+def test_under_secure_aggregation_a_reply_sends_no_training_statistics_beside_the_masked_update(flower_identity):
+    """SecAgg+ hides one site's update in the sum: its loss, accuracy, samples seen and timing must not travel in
+    the clear beside it (dp=none here: nothing else would keep them off the wire)."""
+    secagg = RunConfig.from_flat({**SMALL, "num-clients": 3, "dp": "none", "secure-aggregation": "secaggplus"})
+    metrics = _one_reply(secagg)
+    private = {*TRAIN_STATISTICS, ROUND_SECONDS, GLOBAL_LOSS}
+    assert not private & set(metrics) and set(metrics) <= PUBLIC_DP_METRICS, sorted(metrics)
+    plain = _one_reply(RunConfig.from_flat({**SMALL, "num-clients": 3, "dp": "none"}))  # control: they are sent
+    assert set(TRAIN_STATISTICS) <= set(plain)
+
+
+def test_under_privacy_unit_person_nothing_on_the_wire_depends_on_the_private_person_count(flower_identity):
+    """Two clients with the same images, one holding 4 persons and one 21: the server must not tell them apart.
+    The old rate 1 / ceil(persons / batch) would have sent 1.0 and 0.5; both now send 1 / ceil(samples / batch)."""
+    import dataclasses
+    import math
+
+    from fer_models.sites import local_data
+
+    cfg = RunConfig.from_flat({**SMALL, "dp": "sample", "dp-recipe": "none", "privacy-unit": "person",
+                               "target-epsilon": 3.0, "noise-multiplier": 0.0, "local-epochs": 1})
+    base = local_data(cfg, {"partition-id": 1, "num-partitions": cfg.num_clients})
+    n = len(base.train)
+
+    def with_persons(count: int):
+        subjects = np.array([""] * len(base.store), dtype=object)
+        subjects[base.train.frames[:, 0].numpy()] = [f"s{k % count}" for k in range(n)]
+        store = dataclasses.replace(base.store, meta={**base.store.meta, "subject": subjects.astype(str)})
+        return dataclasses.replace(base, store=store)
+
+    few, many = with_persons(4), with_persons(21)
+    leaked = [1 / math.ceil(p / cfg.batch_size) for p in (4, 21)]
+    assert leaked[0] != leaked[1]  # control: the old rate tells the two apart
+    wire = ("sample-rate", "dp-steps", "noise-multiplier", "epsilon", "num-examples", "privacy-unit-person")
+    sent = [{k: v for k, v in _one_reply(cfg, local=local).items() if k in wire} for local in (few, many)]
+    assert sent[0] == sent[1] and sent[0]["privacy-unit-person"] == 1
+    assert sent[0]["sample-rate"] == pytest.approx(1 / math.ceil(n / cfg.batch_size))
+    # a site may declare its person count public: the rate then comes from it, the same for any real count
+    declared = [_one_reply(cfg, local=local, node={"public-person-count": 10})["sample-rate"] for local in (few, many)]
+    assert declared == [pytest.approx(1 / math.ceil(10 / cfg.batch_size))] * 2

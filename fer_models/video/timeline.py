@@ -8,11 +8,13 @@ the video's. Probabilities are the smoothed ones the label was taken from.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from fer_models.atomic import atomic_write_bytes
 from fer_models.video.stream import FrameResult
 
 #: A track counts as a face when the detector found it in at least this many frames.
@@ -51,20 +53,21 @@ class Timeline:
                               "faces": [self._face_json(f) for f in fr.faces]} for fr in self.frames]}
 
     def write_json(self, path: Path, **meta: Any) -> None:
-        Path(path).write_text(json.dumps(self.to_json(**meta), indent=1) + "\n")
+        atomic_write_bytes(Path(path), (json.dumps(self.to_json(**meta), indent=1) + "\n").encode())
 
     def write_csv(self, path: Path) -> None:
         header = ["frame", "time_s", "track", "detected", "x", "y", "w", "h", "label", "confidence", *self.classes]
-        with open(path, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            for fr in self.frames:
-                if not fr.faces:
-                    writer.writerow([fr.frame, f"{fr.time_s:.4f}"] + [""] * (len(header) - 2))
-                for face in fr.faces:
-                    writer.writerow([fr.frame, f"{fr.time_s:.4f}", face.track_id, int(face.detected), *face.box,
-                                     self.classes[face.label_index], f"{face.probs.max():.5f}",
-                                     *(f"{p:.5f}" for p in face.probs)])
+        fh = io.StringIO(newline="")
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for fr in self.frames:
+            if not fr.faces:
+                writer.writerow([fr.frame, f"{fr.time_s:.4f}"] + [""] * (len(header) - 2))
+            for face in fr.faces:
+                writer.writerow([fr.frame, f"{fr.time_s:.4f}", face.track_id, int(face.detected), *face.box,
+                                 self.classes[face.label_index], f"{face.probs.max():.5f}",
+                                 *(f"{p:.5f}" for p in face.probs)])
+        atomic_write_bytes(Path(path), fh.getvalue().encode())
 
     def plot(self, path: Path, *, min_detections: int = MIN_TRACK_DETECTIONS) -> None:
         """One panel per confirmed track: each class probability over time."""
@@ -87,5 +90,7 @@ class Timeline:
             axes[0, 0].legend(ncol=len(self.classes), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.35))
         axes[-1, 0].set_xlabel("time (s)")
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
+        atomic_write_bytes(Path(path), buf.getvalue())

@@ -33,22 +33,6 @@ from fer_models.secure_random import SecureRandom
 
 logger = logging.getLogger(__name__)
 
-#: The format of the root handler ``opacus.utils.module_utils`` installs with ``logging.basicConfig`` at import.
-_OPACUS_ROOT_FORMAT = "%(asctime)s:%(levelname)s:%(message)s"
-
-
-def drop_opacus_root_handler() -> None:
-    """Remove the root log handler Opacus adds when it is imported into a process with none (every line would
-    then print twice under ``flwr run``: Flower's handler and Opacus'). Other root handlers stay."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        fmt = getattr(handler.formatter, "_fmt", None)
-        if fmt == _OPACUS_ROOT_FORMAT and type(handler) is logging.StreamHandler:
-            root.removeHandler(handler)
-
-
-drop_opacus_root_handler()
-
 # Known, benign warnings Opacus and PyTorch print on every private round.
 warnings.filterwarnings("ignore", message="Secure RNG turned off")
 warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, FedYogi, Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fer_models.config import RunConfig
-from fer_models.wire import GLOBAL_LOSS, UNIFORM_WEIGHT
+from fer_models.wire import GLOBAL_LOSS, PARTITION_ID, UNIFORM_WEIGHT
 from server.client_dp import ClientClippedClientDP, ServerClippedClientDP, client_noise_multiplier
 from server.qfedavg import SizeWeightedQFedAvg
 
@@ -19,6 +21,19 @@ def clients_per_round(cfg: RunConfig) -> int:
     return cfg.clients_per_round
 
 
+#: Reply metrics that identify a client: a mean of them is meaningless, so the logged aggregate leaves them out.
+IDENTIFIERS = (PARTITION_ID,)
+
+
+def aggregate_train_metrics(records: list[RecordDict], weighting_metric_name: str) -> MetricRecord:
+    """Flower's weighted mean of the clients' train metrics, without the identifiers (``partition-id``)."""
+    out = aggregate_metricrecords(records, weighting_metric_name)
+    for key in IDENTIFIERS:
+        if key in out:
+            del out[key]
+    return out
+
+
 def make_strategy(cfg: RunConfig) -> Strategy:
     """The configured strategy; with dp=client fedfer's calibrated DP-FedAvg (server/client_dp.py).
 
@@ -27,7 +42,8 @@ def make_strategy(cfg: RunConfig) -> Strategy:
     common = dict(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
                   min_train_nodes=cfg.min_train_clients,
                   min_evaluate_nodes=1 if cfg.fraction_evaluate > 0 else 0,
-                  min_available_nodes=cfg.min_available_clients or cfg.min_train_clients)
+                  min_available_nodes=cfg.min_available_clients or cfg.min_train_clients,
+                  train_metrics_aggr_fn=aggregate_train_metrics)
     if cfg.dp == "client":  # an unweighted mean: every client's update has the same sensitivity
         return client_dp_strategy(cfg, FedAvg(**common, weighted_by_key=UNIFORM_WEIGHT))
     base: Strategy

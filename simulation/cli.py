@@ -47,10 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedfer", description="Federated, differentially private "
                                      "facial emotion recognition on Flower + Opacus.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"fedfer {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed package's version (pyproject.toml), or 'unknown' when run from a source tree not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fedfer")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

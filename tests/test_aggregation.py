@@ -42,3 +42,17 @@ def test_each_strategy_setting_maps_to_its_flower_strategy_with_fedfers_paramete
     assert isinstance(make_strategy(RunConfig.from_flat({**base, "strategy": "fedtrimmedavg"})), FedTrimmedAvg)
     plain = make_strategy(RunConfig.from_flat(base))
     assert (plain.fraction_train, plain.min_train_nodes, plain.weighted_by_key) == (0.5, 3, "num-examples")
+
+
+def _reply_of(pid: int, n: int, loss: float) -> Message:
+    content = RecordDict({"arrays": ArrayRecord({"w": torch.zeros(2)}),
+                          "metrics": MetricRecord({"num-examples": n, "train-loss": loss, "partition-id": pid})})
+    return Message(content=content, dst_node_id=1, message_type="train")
+
+
+def test_the_aggregated_train_metrics_average_the_losses_but_not_the_partition_ids(flower_identity):
+    for name in ("fedavg", "fedprox", "fedmedian", "fedtrimmedavg"):
+        strategy = make_strategy(RunConfig.from_flat({"strategy": name}))
+        _, metrics = strategy.aggregate_train(1, [_reply_of(0, 30, 1.0), _reply_of(3, 10, 3.0)])
+        assert "partition-id" not in metrics, name  # a mean of ids (0.75) would mean nothing
+        assert metrics["train-loss"] == 1.5, name  # by hand: (30 * 1 + 10 * 3) / 40

@@ -82,3 +82,16 @@ def test_overwrite_removes_the_old_run_s_results_but_resume_keeps_them(tmp_path)
     assert (run / "checkpoint.pt").exists() and (run / "model.pt").exists() and not (run / "failure.json").exists()
     resolve_run_dir(out_dir=str(run), run_name="x", overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_version_prints_the_installed_packages_version(capsys):
+    import tomllib
+    from pathlib import Path
+
+    from simulation.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out.strip() == f"fedfer {declared}"

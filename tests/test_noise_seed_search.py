@@ -159,14 +159,3 @@ def test_an_optimizer_whose_noise_step_is_unchecked_is_refused():
 def test_the_noise_lands_on_the_parameters_device(device):
     noise = SecureRandom().normal((3, 4), std=1.0, device=device, dtype=torch.float32)
     assert noise.device.type == device and noise.dtype == torch.float32 and noise.shape == (3, 4)
-
-
-def test_importing_fedfers_privacy_leaves_no_opacus_root_handler():
-    """Opacus calls logging.basicConfig at import: without the fix every log line prints twice under flwr run."""
-    import subprocess
-    import sys
-
-    code = ("import logging, opacus; opacus_added = len(logging.getLogger().handlers); "
-            "import fer_models.privacy; print(opacus_added, len(logging.getLogger().handlers))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["1", "0"]  # control: Opacus added one; fedfer's import removed it

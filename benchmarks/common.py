@@ -51,7 +51,7 @@ def parse_pairs(items: list[str], *, flag: str = "--set") -> dict[str, str]:
     """``KEY=VALUE`` command-line items as a dict (later items win; fedfer's own ``--set`` parser); exits
     naming ``flag`` on a malformed one."""
     from fer_models.config import ConfigError
-    from simulation.experiment import parse_sets
+    from simulation.launch.experiment import parse_sets
 
     try:
         return parse_sets(items)
@@ -126,7 +126,7 @@ def tree_memory(root: int) -> dict[str, int]:
 
 def simulate_command(sets: dict[str, Any], *, out: Path, data: str | None = None) -> list[str]:
     """The ``fedfer simulate`` subprocess command (this interpreter) of one benchmark run."""
-    cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--out", str(out), "--overwrite"]
+    cmd = [sys.executable, "-m", "simulation.commands.cli", "simulate", "--out", str(out), "--overwrite"]
     cmd += ["--data", data] if data else []
     for key, value in sets.items():
         cmd += ["--set", f"{key}={value}"]

@@ -7,7 +7,7 @@ costs its training and nothing else; the recipe chosen here is then run for real
 ``v = momentum * v + (mean - w); w = w + server_lr * v`` (server_lr 1, momentum 0 = FedAvg;
 FedAvgM otherwise: Flower's FedAvgM computes the same update). Local work is ``local-steps``
 optimizer steps, or ``local-epochs`` passes; ``pretrain-epochs`` warm-starts the initial model on
-the public synthetic faces (fer_models.pretrain, no privacy cost). Accuracy is PrivateTest after
+the public synthetic faces (fer_models.federation.pretrain, no privacy cost). Accuracy is PrivateTest after
 every round; sample gradients are counted.
 
     python benchmarks/convergence_ablation.py --data ../shared/data/fer2013 --name NAME \\
@@ -31,11 +31,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import markdown_table, parse_pairs, write_results  # noqa: E402
 from client.training import round_seed  # noqa: E402  (the seed scheme only: a pure function)
-from fer_models import engine  # noqa: E402
+from fer_models.training import engine  # noqa: E402
 from fer_models.config import RunConfig  # noqa: E402
-from fer_models.metrics import classification_report  # noqa: E402
-from fer_models.pretrain import initial_model  # noqa: E402
-from fer_models.task import build_model, client_data, eval_splits, load_store  # noqa: E402
+from fer_models.training.metrics import classification_report  # noqa: E402
+from fer_models.federation.pretrain import initial_model  # noqa: E402
+from fer_models.federation.task import client_data, eval_splits, load_store  # noqa: E402
+from fer_models.models.from_config import build_model
 
 
 def server_step(*, global_state: dict[str, torch.Tensor], mean: dict[str, torch.Tensor],

@@ -8,7 +8,7 @@ reports PrivateTest accuracy and macro-F1 from the run's summary.json.
 
 ``plain`` is the naive recipe of the issue (AdamW 2e-3, Poisson batch 256, clip 1.0, ReLU, pixels);
 ``normalized-sgd`` ... ``multiplicity`` each add ONE element of the tuned recipe to it (see
-fer_models/dp_recipe.py); ``tuned`` is the recipe dp=sample uses by default (dp-recipe=tuned: all
+fer_models/config/recipe.py); ``tuned`` is the recipe dp=sample uses by default (dp-recipe=tuned: all
 elements but EMA, multiplicity, momentum-carry and cosine); ``tuned-*`` each take ONE element out of
 it again, ``tuned+*`` add one it leaves off. Every variant spends the same
 epsilon over its epochs; the noise multiplier is computed per variant for its batch and steps.
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import markdown_table, run_fedfer, write_results  # noqa: E402
-from fer_models.dp_recipe import TUNED  # noqa: E402
+from fer_models.config.recipe import TUNED  # noqa: E402
 
 COMMON = {"num-clients": 1, "dp": "sample", "target-epsilon": 8.0, "target-delta": 1e-5, "model": "cnn",
           "num-cpus": 2, "local-epochs": 1, "fraction-evaluate": 0.0}

@@ -1,7 +1,7 @@
 """DP overhead per model: an Opacus DP-SGD step vs. a plain step, for each grad-sample mode.
 
-``hooks`` uses fedfer's Conv3d grad sampler (fer_models/grad_samplers.py, registered by
-fer_models.privacy); ``hooks-opacus`` is the same mode with Opacus' own Conv3d sampler put back,
+``hooks`` uses fedfer's Conv3d grad sampler (fer_models/privacy/grad_samplers.py, registered by
+fer_models.privacy.dp_sgd); ``hooks-opacus`` is the same mode with Opacus' own Conv3d sampler put back,
 measured in the same run for a before/after under the same machine load.
 
 Every mode is first checked for correctness: with zero noise, the clipped, averaged gradient
@@ -11,7 +11,7 @@ repeated steps at batch 64 (fixed batches), T = 1 and T = 3, after warm-up.
 ``--noise`` measures what the grid leaves out (it runs with zero noise): the cost of the Gaussian
 noise itself in fedfer's default mode (``ew``, noise multiplier 1), drawn as Opacus draws it (a
 torch CPU generator: fedfer's generator before the CSPRNG) and from fedfer's AES-256-CTR source
-(fer_models/secure_random.py: four float64 draws per value, as Opacus' secure mode), same run.
+(fer_models/privacy/secure_random.py: four float64 draws per value, as Opacus' secure mode), same run.
 
     python benchmarks/dp_overhead.py [--threads 2] [--steps 20] [--noise]
 """
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_results  # noqa: E402
-from fer_models import privacy  # noqa: E402,F401  registers fedfer's grad samplers, as training does
+from fer_models.privacy import dp_sgd as privacy  # noqa: E402,F401  registers fedfer's grad samplers, as training does
 from fer_models.models import create_model, list_models  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -154,7 +154,7 @@ def bench_noise(name: str, clip_len: int, steps: int, batch: int = 64) -> dict:
     """ms per ew DP step with noise multiplier 1: Opacus' torch-generator noise vs fedfer's secure noise."""
     from opacus import PrivacyEngine
 
-    from fer_models.secure_random import SecureRandom
+    from fer_models.privacy.secure_random import SecureRandom
 
     torch.manual_seed(0)
     x, y = torch.randn(batch, clip_len, 1, 48, 48), torch.randint(0, 7, (batch,))
@@ -226,7 +226,7 @@ def main() -> None:
                       notes=f"batch 64, {args.threads} torch threads, median of {args.steps} steps after 3 warm-up "
                             "steps, grad-sample-mode ew, noise multiplier 1; 'torch noise' = Opacus' draw from a torch "
                             "CPU generator (fedfer before the CSPRNG), 'secure noise' = fedfer's AES-256-CTR source "
-                            "(fer_models/secure_random.py). Load average at the start: "
+                            "(fer_models/privacy/secure_random.py). Load average at the start: "
                             f"{load_start}, at the end: {_loadavg()} (compare columns of one row).")
         return
     rows = [bench(m, t, args.steps) for m in args.models for t in (1, 3)]
@@ -250,7 +250,7 @@ def main() -> None:
                   notes=f"batch 64, {args.threads} torch threads, median of {args.steps} steps after 3 warm-up "
                         "steps; 'x' = DP step time / plain step time; correctness = clipped mean gradient "
                         "equal (atol 1e-5) to a per-sample computation by hand in float64 with zero noise. hooks = "
-                        "fedfer's per-frame Conv3d grad sampler (fer_models/grad_samplers.py); hooks-opacus = "
+                        "fedfer's per-frame Conv3d grad sampler (fer_models/privacy/grad_samplers.py); hooks-opacus = "
                         f"Opacus' own Conv3d sampler, same run. Load average at the start: {load_start}, at the "
                         f"end: {_loadavg()} (other jobs share the machine: compare columns of one row).")
 

@@ -28,11 +28,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, markdown_table, run_fedfer, write_results  # noqa: E402
 from benchmarks.convergence_ablation import local_round  # noqa: E402  (the client's non-DP round, its seeds)
-from fer_models import engine  # noqa: E402
+from fer_models.training import engine  # noqa: E402
 from fer_models.config import RunConfig  # noqa: E402
-from fer_models.metrics import classification_report  # noqa: E402
-from fer_models.task import build_model, client_data, eval_splits, load_store  # noqa: E402
-from simulation.launcher import ray_cpus  # noqa: E402
+from fer_models.training.metrics import classification_report  # noqa: E402
+from fer_models.federation.task import client_data, eval_splits, load_store  # noqa: E402
+from fer_models.models.from_config import build_model
+from simulation.launch.launcher import ray_cpus  # noqa: E402
 
 
 def evaluate_global(cfg: RunConfig, model: torch.nn.Module, splits: dict, device: torch.device) -> tuple[float, float]:
@@ -172,7 +173,7 @@ def main() -> None:
              "metrics.jsonl) minus one steady round: imports, data, Ray engine and actor, the actor's data "
              "load and the round-0 evaluation. Plain start-up = data, partitions and the round-0 evaluation. "
              "Target: fedfer / plain per round <= 1.10. fedfer's rounds also save model.pt and a resumable checkpoint "
-             "each round; the plain loop does not. Ray's client worker runs at nice 0 (simulation/launcher.py "
+             "each round; the plain loop does not. Ray's client worker runs at nice 0 (simulation/launch/launcher.py "
              "RAY_ENVIRONMENT; Ray's default 15 let every other process of the run preempt it), and the run's "
              "memory is sampled every 2 s (benchmarks/common.py run_fedfer), not at every 0.2 s poll. "
              f"Same computation check: largest relative difference of the per-round held-out loss "

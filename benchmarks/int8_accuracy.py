@@ -39,10 +39,10 @@ def main() -> None:
     from sklearn.metrics import f1_score
 
     from fer_models.data import load_dataset
-    from fer_models.export import export_model
-    from fer_models.runtime import load_exported
-    from simulation.inference import load_predictor
-    from simulation.model_io import load_model_file
+    from fer_models.serving.export import export_model
+    from fer_models.serving.runtime import load_exported
+    from simulation.predict.inference import load_predictor
+    from simulation.predict.model_io import load_model_file
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True, help="run folder or model.pt of a trained model")

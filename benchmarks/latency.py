@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import markdown_table, write_results  # noqa: E402
-from fer_models.export import export_model  # noqa: E402
+from fer_models.serving.export import export_model  # noqa: E402
 from fer_models.models import create_model  # noqa: E402
-from fer_models.runtime import Predictor, TorchPredictor, load_exported  # noqa: E402
+from fer_models.serving.runtime import Predictor, TorchPredictor, load_exported  # noqa: E402
 
 warnings.filterwarnings("ignore")
 RUNTIMES = ("eager", "torchscript", "onnx", "onnx-int8")
@@ -56,7 +56,7 @@ def _set_threads(n: int) -> None:
 def _video_frames(data: Path, *, frames: int) -> list[np.ndarray]:
     import cv2
 
-    from fer_models.video.compose import ckplus_sequences, compose_video
+    from fer_models.serving.video.compose import ckplus_sequences, compose_video
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "one_face.mp4"
@@ -83,8 +83,8 @@ def time_model(predictor: Predictor, *, reps: int) -> dict[str, float]:
 
 
 def time_frames(predictor: Predictor, frames: list[np.ndarray], *, full_scan_every: int) -> dict[str, Any]:
-    from fer_models.video.detect import HaarFaceDetector
-    from fer_models.video.stream import EmotionStream
+    from fer_models.serving.video.detect import HaarFaceDetector
+    from fer_models.serving.video.stream import EmotionStream
 
     stream = EmotionStream(predictor=predictor, detector=HaarFaceDetector(detect_width=320),
                            full_scan_every=full_scan_every)
@@ -172,7 +172,7 @@ def main() -> None:
              f"Model = one (1, T, 1, 48, 48) clip, {args.reps} calls after 10 warm-up calls. Untrained weights "
              f"(latency does not depend on them). Threads = torch intra-op threads (eager, TorchScript), ONNX "
              f"Runtime intra-op threads, and OpenCV threads. Size = state dict (eager) or exported file. "
-             f"int8 = ONNX Runtime dynamic quantisation of the Linear layers (fer_models/export.py). The machine is shared with other jobs: "
+             f"int8 = ONNX Runtime dynamic quantisation of the Linear layers (fer_models/serving/export.py). The machine is shared with other jobs: "
              f"percentiles include their interference (load average {os.getloadavg()[0]:.1f} at the end). {args.note}")
     write_results(args.results_name, results=rows, table=markdown_table(rows, COLUMNS), notes=notes)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, markdown_table, write_results  # noqa: E402
 
-_CLI = [sys.executable, "-m", "simulation.cli"]
+_CLI = [sys.executable, "-m", "simulation.commands.cli"]
 
 
 def _run(cmd: list[str]) -> float:
@@ -60,7 +60,7 @@ def main() -> int:
                                   ("members", "members", "d"), ("non-members", "non", "d")])
     can = result.get("canaries")
     eps = summary.get("epsilon")
-    shown = lambda cmd: "fedfer " + " ".join(cmd[3:])  # noqa: E731  (python -m simulation.cli = fedfer)
+    shown = lambda cmd: "fedfer " + " ".join(cmd[3:])  # noqa: E731  (python -m simulation.commands.cli = fedfer)
     lines = [f"Run: `{shown(simulate)}` (trained in {train_s:.0f} s)" if train_s else
              f"Run: `{shown(simulate)}` (run folder reused; the run took {summary.get('seconds', 0):.0f} s)",
              f"Audit: `{shown(audit)}` ({audit_s:.0f} s).",

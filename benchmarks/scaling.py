@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, markdown_table, run_fedfer, write_results  # noqa: E402
-from fer_models.labels import NUM_CLASSES  # noqa: E402
-from simulation.launcher import ray_cpus  # noqa: E402
+from fer_models.common.labels import NUM_CLASSES  # noqa: E402
+from simulation.launch.launcher import ray_cpus  # noqa: E402
 
 
 def fraction_for(num_clients: int, sampled: int) -> float:

@@ -17,7 +17,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from client.mods import client_side_clipping
 from client.secagg import secure_aggregation
-from fer_models.wire import NUM_EXAMPLES, PARTITION_ID, UNIFORM_WEIGHT
+from fer_models.federation.wire import NUM_EXAMPLES, PARTITION_ID, UNIFORM_WEIGHT
 
 STAGES = Stage.all()
 

@@ -14,7 +14,7 @@ difference between the two final models. Part 3 (``--deploy``): the same in `fed
 
 ``--expansion N ...`` instead times the mask expansion alone for models of N entries: Flower's
 ``pseudo_rand_gen`` (a 32-bit NumPy seed) against fedfer's (AES-256-CTR keyed by the whole seed,
-fer_models/secagg_prg.py, which the protocol rounds above use); a client runs it once per neighbour
+fer_models/privacy/secagg_prg.py, which the protocol rounds above use); a client runs it once per neighbour
 plus once for its self mask per round, the server once per summed client and per dropout's neighbour.
 
     nice -n 10 python benchmarks/secagg_overhead.py [--clients 3 5 10] [--model cnn] [--simulate] [--deploy]
@@ -48,7 +48,7 @@ def protocol_round(*, clients: int, model: str, secure: bool) -> dict:
 
     from benchmarks.secagg_federation import Federation
     from fer_models.config import RunConfig
-    from fer_models.task import build_model
+    from fer_models.models.from_config import build_model
     from server.secagg import SecAggPlusGrid, SecAggSettings, payload_bytes, weight_key_of
     from server.strategy import make_strategy
 
@@ -86,8 +86,8 @@ def mask_expansion(*, entries: int, repeats: int = 7) -> dict:
     """Best-of-``repeats`` milliseconds to expand one 32-byte seed into ``entries`` mask values, both ways."""
     from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen as flower
 
-    from fer_models.secagg_prg import pseudo_rand_gen as fedfer
-    from fer_models.secagg_checks import MODULUS_RANGE
+    from fer_models.privacy.secagg_prg import pseudo_rand_gen as fedfer
+    from fer_models.config.secagg_checks import MODULUS_RANGE
 
     seed, dims = os.urandom(32), [(entries,)]
     row: dict = {"part": "mask expansion", "params": entries}
@@ -113,7 +113,7 @@ def end_to_end(*, engine: str, secure: bool, rounds: int, clients: int, work: Pa
     env = {**os.environ, "FLWR_HOME": str(work / "flwr-home"), "FEDFER_CACHE": str(work / "cache"),
            "RAY_USAGE_STATS_ENABLED": "0"}
     nodes = ["--nodes", str(clients), "--no-report"] if engine == "deploy-local" else []
-    cmd = [sys.executable, "-m", "simulation.cli", engine, *nodes, "--out", str(out),
+    cmd = [sys.executable, "-m", "simulation.commands.cli", engine, *nodes, "--out", str(out),
            *[a for s in sets for a in ("--set", s)]]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800,
                           cwd=Path(__file__).resolve().parents[1])

@@ -147,7 +147,7 @@ def main() -> None:
 
 def pretraining(log: Path) -> str:
     """How the cell's warm start was made, from its log: trained (with its seconds), loaded from the disk
-    cache (fer_models/pretrain.py), or none."""
+    cache (fer_models/federation/pretrain.py), or none."""
     text = log.read_text(errors="replace") if log.is_file() else ""
     if "public pre-training: loaded from the cache" in text:
         return "from the cache"

@@ -1,7 +1,7 @@
 """The ClientApp: receive the global model, train on the local share, reply with arrays and metrics.
 
 Everything here is translation between Flower messages and the fer_models core: the data,
-the model and the training loop come from :mod:`fer_models.task` and :mod:`fer_models.engine`.
+the model and the training loop come from :mod:`fer_models.federation.task` and :mod:`fer_models.training.engine`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from client.node_privacy import NodePrivacyError
 from client.secagg import secure_aggregation
 from client.training import BudgetRefusal, evaluate_local, train_local
 from fer_models.config import RunConfig
-from fer_models.federated_eval import NoHeldOutSplit, held_out_counts
-from fer_models.sites import SiteDataError, local_data
-from fer_models.wire import (BUDGET_EXCEEDED, CLIENT_REASONS, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, LEDGER_MISSING,
+from fer_models.federation.federated_eval import NoHeldOutSplit, held_out_counts
+from fer_models.federation.sites import SiteDataError, local_data
+from fer_models.federation.wire import (BUDGET_EXCEEDED, CLIENT_REASONS, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, LEDGER_MISSING,
                              NODE_CONFIG_ERROR, PRIVATE_EVALUATION_REFUSED, ROUND_OFFSET, ROUND_SECONDS, SERVER_ROUND,
                              SITE_DATA_ERROR, SITE_NAME, SITE_RECORD, TRAIN_STATISTICS)
 
@@ -33,7 +33,7 @@ app = ClientApp(mods=[secure_aggregation, client_side_clipping])  # masking oute
 
 
 def refusal(msg: Message, code: int, detail: object, *, level: int = logging.ERROR) -> Message:
-    """The error reply of ``code``: its fixed, generic reason only (fer_models/wire.py CLIENT_REASONS). The detail
+    """The error reply of ``code``: its fixed, generic reason only (fer_models/federation/wire.py CLIENT_REASONS). The detail
     (paths, labels, counts, settings) goes to this node's own log, never to the server."""
     logger.log(level, "refused (code %d): %s", code, detail)
     return Message(Error(code=code, reason=CLIENT_REASONS[code]), reply_to=msg)

@@ -8,7 +8,7 @@ import logging
 import torch
 from flwr.app import ArrayRecord, Context
 
-from fer_models.optim_state import load_optimizer_state, optimizer_state_tensors
+from fer_models.training.optim_state import load_optimizer_state, optimizer_state_tensors
 
 logger = logging.getLogger(__name__)
 

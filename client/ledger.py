@@ -28,9 +28,9 @@ from typing import Any
 
 from flwr.app import ConfigRecord, Context
 
-from fer_models.atomic import atomic_write_bytes, atomic_write_json
-from fer_models.privacy import PrivacyLedger
-from fer_models.wire import LINEAGE
+from fer_models.common.atomic import atomic_write_bytes, atomic_write_json
+from fer_models.privacy.dp_sgd import PrivacyLedger
+from fer_models.federation.wire import LINEAGE
 
 logger = logging.getLogger(__name__)
 

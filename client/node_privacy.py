@@ -1,6 +1,6 @@
 """The node's own privacy limits, from its node config: they hold whatever the server's run config says.
 
-A SuperNode's ``--node-config`` (keys in :data:`fer_models.sites.NODE_PRIVACY_KEYS`):
+A SuperNode's ``--node-config`` (keys in :data:`fer_models.federation.sites.NODE_PRIVACY_KEYS`):
 
 - ``epsilon-cap=E``: the most epsilon this node's data may ever spend, over every run and lineage
   (client/site_ledger.py composes them). A node with a cap trains only under ``dp=sample``.
@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from fer_models.sites import (EPSILON_CAP, EPSILON_CAP_DELTA, MIN_NOISE_MULTIPLIER, NODE_PRIVACY_KEYS,
+from fer_models.federation.sites import (EPSILON_CAP, EPSILON_CAP_DELTA, MIN_NOISE_MULTIPLIER, NODE_PRIVACY_KEYS,
                               PRIVACY_STATE, PUBLIC_PERSON_COUNT)
 
 DEFAULT_CAP_DELTA = 1e-5

@@ -29,11 +29,11 @@ from flwr.app import Context
 from client.ledger import LedgerFile, check_lineage
 from client.node_privacy import NodePrivacy
 from client.site_ledger import SiteLedger
-from fer_models import engine
+from fer_models.training import engine
 from fer_models.config import RunConfig
-from fer_models.persons import PersonIndex, person_index
-from fer_models.privacy import PrivacyLedger, noise_for_target, sample_rate_for, steps_per_epoch
-from fer_models.sites import EPSILON_CAP, MIN_NOISE_MULTIPLIER, PUBLIC_PERSON_COUNT, LocalData
+from fer_models.data.person_index import PersonIndex, person_index
+from fer_models.privacy.dp_sgd import PrivacyLedger, noise_for_target, sample_rate_for, steps_per_epoch
+from fer_models.federation.sites import EPSILON_CAP, MIN_NOISE_MULTIPLIER, PUBLIC_PERSON_COUNT, LocalData
 
 logger = logging.getLogger(__name__)
 

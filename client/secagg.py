@@ -5,12 +5,12 @@ shares); it reads the training reply in the legacy ``FitRes`` layout. This mod i
 it gives the mod the *update* (trained weights minus the received global model; the server adds the
 unmasked mean back) with this client's public aggregation weight, and hands the inner ClientApp the
 message-API message it expects. What the reply keeps besides the masked vector is its public
-metrics (fer_models/wire.py); its arrays are emptied by Flower's mod. Without secure aggregation
+metrics (fer_models/federation/wire.py); its arrays are emptied by Flower's mod. Without secure aggregation
 the mod passes messages through; under it, a train message without SecAgg+ stage is refused.
 
 Masks: Flower's mod expands each mask seed with a 32-bit NumPy seed (the XOR of the key's words),
 which a server can search; at import this module replaces the mod's ``pseudo_rand_gen`` with
-fedfer's AES-256-CTR expansion keyed by the whole seed (fer_models/secagg_prg.py). server/secagg.py
+fedfer's AES-256-CTR expansion keyed by the whole seed (fer_models/privacy/secagg_prg.py). server/secagg.py
 does the same to the server workflow, so both ends derive the same masks.
 """
 
@@ -29,14 +29,14 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
-from fer_models import secagg_prg
+from fer_models.privacy import secagg_prg
 from fer_models.config import RunConfig
-from fer_models.wire import SECAGG_CLIENT_FAILED, SECAGG_REQUIRED, SECAGG_WEIGHT_KEY
+from fer_models.federation.wire import SECAGG_CLIENT_FAILED, SECAGG_REQUIRED, SECAGG_WEIGHT_KEY
 
 logger = logging.getLogger(__name__)
 
 # Flower's mod imported pseudo_rand_gen by name: its masks would come from a 32-bit seed the server can
-# scan after a dropout (fer_models/secagg_prg.py). Replace that name in the mod's own module (the package
+# scan after a dropout (fer_models/privacy/secagg_prg.py). Replace that name in the mod's own module (the package
 # attribute of the same name is the mod function, hence importlib), before any mask is drawn.
 secagg_prg.install(target=importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
 

@@ -13,16 +13,18 @@ from flwr.app import Context
 from client.carry import keep_optimizer, restore_optimizer
 from client.node_privacy import NodePrivacy
 from client.private_round import BudgetRefusal, prepare_private_round, privacy_units, unit_loader
-from fer_models import engine
-from fer_models.augment import Augmenter
+from fer_models.training import engine
+from fer_models.training.augment import Augmenter
 from fer_models.config import RunConfig
-from fer_models.dp_recipe import WeightEMA, training_hyperparams
-from fer_models.optim_state import lr_factor
-from fer_models.privacy import make_private, plain_state_dict
-from fer_models.samples import ClipSet
-from fer_models.sites import EPSILON_CAP, MIN_NOISE_MULTIPLIER, LocalData
-from fer_models.task import build_model, evaluate_state
-from fer_models.wire import (EPSILON, GLOBAL_LOSS, NUM_EXAMPLES, PARTITION_ID, TRAIN_STATISTICS, UNIFORM_WEIGHT,
+from fer_models.config.recipe import training_hyperparams
+from fer_models.privacy.sgd_helpers import WeightEMA
+from fer_models.training.optim_state import lr_factor
+from fer_models.privacy.dp_sgd import make_private, plain_state_dict
+from fer_models.data.samples import ClipSet
+from fer_models.federation.sites import EPSILON_CAP, MIN_NOISE_MULTIPLIER, LocalData
+from fer_models.federation.task import evaluate_state
+from fer_models.models.from_config import build_model
+from fer_models.federation.wire import (CLIENT_SETTINGS, EPSILON, GLOBAL_LOSS, NUM_EXAMPLES, PARTITION_ID, TRAIN_STATISTICS, UNIFORM_WEIGHT,
                              UNIT_IS_PERSON)
 
 logger = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
         augmenter = Augmenter(policy=cfg.augment, same_across_frames=data.real_clips)
         augment = lambda x: augmenter(x, generator=generator)  # noqa: E731
     weights = class_weights(cfg, data)
-    metrics: dict[str, float | int] = {**({PARTITION_ID: partition_id} if partition_id >= 0 else {}), **hp.as_metrics(),
+    metrics: dict[str, float | int] = {**({PARTITION_ID: partition_id} if partition_id >= 0 else {}), **dict(zip(CLIENT_SETTINGS, (hp.batch_size, hp.learning_rate, hp.max_grad_norm, hp.ema_decay))),
                                        "round-learning-rate": learning_rate, "optimizer-state-carried": int(carried)}
     recipe = dict(views=cfg.augment_multiplicity,
                   ema=WeightEMA(model, decay=hp.ema_decay) if hp.ema_decay > 0 else None)
@@ -98,7 +100,7 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
         private.record(context, ledger, delta=cfg.target_delta)  # before replying
         metrics.update({EPSILON: ledger.epsilon(delta=cfg.target_delta), UNIT_IS_PERSON: int(private.unit == "person"),
                         "noise-multiplier": private.noise, "sample-rate": private.sample_rate,
-                        "dp-steps": ledger.total_steps})  # all from public counts (fer_models/wire.py)
+                        "dp-steps": ledger.total_steps})  # all from public counts (fer_models/federation/wire.py)
         trained = parts.model
     else:
         batch = min(hp.batch_size, len(data))

@@ -11,10 +11,10 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fer_models.atomic import AtomicWriteError
+from fer_models.common.atomic import AtomicWriteError
 from fer_models.config import ConfigError, RunConfig
-from fer_models.pretrain import initial_model
-from fer_models.wire import LINEAGE, ROUND_OFFSET
+from fer_models.federation.pretrain import initial_model
+from fer_models.federation.wire import LINEAGE, ROUND_OFFSET
 from server.evaluation import make_evaluator, model_image_side
 from server.federated_evaluation import FederatedEvaluationError
 from server.checkpoint import (check_resumable, load_checkpoint, restore_strategy_state, save_checkpoint)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from fer_models.atomic import atomic_write_bytes
+from fer_models.common.atomic import atomic_write_bytes
 from fer_models.config import RunConfig, default_flat
 
 logger = logging.getLogger(__name__)

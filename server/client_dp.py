@@ -3,7 +3,7 @@
 Flower's fixed-clipping wrappers add Gaussian noise of std ``sigma * C / m`` to the mean of ``m``
 clipped updates. fedfer builds on them and closes what would break that calibration:
 
-- the mean is unweighted (clients send a constant weight, :data:`fer_models.wire.UNIFORM_WEIGHT`):
+- the mean is unweighted (clients send a constant weight, :data:`fer_models.federation.wire.UNIFORM_WEIGHT`):
   a FedAvg weighted by self-reported example counts would change one client's sensitivity;
 - a round with fewer successful replies than the ``m`` the noise was calibrated for (a dropout, an
   error) is not aggregated, so a mean over fewer clients never leaves with too little noise;
@@ -13,7 +13,7 @@ clipped updates. fedfer builds on them and closes what would break that calibrat
 
 The epsilon protects one *site* (all of a client's data), delta ``target-delta``, for the federation.
 The server adds the noise, so it is trusted to: the epsilon holds against the other sites and whoever
-receives the model, not against the server (:data:`fer_models.dp_trust.DP_CLIENT_TRUST`, logged when
+receives the model, not against the server (:data:`fer_models.config.dp_trust.DP_CLIENT_TRUST`, logged when
 the strategy is set up and written into report.md).
 """
 
@@ -30,7 +30,7 @@ from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
-from fer_models.dp_trust import DP_CLIENT_TRUST
+from fer_models.config.dp_trust import DP_CLIENT_TRUST
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Global evaluation without server-held data: the sites evaluate the global model on their held-out splits.
 
 The server sends the global model to every connected SuperNode in an evaluate message that asks
-for counts (:data:`fer_models.wire.EVALUATE_COUNTS`); each site that opted in answers with its
-confusion counts, loss sum and example count (:mod:`fer_models.federated_eval`), and the server sums
+for counts (:data:`fer_models.federation.wire.EVALUATE_COUNTS`); each site that opted in answers with its
+confusion counts, loss sum and example count (:mod:`fer_models.federation.federated_eval`), and the server sums
 them into the same report (accuracy, per-class P/R/F1, confusion matrix, per-site accuracy and gap)
 a centralized evaluation on the union of the held-out splits gives. No file of any site is read here.
 """
@@ -18,8 +18,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fer_models.config import RunConfig
-from fer_models.federated_eval import FEDERATED_SPLIT, federated_report
-from fer_models.wire import EVAL_N, EVALUATE_COUNTS, SITE_NAME, SITE_RECORD
+from fer_models.federation.federated_eval import FEDERATED_SPLIT, federated_report
+from fer_models.federation.wire import EVAL_N, EVALUATE_COUNTS, SITE_NAME, SITE_RECORD
 
 logger = logging.getLogger(__name__)
 

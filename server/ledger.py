@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fer_models.config import RunConfig
-from fer_models.dp_trust import dp_trust
-from fer_models.wire import EPSILON, LEDGER_REGRESSION, PARTITION_ID, PRIVACY_REFUSALS, UNIT_IS_PERSON
+from fer_models.config.dp_trust import dp_trust
+from fer_models.federation.wire import EPSILON, LEDGER_REGRESSION, PARTITION_ID, PRIVACY_REFUSALS, UNIT_IS_PERSON
 
 
 class ReleaseCounter(Protocol):

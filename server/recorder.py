@@ -9,11 +9,11 @@ from typing import Any, Mapping
 import torch
 
 from fer_models.config import RunConfig
-from fer_models.task import model_options
+from fer_models.models.from_config import model_options
 from server.evaluation import model_image_side
 from server.grid import RoundReplies
 from server.ledger import ServerLedger, client_order, client_key
-from fer_models.wire import CLIENT_SETTINGS, ROUND_SECONDS
+from fer_models.federation.wire import CLIENT_SETTINGS, ROUND_SECONDS
 from server.run_folder import FAILURE_FILE, append_jsonl, resolve_run_dir, save_model, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from fer_models.atomic import atomic_append_line, atomic_write_bytes, check_writable
+from fer_models.common.atomic import atomic_append_line, atomic_write_bytes, check_writable
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ training messages, and answers each client that took part with a reply holding t
 weighted mean* (global model + mean update) and that client's public metrics, as Flower's own
 workflow hands the aggregate to a legacy strategy. Any strategy that aggregates by the weighted
 mean (FedAvg, FedProx, FedAdam's server step, client-level DP's noise on the mean) thus yields the
-secure aggregate; a median cannot (refused by fer_models/secagg_checks.py).
+secure aggregate; a median cannot (refused by fer_models/config/secagg_checks.py).
 
 What the server sees of one client: its public keys, encrypted key shares, a masked vector, shares
 of other clients' keys, and its public metrics. The per-update screening of server/grid.py cannot
@@ -17,7 +17,7 @@ on the masked vectors' metrics, *before* the sum: a rejected client counts as dr
 
 Two changes to what Flower's workflow would do on its own. Masks: its unmask stage rebuilds masks
 with ``pseudo_rand_gen``, which this module replaces at import with fedfer's expansion keyed by the
-whole seed (fer_models/secagg_prg.py; client/secagg.py does the same on the clients). Fewest summed:
+whole seed (fer_models/privacy/secagg_prg.py; client/secagg.py does the same on the clients). Fewest summed:
 a round that collected fewer than 3 masked vectors halts before the unmask stage (no key shares are
 asked for): a sum of one update is that update, and a sum of two gives each of the two the other's.
 """
@@ -42,17 +42,17 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid
 
-from fer_models import secagg_prg
+from fer_models.privacy import secagg_prg
 from fer_models.config import ConfigError, RunConfig
 from fer_models.data import FaceStore
-from fer_models.secagg_checks import MIN_CLIENTS, MODULUS_RANGE, resolve_shares
-from fer_models.task import train_pool
-from fer_models.wire import NUM_EXAMPLES, SECAGG_HALTED, SECAGG_WEIGHT_KEY, SERVER_ROUND, UNIFORM_WEIGHT
+from fer_models.config.secagg_checks import MIN_CLIENTS, MODULUS_RANGE, resolve_shares
+from fer_models.federation.task import train_pool
+from fer_models.federation.wire import NUM_EXAMPLES, SECAGG_HALTED, SECAGG_WEIGHT_KEY, SERVER_ROUND, UNIFORM_WEIGHT
 
 logger = logging.getLogger(__name__)
 
 # Flower's workflow imported pseudo_rand_gen by name: the masks it removes would come from a 32-bit seed,
-# not the clients' (fer_models/secagg_prg.py), and the sum would not unmask. Replace that name in the
+# not the clients' (fer_models/privacy/secagg_prg.py), and the sum would not unmask. Replace that name in the
 # workflow's module before any round runs.
 secagg_prg.install(target=importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow"))
 

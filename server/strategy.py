@@ -9,7 +9,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fer_models.config import RunConfig
-from fer_models.wire import GLOBAL_LOSS, PARTITION_ID, UNIFORM_WEIGHT
+from fer_models.federation.wire import GLOBAL_LOSS, PARTITION_ID, UNIFORM_WEIGHT
 from server.client_dp import ClientClippedClientDP, ServerClippedClientDP, client_noise_multiplier
 from server.qfedavg import SizeWeightedQFedAvg
 
@@ -37,7 +37,7 @@ def aggregate_train_metrics(records: list[RecordDict], weighting_metric_name: st
 def make_strategy(cfg: RunConfig) -> Strategy:
     """The configured strategy; with dp=client fedfer's calibrated DP-FedAvg (server/client_dp.py).
 
-    Settings a strategy cannot serve under DP are refused by RunConfig.check (fer_models/dp_checks.py).
+    Settings a strategy cannot serve under DP are refused by RunConfig.check (fer_models/config/dp_checks.py).
     """
     common = dict(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
                   min_train_nodes=cfg.min_train_clients,

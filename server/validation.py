@@ -20,9 +20,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from fer_models.wire import BUDGET_EXCEEDED
-from fer_models.wire import NO_REPLY as NO_REPLY_CODE
-from fer_models.wire import UPDATE_REJECTED as REJECTED_CODE
+from fer_models.federation.wire import BUDGET_EXCEEDED
+from fer_models.federation.wire import NO_REPLY as NO_REPLY_CODE
+from fer_models.federation.wire import UPDATE_REJECTED as REJECTED_CODE
 #: Longest client error message quoted in a failed round's summary.
 _REASON_CHARS = 400
 

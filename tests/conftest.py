@@ -77,8 +77,8 @@ def predictable_privacy_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
     sampler's, key 0x00..., then the noise's, key 0x01...). The product has no such switch."""
     import itertools
 
-    import fer_models.privacy as privacy
-    from fer_models.secure_random import KEY_BYTES, SecureRandom
+    import fer_models.privacy.dp_sgd as privacy
+    from fer_models.privacy.secure_random import KEY_BYTES, SecureRandom
 
     calls = itertools.count()
     monkeypatch.setattr(privacy, "secret_source", lambda: SecureRandom(key=bytes([next(calls) % 2]) * KEY_BYTES))

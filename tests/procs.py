@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from simulation.processes import pids_with_env, session_pids  # noqa: F401  (re-exported for the tests)
+from simulation.launch.processes import pids_with_env, session_pids  # noqa: F401  (re-exported for the tests)
 
 
 def kill_session(sid: int) -> None:

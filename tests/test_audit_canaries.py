@@ -14,8 +14,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from fer_models.audit.canaries import CANARY_FILE, CanaryError, canary_plan_for, plan_canaries
 from fer_models.config import RunConfig
-from fer_models.labels import NUM_CLASSES
-from fer_models.task import build_model, client_data, client_partitions, load_store, train_pool
+from fer_models.common.labels import NUM_CLASSES
+from fer_models.federation.task import client_data, client_partitions, load_store, train_pool
+from fer_models.models.from_config import build_model
 
 SMALL = {"synthetic-per-class": 30, "synthetic-eval-per-class": 10, "max-train-samples": 70, "audit-canaries": 100,
          "seed": 3}
@@ -93,7 +94,7 @@ def _train_and_save(cfg: RunConfig, run_dir) -> float:
 
 
 def _audit(run_dir) -> dict:
-    from simulation.cli import main
+    from simulation.commands.cli import main
 
     assert main(["audit", str(run_dir), "--max-samples", "60"]) == 0
     return json.loads((run_dir / "audit.json").read_text())
@@ -103,7 +104,7 @@ def _audit(run_dir) -> dict:
 def no_dp_noise(monkeypatch: pytest.MonkeyPatch) -> None:
     """TEST-ONLY: the DP noise is zero, while the accountant still records the configured noise multiplier
     (it reads the optimizer's noise_multiplier, which is untouched). The product has no such switch."""
-    from fer_models.secure_random import SecureRandom
+    from fer_models.privacy.secure_random import SecureRandom
 
     monkeypatch.setattr(SecureRandom, "normal",
                         lambda self, shape, *, std, device="cpu", dtype=torch.float32:
@@ -139,7 +140,7 @@ def test_with_dp_noise_the_canary_bound_stays_below_the_reported_epsilon(
 
 def test_held_out_copies_of_training_images_are_not_counted_as_non_members():
     from fer_models.data import FaceStore
-    from simulation.audit import _not_in_training_split
+    from simulation.reports.audit import _not_in_training_split
 
     images = torch.randint(0, 256, (6, 48, 48), dtype=torch.uint8)
     images[4] = images[1]  # a test image with the pixels of a training image
@@ -149,7 +150,7 @@ def test_held_out_copies_of_training_images_are_not_counted_as_non_members():
 
 
 def test_a_recorded_plan_that_no_longer_matches_the_run_is_refused(cache_dir, tmp_path):
-    from simulation.audit import AuditError, record_canary_plan
+    from simulation.reports.audit import AuditError, record_canary_plan
 
     cfg = RunConfig.from_flat({**SMALL, "num-clients": 2})
     plan = record_canary_plan(run_dir=tmp_path, cfg=cfg, store=load_store(cfg))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fer_models.augment import POLICIES, Augmenter, _affine_grid
+from fer_models.training.augment import POLICIES, Augmenter, _affine_grid
 
 ONLY_FLIP = dict(flip_prob=1.0, max_shift=0, max_rotation=0.0, brightness=0.0, contrast=0.0, erase_prob=0.0)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from fer_models.config import ConfigError
-from simulation.bench_grid import Cell, GridError, check_equal_budget, load_grid, select_cells
-from simulation.bench_runner import CELL_FILE, cell_argv, run_cells
-from simulation.bench_table import cell_figures, markdown_table, notes
-from simulation.cli import main
+from simulation.bench.bench_grid import Cell, GridError, check_equal_budget, load_grid, select_cells
+from simulation.bench.bench_runner import CELL_FILE, cell_argv, run_cells
+from simulation.bench.bench_table import cell_figures, markdown_table, notes
+from simulation.commands.cli import main
 
 PAPER = Path(__file__).resolve().parents[1] / "experiments" / "paper.yaml"
 DATA = "/data/fer2013"
@@ -323,7 +323,7 @@ def test_recorded_samples_seen_are_preferred():
 
 
 def test_trial_tables_stay_out_of_benchmark_results(tmp_path):
-    from simulation.cmd_bench import record_table
+    from simulation.commands.cmd_bench import record_table
 
     calls = []
     kwargs = dict(profile="cpu", budget={"epochs": 1}, rows=[], out_dir=tmp_path / "out", grid="g.yaml",
@@ -347,7 +347,7 @@ def test_collect_builds_results_md_from_every_results_file(tmp_path):
 
 
 def test_bench_command_end_to_end_with_a_fake_runner(tmp_path, monkeypatch, caplog):
-    import simulation.bench_runner as bench_runner
+    import simulation.bench.bench_runner as bench_runner
 
     real = bench_runner.run_cells
     runner = FakeRunner(fail=("cnn_attention-iid",))
@@ -367,7 +367,7 @@ def test_bench_command_end_to_end_with_a_fake_runner(tmp_path, monkeypatch, capl
 def test_the_real_runner_appends_each_attempt_to_the_log(tmp_path):
     import sys
 
-    from simulation.bench_runner import run_subprocess
+    from simulation.bench.bench_runner import run_subprocess
 
     log = tmp_path / "logs" / "cell.log"
     assert run_subprocess([sys.executable, "-c", "print('round 1/1 | ETA 0s')"], log) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from simulation.cli import main
+from simulation.commands.cli import main
 
 
 def _run(capsys, *argv: str) -> tuple[int, str]:
@@ -88,7 +88,7 @@ def test_version_prints_the_installed_packages_version(capsys):
     import tomllib
     from pathlib import Path
 
-    from simulation.cli import main
+    from simulation.commands.cli import main
 
     with pytest.raises(SystemExit) as done:
         main(["--version"])

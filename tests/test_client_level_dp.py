@@ -11,7 +11,7 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
 from fer_models.config import ConfigError, RunConfig
-from fer_models.wire import NUM_EXAMPLES, UNIFORM_WEIGHT
+from fer_models.federation.wire import NUM_EXAMPLES, UNIFORM_WEIGHT
 from server.client_dp import ClientClippedClientDP, ServerClippedClientDP, client_level_epsilon
 from server.ledger import ServerLedger
 from server.strategy import make_strategy

@@ -16,7 +16,8 @@ from opacus.accountants import RDPAccountant
 
 from client.app import BUDGET_EXCEEDED_CODE, train
 from fer_models.config import RunConfig
-from fer_models.task import build_model, client_data
+from fer_models.federation.task import client_data
+from fer_models.models.from_config import build_model
 
 SMALL = {"synthetic-per-class": 12, "synthetic-eval-per-class": 4, "num-clients": 2, "batch-size": 16,
          "dp": "sample", "dp-recipe": "none", "noise-multiplier": 1.1, "max-grad-norm": 1.0, "num-server-rounds": 3,

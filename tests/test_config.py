@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fer_models.config import ConfigError, RunConfig, default_flat
-from simulation.experiment import ExperimentError, parse_sets, read_experiment, resolve_config
+from simulation.launch.experiment import ExperimentError, parse_sets, read_experiment, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

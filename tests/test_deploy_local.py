@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from fer_models.config import RunConfig
-from simulation.deploy import DeployError, LocalDeployment, find_binaries
-from simulation.node_keys import generate_node_keys
+from simulation.launch.deploy import DeployError, LocalDeployment, find_binaries
+from simulation.launch.node_keys import generate_node_keys
 from tests.procs import kill_env, kill_session, pids_with_env, session_pids
 
 pytestmark = pytest.mark.simulation
@@ -41,7 +41,7 @@ def _assert_no_process_left(deployment: LocalDeployment) -> None:
 def test_deploy_local_two_nodes_with_tls_trains_and_leaves_no_process(tmp_path):
     out = tmp_path / "run"
     home = out / "deploy" / "flwr-home"
-    cmd = [sys.executable, "-m", "simulation.cli", "deploy-local", "--nodes", "2", "--tls", "--no-report",
+    cmd = [sys.executable, "-m", "simulation.commands.cli", "deploy-local", "--nodes", "2", "--tls", "--no-report",
            "--out", str(out), *[a for kv in SMALL for a in ("--set", kv)]]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -136,7 +136,7 @@ def test_unregistered_supernodes_are_refused_when_auth_is_on(tmp_path):
 def test_ctrl_c_or_sigterm_stops_every_process_of_the_deployment(tmp_path):
     out = tmp_path / "run"
     home = out / "deploy" / "flwr-home"
-    cmd = [sys.executable, "-m", "simulation.cli", "deploy-local", "--nodes", "1", "--no-report", "--out", str(out),
+    cmd = [sys.executable, "-m", "simulation.commands.cli", "deploy-local", "--nodes", "1", "--no-report", "--out", str(out),
            *[a for kv in SMALL for a in ("--set", kv)]]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

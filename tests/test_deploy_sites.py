@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_models.wire import CLIENT_REASONS, SITE_DATA_ERROR
+from fer_models.federation.wire import CLIENT_REASONS, SITE_DATA_ERROR
 from tests.procs import kill_env, kill_session, pids_with_env, session_pids
 
 pytestmark = pytest.mark.simulation
@@ -62,7 +62,7 @@ def test_three_sites_train_on_their_own_folders_and_a_server_without_data_report
              "ckplus": shared_data / "ckplus48", "jaffe": shared_data / "jaffe", "broken": tmp_path / "nowhere"}
     out = tmp_path / "run"
     home = out / "deploy" / "flwr-home"
-    cmd = [sys.executable, "-m", "simulation.cli", "deploy-local", "--auth", "--out", str(out),
+    cmd = [sys.executable, "-m", "simulation.commands.cli", "deploy-local", "--auth", "--out", str(out),
            *[a for n, p in sites.items() for a in ("--site", f"{n}={p}")],
            *[a for kv in ("num-server-rounds=2", "local-epochs=1", "min-train-clients=3", "round-timeout=240")
              for a in ("--set", kv)]]

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import fer_models.atomic as atomic
-from fer_models.atomic import AtomicWriteError, atomic_append_line, atomic_write_bytes
+import fer_models.common.atomic as atomic
+from fer_models.common.atomic import AtomicWriteError, atomic_append_line, atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def test_a_real_full_tmpfs_gives_the_same_error_and_keeps_the_file(tmp_path: Pat
 # of the server's process gets half its bytes out, then ENOSPC (the clients run in Ray's worker processes)
 _DRIVER = """
 import errno, os, sys
-import fer_models.atomic as atomic
+import fer_models.common.atomic as atomic
 real, full = atomic._write_and_sync, []
 def write(fh, data, *, path):
     if full:
@@ -87,7 +87,7 @@ def write(fh, data, *, path):
     if path.name == "checkpoint.pt":
         full.append(True)
 atomic._write_and_sync = write
-from simulation.cli import main
+from simulation.commands.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 SETTINGS = ["num-clients=2", "num-server-rounds=3", "synthetic-per-class=30", "synthetic-eval-per-class=10",
@@ -105,7 +105,7 @@ def _json_files_are_valid(run: Path) -> None:
 @pytest.mark.simulation
 def test_a_run_whose_disk_fills_in_round_two_stops_with_one_message_keeps_round_one_and_resumes(tmp_path: Path):
     from server.checkpoint import load_checkpoint
-    from simulation.model_io import load_model_file
+    from simulation.predict.model_io import load_model_file
 
     run = tmp_path / "run"
     env = {**os.environ, "FEDFER_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0",
@@ -130,7 +130,7 @@ def test_a_run_whose_disk_fills_in_round_two_stops_with_one_message_keeps_round_
         torch.testing.assert_close(value, ckpt["state_dict"][key], rtol=0, atol=0)
 
     # space is back: the run continues after round 1 and ends like any other
-    resumed = subprocess.run([sys.executable, "-m", "simulation.cli", "simulate", "--resume", str(run)], cwd=REPO,
+    resumed = subprocess.run([sys.executable, "-m", "simulation.commands.cli", "simulate", "--resume", str(run)], cwd=REPO,
                              env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     summary = json.loads((run / "summary.json").read_text())

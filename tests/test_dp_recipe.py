@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from opacus import GradSampleModule
 
-from fer_models.dp_recipe import WeightEMA, average_views
+from fer_models.privacy.sgd_helpers import WeightEMA, average_views
 from fer_models.models import create_model, list_models
 from tests.test_client_privacy import SMALL, _context, _run_rounds
 from fer_models.config import ConfigError, RunConfig
-from fer_models.task import client_data
+from fer_models.federation.task import client_data
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -91,7 +91,7 @@ def test_multiplicity_without_augmentation_is_refused():
 # --- the tuned recipe's hyper-parameters --------------------------------------------------------
 
 def test_tuned_recipe_sizes_the_batch_to_the_clients_data_and_scales_the_learning_rate():
-    from fer_models.dp_recipe import TUNED, training_hyperparams
+    from fer_models.config.recipe import TUNED, training_hyperparams
 
     cfg = RunConfig.from_flat({"dp": "sample", "target-epsilon": 8.0})
     big = training_hyperparams(cfg, num_samples=28_709)
@@ -111,14 +111,14 @@ def test_tuned_recipe_sizes_the_batch_to_the_clients_data_and_scales_the_learnin
                                   {"dp": "sample", "noise-multiplier": 1.0, "dp-recipe": "none", "batch-size": 32,
                                    "learning-rate": 0.01}])
 def test_without_the_recipe_the_configured_keys_are_used_as_set(flat):
-    from fer_models.dp_recipe import training_hyperparams
+    from fer_models.config.recipe import training_hyperparams
 
     hp = training_hyperparams(RunConfig.from_flat(flat), num_samples=28_709)
     assert (hp.batch_size, hp.learning_rate) == (32, 0.01)
 
 
 def test_setting_a_recipe_key_under_the_tuned_recipe_is_refused_naming_it_and_the_way_out():
-    from simulation.experiment import resolve_config
+    from simulation.launch.experiment import resolve_config
 
     with pytest.raises(ConfigError, match=r"batch-size.*dp-recipe=none"):
         resolve_config(sets=["dp=sample", "target-epsilon=8", "batch-size=128"])
@@ -131,7 +131,7 @@ def test_flwr_run_refuses_a_recipe_key_with_the_clis_message_and_resolves_the_re
     """`flwr run` hands the ServerApp and ClientApp every key (defaults included): RunConfig.from_flat
     itself refuses a recipe key set to another value, and the config it returns is what runs."""
     from fer_models.config import default_flat
-    from fer_models.dp_recipe import TUNED
+    from fer_models.config.recipe import TUNED
 
     with pytest.raises(ConfigError, match=r"run config: batch-size set while dp=sample.*dp-recipe=none"):
         RunConfig.from_flat({**default_flat(), "dp": "sample", "target-epsilon": 8.0, "batch-size": 32})
@@ -142,7 +142,7 @@ def test_flwr_run_refuses_a_recipe_key_with_the_clis_message_and_resolves_the_re
 
 
 def test_a_dp_client_trains_with_the_recipes_batch_and_reports_it(flower_identity):
-    from fer_models.dp_recipe import RECIPE_KEYS, training_hyperparams
+    from fer_models.config.recipe import RECIPE_KEYS, training_hyperparams
 
     cfg = RunConfig.from_flat({**{k: v for k, v in SMALL.items() if k not in RECIPE_KEYS}, "dp-recipe": "tuned",
                                "num-server-rounds": 1})

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fer_models.config import RunConfig
-from simulation.experiment import read_experiment, resolve_config
+from simulation.launch.experiment import read_experiment, resolve_config
 
 EXPERIMENTS = sorted(p for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml")
                      if p.name != "paper.yaml")

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from fer_models.export import ExportParityError, example_clips, export_model, exportable
-from fer_models.labels import EMOTIONS
+from fer_models.serving.export import ExportParityError, example_clips, export_model, exportable
+from fer_models.common.labels import EMOTIONS
 from fer_models.models import create_model, list_models
 from fer_models.models.scatter import ScatterFrontend
-from fer_models.runtime import ExportedModelError, load_exported, softmax
+from fer_models.serving.runtime import ExportedModelError, load_exported, softmax
 from server.run_folder import save_model
-from simulation.cli import main
+from simulation.commands.cli import main
 
 SMALL = {"pixels": (8, 8, 8, 8), "scatter": (8, 8)}
 

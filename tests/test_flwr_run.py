@@ -58,7 +58,7 @@ def test_flwr_run_with_a_refused_setting_names_it_and_the_run_is_recorded_failed
     assert f"invalid run config, nothing was run: {message}" in log, log[-3000:]
     (run,) = json.loads(listing.stdout)["runs"]
     assert run["status"] == "finished:failed" and message.split(": ", 1)[1][:40] in run["status-details"]
-    cli = subprocess.run([sys.executable, "-m", "simulation.cli", "simulate", "--set",
+    cli = subprocess.run([sys.executable, "-m", "simulation.commands.cli", "simulate", "--set",
                           *" --set ".join(overrides.replace("'", "").split()).split(" ")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 2 and message.split(": ", 1)[1] in cli.stderr, cli.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""fedfer's Conv3d grad sampler (fer_models/grad_samplers.py) gives exactly each sample's gradient.
+"""fedfer's Conv3d grad sampler (fer_models/privacy/grad_samplers.py) gives exactly each sample's gradient.
 
 Checked against gradients computed by hand, one sample at a time with autograd, for the per-frame
 ``(1, k, k)`` kernels the models use (and strides, groups, dilation, bias), for the Conv3d kernels
@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from opacus.grad_sample import GradSampleModule
 from torch import Tensor, nn
 
-from fer_models.engine import index_loader
-from fer_models.grad_samplers import compute_frame_conv_grad_sample, is_frame_conv
+from fer_models.training.engine import index_loader
+from fer_models.privacy.grad_samplers import compute_frame_conv_grad_sample, is_frame_conv
 from fer_models.models import create_model
-from fer_models.privacy import PrivacyLedger, make_private
+from fer_models.privacy.dp_sgd import PrivacyLedger, make_private
 from tests.dp_reference import clipped_mean_by_hand
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),

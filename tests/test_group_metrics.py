@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_models.metrics import group_accuracy
+from fer_models.training.metrics import group_accuracy
 
 
 def test_group_accuracy_and_gap_match_hand_counts():

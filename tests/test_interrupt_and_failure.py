@@ -25,7 +25,7 @@ def _start(tmp: Path, out: Path, *sets: str, resume: bool = False) -> tuple[subp
     env = {**os.environ, "FEDFER_CACHE": str(tmp / "cache"), "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONUNBUFFERED": "1", "FEDFER_TEST_MARK": mark}
     args = ["--resume", str(out)] if resume else ["--out", str(out), *[a for s in sets for a in ("--set", s)]]
-    proc = subprocess.Popen([sys.executable, "-m", "simulation.cli", "simulate", *args], env=env, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "simulation.commands.cli", "simulate", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, mark
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_models.metrics import classification_report
+from fer_models.training.metrics import classification_report
 
 
 def test_small_confusion_case_matches_hand_computed_values():

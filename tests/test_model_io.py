@@ -9,7 +9,7 @@ import torch
 
 from fer_models.models import create_model
 from server.run_folder import save_model
-from simulation.model_io import ModelFileError, load_model_file
+from simulation.predict.model_io import ModelFileError, load_model_file
 
 
 def _save(path: Path, *, name: str = "cnn", state: dict | None = None) -> torch.nn.Module:

@@ -18,10 +18,10 @@ import pytest
 import torch
 from torch import nn
 
-import fer_models.privacy as privacy
-import fer_models.secure_random as secure_random
-from fer_models.privacy import PrivacyLedger, make_private
-from fer_models.secure_random import KEY_BYTES, SecureRandom
+import fer_models.privacy.dp_sgd as privacy
+import fer_models.privacy.secure_random as secure_random
+from fer_models.privacy.dp_sgd import PrivacyLedger, make_private
+from fer_models.privacy.secure_random import KEY_BYTES, SecureRandom
 
 DIM, SIGMA, CLIP = 256, 1.0, 1.0
 SCAN = 2**16
@@ -121,7 +121,7 @@ def _one_noise_only_step(monkeypatch, keys: list[bytes]) -> tuple[nn.Module, flo
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(40)), batch_size=8)
     parts = make_private(model=model, optimizer=opt, loader=loader, noise_multiplier=SIGMA, max_grad_norm=CLIP,
                          ledger=PrivacyLedger(), grad_sample_mode="hooks")
-    from fer_models.dp_recipe import empty_grad_samples
+    from fer_models.privacy.sgd_helpers import empty_grad_samples
 
     parts.optimizer.zero_grad(set_to_none=True)
     empty_grad_samples(parts.model)

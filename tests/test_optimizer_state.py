@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fer_models.config import ConfigError, RunConfig
-from fer_models.optim_state import load_optimizer_state, lr_factor, optimizer_state_tensors
+from fer_models.training.optim_state import load_optimizer_state, lr_factor, optimizer_state_tensors
 from tests.test_client_privacy import SMALL, _context, _run_rounds
 
 

@@ -6,7 +6,7 @@ import json
 
 from PIL import Image
 
-from simulation.cli import main
+from simulation.commands.cli import main
 
 
 def test_partition_command_writes_table_json_and_heatmap(tmp_path, capsys, cache_dir):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from opacus import GradSampleModule
 from torch import Tensor, nn
 
-import fer_models.grad_samplers  # noqa: F401  the Conv3d sampler training uses (registered by fer_models.privacy)
+import fer_models.privacy.grad_samplers  # noqa: F401  the Conv3d sampler training uses (registered by fer_models.privacy.dp_sgd)
 from fer_models.models import create_model, list_models
 
 VARIANTS = [(name, {}) for name in list_models()] + [

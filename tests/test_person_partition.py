@@ -21,9 +21,10 @@ from fer_models.config import RunConfig
 from fer_models.data import generate_synthetic
 from fer_models.data.partition import PARTITIONER_NAMES, PartitionError, make_partitioner
 from fer_models.data.person_split import SITE_ADVICE, PersonSplitError, check_one_client_per_person, person_units
-from fer_models.labels import EMOTIONS
-from fer_models.sites import local_data
-from fer_models.task import build_model, client_partitions, load_store, train_pool
+from fer_models.common.labels import EMOTIONS
+from fer_models.federation.sites import local_data
+from fer_models.federation.task import client_partitions, load_store, train_pool
+from fer_models.models.from_config import build_model
 
 SYN = {"synthetic-per-class": 12, "synthetic-eval-per-class": 4, "num-clients": 2, "min-client-samples": 4}
 PERSON = {"dp": "sample", "privacy-unit": "person"}
@@ -220,7 +221,7 @@ def test_canaries_are_refused_under_the_person_unit():
 
 def test_a_simulation_refuses_two_sites_that_hold_one_person(tmp_path, cache_dir):
     """The simulation's operator holds every site, so it checks what no site can: the same subjects at two sites."""
-    from simulation.cmd_simulate import check_sites
+    from simulation.commands.cmd_simulate import check_sites
 
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     one, other = _manifest(tmp_path / "a", straddle=False), _manifest(tmp_path / "b", straddle=False)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fer_models.config import RunConfig
-from fer_models.dp_recipe import TUNED
-from fer_models.pretrain import initial_model, pretrain_on_synthetic
-from fer_models.task import build_model
+from fer_models.config.recipe import TUNED
+from fer_models.federation.pretrain import initial_model, pretrain_on_synthetic
+from fer_models.models.from_config import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = {"synthetic-per-class": 80, "synthetic-eval-per-class": 20}
@@ -51,14 +51,14 @@ def test_a_second_run_loads_the_pretrained_model_from_the_cache_instead_of_train
     def no_training(*args, **kwargs):
         raise AssertionError("pre-trained again although the cache holds this model")
 
-    monkeypatch.setattr("fer_models.pretrain.pretrain_on_synthetic", no_training)
+    monkeypatch.setattr("fer_models.federation.pretrain.pretrain_on_synthetic", no_training)
     again = initial_model(cfg).state_dict()
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], v) for k, v in build_model(cfg).state_dict().items())  # it did train
 
 
 def test_the_cache_misses_when_anything_that_decides_the_pretrained_weights_changes(tmp_path):
-    from fer_models.pretrain import pretrain_cache_path
+    from fer_models.federation.pretrain import pretrain_cache_path
 
     base = _cached_cfg(tmp_path)
     key = pretrain_cache_path(build_model(base), cfg=base)
@@ -70,7 +70,7 @@ def test_the_cache_misses_when_anything_that_decides_the_pretrained_weights_chan
 
 
 def test_an_unreadable_cache_file_is_pretrained_again_and_replaced(tmp_path, caplog):
-    from fer_models.pretrain import pretrain_cache_path
+    from fer_models.federation.pretrain import pretrain_cache_path
 
     cfg = _cached_cfg(tmp_path)
     path = pretrain_cache_path(build_model(cfg), cfg=cfg)

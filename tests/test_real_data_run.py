@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from simulation.cli import main
+from simulation.commands.cli import main
 
 pytestmark = pytest.mark.simulation
 
@@ -23,7 +23,7 @@ def fer_run(shared_data, tmp_path_factory) -> Path:
     out = tmp / "run"
     env = {**os.environ, "FLWR_HOME": str(tmp / "flwr-home"), "RAY_USAGE_STATS_ENABLED": "0"}
     sets = ["num-clients=2", "num-server-rounds=2", "max-train-samples=1500", "local-epochs=1"]
-    cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--data", str(shared_data / "fer2013"),
+    cmd = [sys.executable, "-m", "simulation.commands.cli", "simulate", "--data", str(shared_data / "fer2013"),
            "--out", str(out), *[a for s in sets for a in ("--set", s)]]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_models.labels import EMOTIONS
-from simulation.report import (ReportError, plot_attention_grid, plot_partition_heatmap, write_report)
+from fer_models.common.labels import EMOTIONS
+from simulation.reports.report import (ReportError, plot_attention_grid, plot_partition_heatmap, write_report)
 
 PLOTS = ("accuracy_loss.png", "epsilon.png", "confusion_matrix.png", "per_class.png")
 
@@ -128,7 +128,7 @@ def test_folder_without_results_raises_report_error(tmp_path: Path) -> None:
 
 
 def test_report_command_writes_files_and_fails_cleanly_on_empty_folder(tmp_path: Path, capsys) -> None:
-    from simulation.cli import main
+    from simulation.commands.cli import main
 
     run = make_run(tmp_path)
     assert main(["report", str(run)]) == 0

@@ -32,7 +32,7 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "simulation.cli", "simulate", *extra]
+    return [sys.executable, "-m", "simulation.commands.cli", "simulate", *extra]
 
 
 def _sets(dp: str) -> list[str]:

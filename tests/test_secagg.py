@@ -14,9 +14,9 @@ from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
 from benchmarks.secagg_federation import Federation
-from fer_models import secagg_prg
+from fer_models.privacy import secagg_prg
 from fer_models.config import ConfigError, RunConfig
-from fer_models.wire import SECAGG_HALTED, SECAGG_REQUIRED
+from fer_models.federation.wire import SECAGG_HALTED, SECAGG_REQUIRED
 from server.secagg import SecAggPlusGrid, SecAggSettings, weight_key_of
 from server.strategy import make_strategy
 
@@ -238,7 +238,7 @@ def test_fedprox_fedadam_and_sample_level_dp_are_served():
 
 
 def test_the_server_wraps_its_grid_only_under_secaggplus_with_weights_bounded_by_the_training_pool(cache_dir):
-    from fer_models.task import load_store, train_pool
+    from fer_models.federation.task import load_store, train_pool
     from server.secagg import secure_grid
 
     small = {"synthetic-per-class": 5, "synthetic-eval-per-class": 2}

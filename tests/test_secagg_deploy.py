@@ -21,7 +21,7 @@ import time
 import pytest
 
 from fer_models.config import RunConfig
-from simulation.deploy import LocalDeployment
+from simulation.launch.deploy import LocalDeployment
 from tests.test_deploy_local import _assert_no_process_left, _rows
 
 pytestmark = pytest.mark.simulation

@@ -24,8 +24,8 @@ from flwr.common.secure_aggregation.quantization import dequantize, quantize
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen as flower_prg
 from flwr.supercore.primitives.asymmetric import generate_key_pairs
 
-from fer_models import secagg_prg
-from fer_models.secagg_checks import MODULUS_RANGE
+from fer_models.privacy import secagg_prg
+from fer_models.config.secagg_checks import MODULUS_RANGE
 
 M, Q, CLIP = MODULUS_RANGE, 2**22, 8.0  # fedfer's modulus, default quantization and clipping ranges
 SHAPES = [(48,), (4, 4)]

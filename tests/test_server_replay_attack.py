@@ -17,11 +17,12 @@ import pytest
 import torch
 from flwr.app import Context, RecordDict
 
-from fer_models.sites import local_data
+from fer_models.federation.sites import local_data
 from client.training import train_local
 from fer_models.config import RunConfig
-from fer_models.privacy import sample_rate_for
-from fer_models.task import build_model, client_data
+from fer_models.privacy.dp_sgd import sample_rate_for
+from fer_models.federation.task import client_data
+from fer_models.models.from_config import build_model
 
 CFG = {"synthetic-per-class": 12, "synthetic-eval-per-class": 4, "num-clients": 2, "num-server-rounds": 2,
        "min-client-samples": 4, "dp": "sample", "dp-recipe": "none", "noise-multiplier": 1.0,
@@ -77,8 +78,8 @@ def test_with_predictable_randomness_the_same_replay_recovers_the_update(flower_
 
 def test_dp_randomness_never_depends_on_what_the_server_knows(monkeypatch):
     """The sources behind noise and sampling are keyed with 32 bytes of os.urandom, asked for afresh each time."""
-    import fer_models.privacy as privacy
-    import fer_models.secure_random as secure_random
+    import fer_models.privacy.dp_sgd as privacy
+    import fer_models.privacy.secure_random as secure_random
 
     asked: list[int] = []
     draws = iter([b"\x01" * 32, b"\x02" * 32])

@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory) -> Path:
     out = tmp / "run"
     env = {**os.environ, "FLWR_HOME": str(tmp / "flwr-home"), "FEDFER_CACHE": str(tmp / "cache"),
            "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [sys.executable, "-m", "simulation.cli", "simulate", "--out", str(out),
+    cmd = [sys.executable, "-m", "simulation.commands.cli", "simulate", "--out", str(out),
            "--set", "num-clients=2", "--set", f"num-server-rounds={ROUNDS}",
            "--set", "synthetic-per-class=100", "--set", "synthetic-eval-per-class=20",
            "--set", "local-epochs=6", "--set", "batch-size=32", "--set", "fraction-evaluate=1.0"]
@@ -83,9 +83,9 @@ def test_federated_training_improves_on_the_initial_model(summary):
 
 
 def test_saved_model_reloads_and_matches_the_final_round(run_dir, summary):
-    from fer_models import engine
+    from fer_models.training import engine
     from fer_models.config import RunConfig
-    from fer_models.task import eval_splits, load_store
+    from fer_models.federation.task import eval_splits, load_store
 
     saved = torch.load(run_dir / "model.pt", weights_only=False)
     assert saved["round"] == ROUNDS
@@ -99,16 +99,16 @@ def test_saved_model_reloads_and_matches_the_final_round(run_dir, summary):
 
 
 def test_existing_results_are_not_overwritten(run_dir):
-    proc = subprocess.run([sys.executable, "-m", "simulation.cli", "simulate", "--out", str(run_dir)],
+    proc = subprocess.run([sys.executable, "-m", "simulation.commands.cli", "simulate", "--out", str(run_dir)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "already holds results" in proc.stderr and "--overwrite" in proc.stderr
 
 
 def test_the_bench_table_counts_the_sample_gradients_the_clients_recorded(summary):
-    from fer_models.task import client_data
+    from fer_models.federation.task import client_data
     from fer_models.config import RunConfig
-    from simulation.bench_table import RECORDED, sample_gradients
+    from simulation.bench.bench_table import RECORDED, sample_gradients
 
     count, how = sample_gradients(summary=summary, partition=None)
     cfg = RunConfig.from_flat(summary["config"])

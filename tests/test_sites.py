@@ -11,13 +11,14 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from client.app import evaluate
-from fer_models import engine
+from fer_models.training import engine
 from fer_models.config import ConfigError, RunConfig
-from fer_models.federated_eval import federated_report, held_out_counts
-from fer_models.metrics import classification_report
-from fer_models.sites import SiteDataError, SiteSpec, local_data, simulated_site_config
-from fer_models.task import build_model, clips_for
-from fer_models.wire import (CLIENT_REASONS, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, PRIVATE_EVALUATION_REFUSED,
+from fer_models.federation.federated_eval import federated_report, held_out_counts
+from fer_models.training.metrics import classification_report
+from fer_models.federation.sites import SiteDataError, SiteSpec, local_data, simulated_site_config
+from fer_models.federation.task import clips_for
+from fer_models.models.from_config import build_model
+from fer_models.federation.wire import (CLIENT_REASONS, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, PRIVATE_EVALUATION_REFUSED,
                              SITE_DATA_ERROR)
 import server.evaluation as server_evaluation
 from server.federated_evaluation import FederatedEvaluator
@@ -91,7 +92,7 @@ def _trained_state(cfg: RunConfig) -> dict[str, torch.Tensor]:
     """A model trained a little on synthetic faces: it answers several classes (a fresh one answers one)."""
     if "state" not in _STATES:
         from fer_models.data import generate_synthetic
-        from fer_models.samples import static_clips
+        from fer_models.data.samples import static_clips
 
         store = generate_synthetic(seed=9, per_class=10, eval_per_class=1)
         data = static_clips(store, store.indices("train"), clip_length=1)
@@ -196,7 +197,7 @@ def test_a_simulation_of_sites_runs_the_site_client_and_goes_on_without_a_broken
     data = ",".join(f"{n}={p}" for n, p in {**sites, "gone": tmp_path / "missing"}.items())
     out = tmp_path / "run"
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"), "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run([sys.executable, "-m", "simulation.cli", "simulate", "--out", str(out), "--data", data,
+    proc = subprocess.run([sys.executable, "-m", "simulation.commands.cli", "simulate", "--out", str(out), "--data", data,
                            *[a for kv in ("client-data=site", "num-clients=5", "min-train-clients=4",
                                           "num-server-rounds=1", "local-epochs=1") for a in ("--set", kv)]],
                           capture_output=True, text=True, env=env, timeout=600)
@@ -211,7 +212,7 @@ def test_a_simulation_of_sites_runs_the_site_client_and_goes_on_without_a_broken
 
 
 def test_a_sites_list_in_an_experiment_file_gives_one_virtual_site_each(sites, tmp_path):
-    from simulation.experiment import ExperimentError, resolve_config
+    from simulation.launch.experiment import ExperimentError, resolve_config
 
     (tmp_path / "exp.yaml").write_text("sites:\n  clinic: clinic\n  lab: lab\nnum-server-rounds: 2\n")
     cfg = resolve_config(experiment=tmp_path / "exp.yaml")

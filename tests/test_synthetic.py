@@ -7,7 +7,7 @@ import torch
 
 from fer_models.data import SPLIT_NAMES, generate_synthetic, load_dataset
 from fer_models.data import synthetic
-from fer_models.labels import EMOTIONS
+from fer_models.common.labels import EMOTIONS
 
 
 def test_same_seed_gives_the_same_bytes() -> None:

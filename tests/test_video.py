@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from fer_models.data.synthetic import generate_synthetic
-from fer_models.export import export_model
+from fer_models.serving.export import export_model
 from fer_models.models import create_model
-from fer_models.runtime import Predictor, TorchPredictor
-from fer_models.video.compose import background, ckplus_sequences, compose_video
-from fer_models.video.track import IouTracker, iou
-from simulation.cli import main
-from simulation.video_predict import TIMELINE_CSV, TIMELINE_JSON, open_source, run_video
+from fer_models.serving.runtime import Predictor, TorchPredictor
+from fer_models.serving.video.compose import background, ckplus_sequences, compose_video
+from fer_models.serving.video.track import IouTracker, iou
+from simulation.commands.cli import main
+from simulation.predict.video_predict import TIMELINE_CSV, TIMELINE_JSON, open_source, run_video
 
 FRAMES = 24
 
@@ -165,7 +165,7 @@ class _Recorder(Predictor):  # returns scripted probabilities, records its clips
 
 
 def test_window_repeats_the_first_crop_then_slides_and_probabilities_are_smoothed() -> None:
-    from fer_models.video.stream import EmotionStream
+    from fer_models.serving.video.stream import EmotionStream
 
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, size=(120, 160), dtype=np.uint8) for _ in range(4)]

@@ -16,8 +16,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 
 from client.app import train
 from fer_models.config import RunConfig
-from fer_models.wire import GLOBAL_LOSS, PUBLIC_DP_METRICS, ROUND_SECONDS, TRAIN_STATISTICS
-from fer_models.task import build_model, client_data
+from fer_models.federation.wire import GLOBAL_LOSS, PUBLIC_DP_METRICS, ROUND_SECONDS, TRAIN_STATISTICS
+from fer_models.federation.task import client_data
+from fer_models.models.from_config import build_model
 
 pytestmark = pytest.mark.simulation
 
@@ -83,8 +84,7 @@ def test_a_train_reply_carries_only_model_arrays_and_scalar_metrics(flower_ident
 
 def test_the_reply_tensors_are_the_trained_weights_not_the_data(flower_identity):
     cfg = RunConfig.from_flat({**SMALL, "dp": "none"})
-    from fer_models import engine
-
+    from fer_models.training import engine
     reply = _replies(cfg, 0)[0]
     state = reply.content["arrays"].to_torch_state_dict()
     sent = build_model(cfg)
@@ -99,7 +99,7 @@ def test_the_reply_tensors_are_the_trained_weights_not_the_data(flower_identity)
 
 def test_every_error_code_names_one_failure():
     """Two failures sharing a code would be indistinguishable in the run record and in a site's logs."""
-    import fer_models.wire as wire
+    import fer_models.federation.wire as wire
 
     codes = {name: value for name, value in vars(wire).items()
              if name.isupper() and isinstance(value, int) and not isinstance(value, bool) and value >= 4000}
@@ -115,7 +115,7 @@ _LINEAGES = iter(range(10**6))
 
 def _one_reply(cfg: RunConfig, *, local=None, node: dict | None = None, pid: int = 1) -> dict:
     """The metrics of one train round of client ``pid`` (its own state dir under FEDFER_STATE_DIR)."""
-    from fer_models.sites import local_data
+    from fer_models.federation.sites import local_data
     from client.training import train_local
 
     ctx = Context(run_id=1, node_id=pid + 1, state=RecordDict(), run_config=cfg.to_flat(),
@@ -142,7 +142,7 @@ def test_under_privacy_unit_person_nothing_on_the_wire_depends_on_the_private_pe
     import dataclasses
     import math
 
-    from fer_models.sites import local_data
+    from fer_models.federation.sites import local_data
 
     cfg = RunConfig.from_flat({**SMALL, "dp": "sample", "dp-recipe": "none", "privacy-unit": "person",
                                "target-epsilon": 3.0, "noise-multiplier": 0.0, "local-epochs": 1})

@@ -23,8 +23,8 @@ import torch
 
 from fer_models.config import RunConfig
 from fer_models.data.store import FaceStore
-from fer_models.labels import NUM_CLASSES
-from fer_models.samples import ClipSet
+from fer_models.common.labels import NUM_CLASSES
+from fer_models.data.samples import ClipSet
 
 #: The plan's file in a run folder (written by ``fedfer simulate`` and ``fedfer audit``).
 CANARY_FILE = "canaries.json"

@@ -1,7 +1,7 @@
 """Datasets: readers, the on-disk cache, the synthetic faces and the one loading entry point.
 
 ``fer_models.data.clips`` (real/pseudo clips) is imported from its module, not re-exported here:
-it builds on :mod:`fer_models.samples`, which itself imports this package.
+it builds on :mod:`fer_models.data.samples`, which itself imports this package.
 """
 
 from fer_models.data.cache import cached_load

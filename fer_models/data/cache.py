@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fer_models.atomic import atomic_write_bytes
+from fer_models.common.atomic import atomic_write_bytes
 from fer_models.data.store import FaceStore
 
 logger = logging.getLogger(__name__)

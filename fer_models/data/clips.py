@@ -22,7 +22,7 @@ import torch
 
 from fer_models.data.errors import DatasetError
 from fer_models.data.store import FaceStore
-from fer_models.samples import ClipSet, static_clips
+from fer_models.data.samples import ClipSet, static_clips
 
 logger = logging.getLogger(__name__)
 

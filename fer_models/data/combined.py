@@ -20,7 +20,7 @@ import torch
 
 from fer_models.data.errors import DatasetError
 from fer_models.data.store import FaceStore, split_code
-from fer_models.labels import IMAGE_SIDE
+from fer_models.common.labels import IMAGE_SIDE
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from fer_models.data.errors import DatasetError
-from fer_models.labels import IMAGE_SIDE
+from fer_models.common.labels import IMAGE_SIDE
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from fer_models.data.face_crop import (FALLBACK_BOX, CropCounts, check_face_crop
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import FaceStore
 from fer_models.data.subjects import SPLIT_SEED, subject_split
-from fer_models.labels import IMAGE_SIDE, label_index
+from fer_models.common.labels import IMAGE_SIDE, label_index
 
 logger = logging.getLogger(__name__)
 

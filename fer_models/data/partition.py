@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fer_models.labels import NUM_CLASSES
+from fer_models.common.labels import NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 

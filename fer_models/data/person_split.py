@@ -6,7 +6,7 @@ the guarantees compose (epsilon 3.99 at each of 2 clients is 5.95 for the person
 ``privacy-unit = person`` the partitioners split *persons*, not images (:func:`person_units`):
 every person becomes one indivisible unit whose label is its samples' majority label (ties go to
 the lowest class index) and, for ``partition=group``, whose group is its samples' one group.
-Samples without a subject id are persons of their own (as :mod:`fer_models.persons` counts them).
+Samples without a subject id are persons of their own (as :mod:`fer_models.data.person_index` counts them).
 
 A split that would put one person at two clients is refused with :class:`PersonSplitError`,
 naming the subject id, the clients and what to do; :func:`check_one_client_per_person` checks

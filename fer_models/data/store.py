@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fer_models.labels import EMOTIONS, NUM_CLASSES
+from fer_models.common.labels import EMOTIONS, NUM_CLASSES
 
 #: Canonical split names. For FER2013: Training -> train, PublicTest -> val, PrivateTest -> test.
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -36,7 +36,7 @@ class FaceStore:
     """Decoded faces of one dataset with their labels and official splits.
 
     ``images`` is ``uint8 (N, H, W)``, ``labels`` ``int64 (N,)`` in the canonical order of
-    :data:`fer_models.labels.EMOTIONS`, ``splits`` ``int8 (N,)`` indexing :data:`SPLIT_NAMES`.
+    :data:`fer_models.common.labels.EMOTIONS`, ``splits`` ``int8 (N,)`` indexing :data:`SPLIT_NAMES`.
     ``meta`` holds optional per-sample string/int arrays of length N (``subject``,
     ``sequence``, ``frame``, ``group``, ``path``) for readers that know them.
     """

@@ -16,7 +16,7 @@ from typing import ClassVar, Sequence
 
 from torch import Tensor, nn
 
-from fer_models.labels import IMAGE_SIDE, NUM_CLASSES
+from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES
 from fer_models.models.scatter import SCATTER_J, ScatterFrontend
 
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Sequence
 
 from torch import Tensor, nn
 
-from fer_models.labels import IMAGE_SIDE, NUM_CLASSES
+from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES
 from fer_models.models.blocks import FerModel, FrameEncoder, check_image_size, resolve_channels
 
 

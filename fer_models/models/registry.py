@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from torch import nn
 
-from fer_models.labels import IMAGE_SIDE, NUM_CLASSES
+from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What the client and server apps agree on and share: the wire contract (wire.py), a run's data and partitions (task.py), sites' own data (sites.py), federated evaluation counts, public pre-training of the initial model."""

@@ -1,0 +1,1 @@
+"""Differential privacy in plain PyTorch + Opacus: wrapping a model for DP-SGD (dp_sgd.py), the cryptographic randomness the server cannot search (secure_random.py, secagg_prg.py), per-sample gradient helpers (grad_samplers.py, sgd_helpers.py)."""

@@ -1,0 +1,1 @@
+"""The one train/eval engine (engine.py), batch augmentation, optimizer state and schedules, metrics."""

@@ -1,2 +1,0 @@
-"""Emotion over video: face detection, tracking, a sliding window of crops per face, smoothing,
-rendering. Plain OpenCV + NumPy; the model runs behind :class:`fer_models.runtime.Predictor`."""

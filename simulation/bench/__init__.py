@@ -1,0 +1,1 @@
+"""fedfer bench: the benchmark grid, its runner and its table."""

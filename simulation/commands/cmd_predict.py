@@ -1,0 +1,176 @@
+"""``fedfer predict IMAGE ... --model MODEL_OR_RUN_DIR``: the most likely emotions of face images.
+
+Preprocessing is the manifest reader's (:func:`fer_models.data.face_crop.square_resize`): the
+image is converted to 8-bit grayscale, centre-cropped to a square of its shorter side and resized
+to the model's input size (48x48, Lanczos); then scaled to [0, 1] and normalised like training
+(:func:`fer_models.data.samples.normalize`), and repeated over the model's clip length. No face
+detection and no EXIF rotation is done: give upright images that the face roughly fills.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from fer_models.common.labels import EMOTIONS, IMAGE_SIDE, NUM_CLASSES
+
+
+class ImageReadError(ValueError):
+    """An input image that is missing or cannot be decoded."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict the emotion of face images, a video or a camera stream")
+    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (any size, colour or grey), "
+                   "or folders: every image file in them")
+    p.add_argument("--model", required=True, type=Path, metavar="MODEL_OR_RUN_DIR",
+                   help="model.pt or the run folder holding it; for --video/--camera also an exported "
+                        ".onnx (ONNX Runtime) or .ts (TorchScript) file from `fedfer export`")
+    p.add_argument("--top", type=int, default=3, help=f"emotions to show per image (1..{NUM_CLASSES}, default 3)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    v = p.add_argument_group("video and camera (instead of images)")
+    v.add_argument("--video", type=Path, metavar="FILE", help="a video file: every face tracked, one label per frame")
+    v.add_argument("--camera", type=int, metavar="INDEX", help="a camera index (0 = first); stop with Ctrl-C")
+    v.add_argument("--out", type=Path, help="output folder (default: <video>-emotions or camera<INDEX>-emotions)")
+    v.add_argument("--smooth", type=float, default=0.5,
+                   help="weight of the newest frame in the per-face moving average (1 = no smoothing; default 0.5)")
+    v.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = all)")
+    v.add_argument("--threads", type=int, default=0, help="model threads (0 = all cores)")
+    v.add_argument("--detect-width", type=int, default=320,
+                   help="frames are downscaled to this width for the full-frame face scan (default 320)")
+    v.add_argument("--full-scan-every", type=int, default=5, metavar="K",
+                   help="scan the whole frame for faces every K frames, in between only around known faces "
+                        "(1 = every frame; default 5)")
+    p.set_defaults(func=run)
+
+
+def prepare_face(*, image: Image.Image, size: int = IMAGE_SIDE) -> np.ndarray:
+    """Grayscale, centre-crop to a square, resize to ``size`` x ``size``: ``uint8 (size, size)``."""
+    from fer_models.data.face_crop import square_resize
+
+    return square_resize(np.asarray(image.convert("L")), side=size)
+
+
+def read_face(*, path: Path, size: int = IMAGE_SIDE) -> np.ndarray:
+    """:func:`prepare_face` of an image file; :class:`ImageReadError` naming the file if it fails."""
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as image:
+            return prepare_face(image=image, size=size)
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: cannot read the image ({exc}); give a JPEG, PNG, BMP or TIFF "
+                             f"file") from None
+
+
+@torch.no_grad()
+def predict_faces(*, model: nn.Module, faces: np.ndarray, clip_length: int = 1) -> np.ndarray:
+    """Class probabilities ``(N, 7)`` for ``uint8 (N, H, W)`` faces."""
+    from fer_models.data.samples import normalize
+
+    if faces.ndim != 3 or faces.dtype != np.uint8:
+        raise ValueError(f"faces must be uint8 (N, H, W), got {faces.dtype} {faces.shape}")
+    model.eval()
+    device = next(model.parameters()).device
+    x = normalize(torch.from_numpy(faces).to(torch.float32).div_(255.0))  # (N, H, W)
+    x = x[:, None, None].repeat(1, clip_length, 1, 1, 1).to(device)  # (N, T, 1, H, W)
+    return torch.softmax(model(x), dim=1).cpu().numpy()
+
+
+def top_k(*, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """The ``k`` most likely emotions of one probability vector, most likely first."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"emotion": EMOTIONS[i], "probability": float(probs[i])} for i in order]
+
+
+def _print_table(paths: Sequence[Path], results: Sequence[list[dict[str, Any]]]) -> None:
+    for path, top in zip(paths, results):
+        print(path)
+        for item in top:
+            print(f"  {item['emotion']:<9} {item['probability']:.3f}")
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from fer_models.serving.runtime import check_clip_length
+    from simulation.predict.inference import load_predictor
+    from simulation.launch.output_paths import output_folder
+    from simulation.predict.video_predict import VideoInputError, open_source, run_video
+
+    if args.images or (args.video is not None and args.camera is not None):
+        raise VideoInputError("give image files, --video FILE or --camera INDEX: one of them")
+    if args.max_frames < 0 or args.threads < 0:
+        raise ValueError("--max-frames and --threads must be >= 0")
+    if args.video is not None and not args.video.is_file():
+        raise VideoInputError(f"{args.video}: no such video file")
+    out = args.out or (args.video.with_name(f"{args.video.stem}-emotions") if args.video is not None
+                       else Path(f"camera{args.camera}-emotions"))
+    output_folder(out, flag="--out")  # before the video and the model: fail fast
+    cap, fps, name = open_source(video=args.video, camera=args.camera)
+    try:
+        predictor = load_predictor(path=args.model, threads=args.threads)
+        if predictor.backend == "pytorch":  # exported models were checked against their sidecar on loading
+            check_clip_length(predictor, what="its run config's clip-length")
+    except BaseException:
+        cap.release()
+        raise
+    summary = run_video(cap=cap, fps=fps, name=name, predictor=predictor, out=out, max_frames=args.max_frames,
+                        smooth=args.smooth, detect_width=args.detect_width,
+                        full_scan_every=args.full_scan_every)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['frames']} frames, {summary['faces']} face track(s), {summary['processing_fps']} frames/s "
+              f"({summary['backend']}); outputs in {summary['out']}")
+        for track, info in summary["tracks"].items():
+            top = ", ".join(f"{k} {v}" for k, v in list(info["labels"].items())[:3])
+            print(f"  track {track}: frames {info['first_frame']}-{info['last_frame']}, labels: {top}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulation.predict.model_io import load_model_file
+
+    if args.video is not None or args.camera is not None:
+        return run_stream(args)
+    if not args.images:
+        raise ImageReadError("give image files, --video FILE or --camera INDEX")
+    if not 1 <= args.top <= NUM_CLASSES:
+        raise ValueError(f"--top must be between 1 and {NUM_CLASSES}, got {args.top}")
+    images = image_files(args.images)  # before the model is loaded: fail fast on a typo
+    model, info = load_model_file(path=args.model)
+    size = int(getattr(model, "image_size", IMAGE_SIDE))
+    faces = np.stack([read_face(path=p, size=size) for p in images])
+    probs = predict_faces(model=model, faces=faces, clip_length=int(info["config"].get("clip-length", 1)))
+    results = [top_k(probs=p, k=args.top) for p in probs]
+    if args.json:
+        print(json.dumps({"model": str(info["path"]), "round": info["round"],
+                          "images": [{"image": str(p), "top": r} for p, r in zip(images, results)]},
+                         indent=2))
+    else:
+        _print_table(images, results)
+    return 0
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The given files, a folder standing for the image files in it (sorted); missing ones are named."""
+    from fer_models.data.fer2013 import IMAGE_EXTENSIONS
+
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise ImageReadError(f"{path} is a folder without image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            out.extend(found)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ImageReadError(f"{path}: no such image file or folder")
+    return out

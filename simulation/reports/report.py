@@ -1,0 +1,353 @@
+"""A run folder's report: ``rounds.csv``, PNG plots and ``report.md`` (also figures the run draws).
+
+Plots are drawn on matplotlib's non-interactive Agg canvas (no display, no pyplot state) at
+~100 dpi and, like every file here, written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from fer_models.config import local_work_key
+from fer_models.config.dp_trust import dp_trust
+from fer_models.common.labels import EMOTIONS, NUM_CLASSES
+from simulation.reports.report_sites import sites_markdown
+from fer_models.common.atomic import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+DPI = 100
+#: Figures the run itself draws; report.md embeds them when present.
+EXTRA_FIGURES = (("partition.png", "Client partition (samples per class)"),
+                 ("attention.png", "Attention maps of the final model"))
+_SETTINGS = ("model", "rnn", "clip-length", "num-clients", "num-server-rounds", "fraction-train", "strategy",
+             "partition", "dirichlet-alpha", "classes-per-client", "local-epochs", "local-steps", "local-epoch-fraction",
+             "batch-size", "learning-rate", "optimizer", "augment", "class-balance", "dp", "dp-recipe", "frontend",
+             "activation", "pretrain-epochs",
+             "privacy-unit", "noise-multiplier", "target-epsilon", "target-delta", "max-grad-norm", "seed")
+_ONLY_IF = {"rnn": ("model", "cnn_rnn"), "dirichlet-alpha": ("partition", "dirichlet"),
+            "classes-per-client": ("partition", "shard")}
+#: The keys that can size a client's local work: the report shows the one that did (config.local_work_key).
+_LOCAL_WORK = ("local-epochs", "local-steps", "local-epoch-fraction")
+_DP_KEYS = ("dp-recipe", "privacy-unit", "noise-multiplier", "target-epsilon", "target-delta", "max-grad-norm")
+
+
+class ReportError(ValueError):
+    """A run folder without the results a report is made from."""
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            if line.strip():
+                rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            logger.warning("%s line %d is not valid JSON (an interrupted write?); skipped", path, n)
+    return rows
+
+
+def load_run(*, run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any]]:
+    """``(summary or None, per-round rows, flat config)`` of a finished or unfinished run folder."""
+    run_dir = Path(run_dir)
+    summary_path, metrics_path = run_dir / "summary.json", run_dir / "metrics.jsonl"
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir} is not a folder: give a run folder written by `fedfer simulate`")
+    if not summary_path.is_file() and not metrics_path.is_file():
+        raise ReportError(f"{run_dir} holds neither summary.json nor metrics.jsonl: not a run folder, or "
+                          f"the run has not finished a round yet")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{summary_path} is not valid JSON ({exc}); the run may have been interrupted "
+                          f"while writing it") from None
+    rows = _read_rows(metrics_path) if metrics_path.is_file() else []
+    if not rows and summary:
+        rows = list(summary.get("rounds", []))
+    if not rows:
+        raise ReportError(f"{run_dir} has no completed rounds to report on yet")
+    config = (summary or {}).get("config") or {}
+    if not config and (run_dir / "config.json").is_file():
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    return summary, rows, config
+
+
+def write_rounds_csv(*, rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """One row per round, one column per scalar metric (lists such as ``errors`` left out)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k, v in row.items() if k not in columns and isinstance(v, (int, float, str, bool))]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
+    return Path(path)
+
+
+# --- plots -------------------------------------------------------------------------------------------
+
+def plot_accuracy_loss(*, rows: Sequence[dict[str, Any]], initial: dict[str, Any] | None, path: Path) -> Path:
+    """Accuracy (reported split, val, train) and loss per round; round 0 is the initial model."""
+    points = ([{"round": 0, **initial}] if initial else []) + list(rows)
+    fig = Figure(figsize=(10, 4))
+    for ax, kind in zip(fig.subplots(1, 2), ("accuracy", "loss")):
+        for key, label in ((kind, "global (reported split)"), (f"val_{kind}", "validation"),
+                           (f"train_{kind}", "clients' training")):
+            xy = [(p["round"], p[key]) for p in points if isinstance(p.get(key), (int, float))]
+            if xy:
+                ax.plot(*zip(*xy), marker="o", label=label)
+        ax.set(xlabel="round", ylabel=kind, title=f"{kind} per round")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_epsilon(*, rounds: Sequence[int], epsilon: Sequence[float], path: Path,
+                 budget: float | None = None, label: str = "unit and delta not recorded") -> Path:
+    """Largest epsilon spent by any client after each round (with the budget line when there is one);
+    ``label`` names the unit, delta and owner (server/ledger.py epsilon_label)."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot(list(rounds), list(epsilon), marker="o", label=f"epsilon ({label})")
+    if budget:
+        ax.axhline(budget, color="tab:red", linestyle="--", label=f"budget {budget:g}")
+    ax.set(xlabel="round", ylabel="epsilon", title="privacy spent (epsilon) per round")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(*, matrix: Sequence[Sequence[int]], path: Path, title: str = "confusion matrix") -> Path:
+    """Row-normalised confusion matrix (colour = share of the true class) with % and count per cell."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    if counts.shape != (NUM_CLASSES, NUM_CLASSES):
+        raise ValueError(f"confusion matrix must be {NUM_CLASSES}x{NUM_CLASSES}, got {counts.shape}")
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(7.5, 6.5))
+    ax = fig.subplots()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    for i in range(NUM_CLASSES):
+        for j in range(NUM_CLASSES):
+            ax.text(j, i, f"{100 * share[i, j]:.0f}%\n{counts[i, j]}", ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ticks = range(NUM_CLASSES)
+    ax.set_xticks(ticks, EMOTIONS, rotation=45, ha="right")
+    ax.set_yticks(ticks, [f"{e} ({n})" for e, n in zip(EMOTIONS, counts.sum(axis=1))])
+    ax.set(xlabel="predicted", ylabel="true (support)", title=title)
+    return _save(fig, path)
+
+
+def plot_per_class(*, per_class: dict[str, dict[str, float]], path: Path) -> Path:
+    """Grouped bars of precision, recall and F1 per emotion (support under each name)."""
+    names = [e for e in EMOTIONS if e in per_class]
+    x = np.arange(len(names))
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    for k, metric in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (k - 1) * 0.27, [per_class[n][metric] for n in names], width=0.27, label=metric)
+    ax.set_xticks(x, [f"{n}\nn={per_class[n].get('support', '?')}" for n in names])
+    ax.set(ylim=(0, 1), ylabel="score", title="per-class precision, recall and F1")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_partition_heatmap(*, histogram: np.ndarray, groups: list[str] | None, path: Path) -> Path:
+    """Clients x emotions heatmap of training-sample counts (a client's group in its label)."""
+    hist = np.asarray(histogram)
+    if hist.ndim != 2 or hist.shape[1] != NUM_CLASSES or hist.shape[0] < 1:
+        raise ValueError(f"histogram must be (clients, {NUM_CLASSES}), got shape {hist.shape}")
+    if groups is not None and len(groups) != hist.shape[0]:
+        raise ValueError(f"groups has {len(groups)} names for {hist.shape[0]} clients; give one per client")
+    clients = hist.shape[0]
+    fig = Figure(figsize=(8, min(2.0 + 0.35 * clients, 20.0)))
+    ax = fig.subplots()
+    im = ax.imshow(hist, cmap="viridis", aspect="auto")
+    fig.colorbar(im, ax=ax, label="samples")
+    if clients <= 40:
+        for i, j in np.ndindex(hist.shape):
+            ax.text(j, i, f"{int(hist[i, j])}", ha="center", va="center", fontsize=7,
+                    color="black" if hist[i, j] > 0.6 * hist.max() else "white")
+    step = max(1, math.ceil(clients / 40))
+    rows = range(0, clients, step)
+    ax.set_yticks(rows, [f"client {i}" + (f" ({groups[i]})" if groups else "") + f" n={int(hist[i].sum())}"
+                         for i in rows])
+    ax.set_xticks(range(NUM_CLASSES), EMOTIONS, rotation=45, ha="right")
+    ax.set(title="training samples per client and class")
+    return _save(fig, path)
+
+
+def _name(label: int | str) -> str:
+    return EMOTIONS[int(label)] if isinstance(label, (int, np.integer)) else str(label)
+
+
+def plot_attention_grid(*, images: np.ndarray, maps: np.ndarray, labels: Sequence[int | str],
+                        predictions: Sequence[int | str], path: Path) -> Path:
+    """Faces with their attention map overlaid; titles true/predicted (green right, red wrong)."""
+    images, maps = np.asarray(images), np.asarray(maps, dtype=np.float64)
+    if maps.ndim == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if images.ndim != 3 or images.shape[0] < 1 or maps.shape != images.shape:
+        raise ValueError(f"images (N, H, W) and maps of the same shape expected; got images "
+                         f"{images.shape}, maps {maps.shape}")
+    if len(labels) != len(images) or len(predictions) != len(images):
+        raise ValueError(f"need one label and one prediction per image ({len(images)}); got "
+                         f"{len(labels)} labels, {len(predictions)} predictions")
+    cols = min(len(images), 6)
+    rows = math.ceil(len(images) / cols)
+    fig = Figure(figsize=(2.0 * cols, 2.3 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, img, amap, y, p in zip(axes, images, maps, labels, predictions):
+        amap = (amap - amap.min()) / max(float(np.ptp(amap)), 1e-12)
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+        ax.imshow(amap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        ok = _name(y) == _name(p)
+        ax.set_title(f"true {_name(y)}\npred {_name(p)}", fontsize=9, color="tab:green" if ok else "tab:red")
+    fig.suptitle("where the model looks (attention)")
+    return _save(fig, path)
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _markdown(*, run_dir: Path, summary: dict[str, Any] | None, rows: Sequence[dict[str, Any]],
+              config: dict[str, Any], images: Sequence[tuple[str, str]]) -> str:
+    dataset = (summary or {}).get("dataset", {})
+    final = (summary or {}).get("final") or rows[-1]
+    planned = config.get("num-server-rounds", "?")
+    status = "finished" if summary else f"UNFINISHED ({len(rows)} of {planned} rounds recorded)"
+    out = [f"# fedfer report: {config.get('run-name', run_dir.name)}", "",
+           f"Run folder `{run_dir}`; status: {status}; {len(rows)} rounds"
+           + (f" in {summary['seconds']:.0f} s" if summary and "seconds" in summary else "") + ".", ""]
+    synthetic = dataset.get("synthetic", summary is None and not config.get("data-path"))
+    if synthetic or config.get("data-format") == "synthetic":
+        out += ["> **WARNING: SYNTHETIC DATA.** These results come from generated cartoon faces, not real "
+                "people. They test the pipeline only and say nothing about real emotion-recognition "
+                "accuracy.", ""]
+    out += ["## Dataset", "", "| name | source | reported split | split sizes |", "|---|---|---|---|",
+            f"| {dataset.get('name', config.get('data-path') or 'synthetic')} | {dataset.get('source', '?')} | "
+            f"{dataset.get('report_split', final.get('split', '?'))} | "
+            f"{', '.join(f'{k}={v}' for k, v in dataset.get('sizes', {}).items()) or '?'} |", ""]
+    settings = [k for k in _SETTINGS if k in config and (k not in _ONLY_IF or config.get(_ONLY_IF[k][0])
+                                                         == _ONLY_IF[k][1])
+                and (k not in _DP_KEYS or config.get("dp", "none") != "none")
+                and (k not in _LOCAL_WORK or k == local_work_key(config))]
+    out += ["## Settings", "", "| setting | value |", "|---|---|"]
+    out += [f"| {k} | {config[k]} |" for k in settings] + ["", f"All settings (as they ran, the DP recipe's "
+                                                              f"included): `config.json`; per round: "
+                                                              f"[rounds.csv](rounds.csv).", ""]
+    per_client = (summary or {}).get("client_settings") or {}
+    differing = {pid: {k: v for k, v in s.items() if config.get(k) != v} for pid, s in per_client.items()}
+    if any(differing.values()):
+        out += ["What each client trained with, where it differs from the table (the DP recipe sizes the batch "
+                "and the learning rate to each client's data):", "",
+                "| client | " + " | ".join(sorted({k for d in differing.values() for k in d})) + " |"]
+        keys = sorted({k for d in differing.values() for k in d})
+        out += ["|---|" + "---|" * len(keys)]
+        out += [f"| {pid} | " + " | ".join(_fmt(per_client[pid].get(k, "")) for k in keys) + " |"
+                for pid in per_client]
+        out += [""]
+    out += [f"## Final results ({final.get('split', '?')} split, n={final.get('n', '?')}, "
+            f"round {rows[-1].get('round', '?')})", "", "| metric | value |", "|---|---|"]
+    out += [f"| {label} | {_fmt(final[k])} |" for k, label in
+            (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("weighted_f1", "weighted-F1"),
+             ("macro_precision", "macro precision"), ("macro_recall", "macro recall"), ("loss", "loss"))
+            if k in final]
+    if final.get("per_class"):
+        out += ["", "| emotion | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        out += [f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+                for name, m in final["per_class"].items()]
+    out += sites_markdown(summary)
+    eps = (summary or {}).get("epsilon")
+    last_eps = rows[-1].get("epsilon_max")
+    if eps or last_eps is not None:
+        out += ["", "## Privacy", ""]
+        if eps:
+            out.append(f"dp={eps.get('level', '?')}: epsilon **{eps.get('final_max', 0):.3f}** "
+                       f"({eps.get('label') or 'delta ' + str(eps.get('delta', '?'))})"
+                       + (f", budget {eps['budget']:g}" if eps.get("budget") else "") + ".")
+            if dp_trust(str(eps.get("level"))):
+                out.append(f"Against whom: {dp_trust(str(eps.get('level')))}.")
+            if eps.get("per_client"):
+                units = eps.get("per_client_unit", {})
+                out.append("Per client (each its own ledger, on its own node): " + ", ".join(
+                    f"{k}: {v:.3f} ({units.get(k, 'image')}-level)" for k, v in eps["per_client"].items()) + ".")
+            if eps.get("level") == "sample" and eps.get("unit") == "image" and (summary or {}).get("config", {}).get(
+                    "privacy-unit") == "person":
+                out.append("privacy-unit=person was asked for, but some clients' data has no subject ids "
+                           "(e.g. FER2013): their epsilon protects one image, not one person.")
+            for refusal in eps.get("refusals", []):
+                out.append(f"- round {refusal.get('round')}: {refusal.get('reason')}")
+            for skipped in eps.get("rounds_not_released", []):
+                out.append(f"- round {skipped.get('round')} not released: {skipped.get('reason')}")
+        else:
+            out.append(f"Max epsilon so far: **{last_eps:.3f}**.")
+    out += ["", "## Figures", ""] + [f"### {title}\n\n![{title}]({name})\n" for name, title in images]
+    return "\n".join(out) + "\n"
+
+
+def write_report(*, run_dir: Path) -> list[Path]:
+    """Write rounds.csv, the plots and report.md into ``run_dir``; returns the files written."""
+    run_dir = Path(run_dir)
+    summary, rows, config = load_run(run_dir=run_dir)
+    written = [write_rounds_csv(rows=rows, path=run_dir / "rounds.csv"),
+               plot_accuracy_loss(rows=rows, initial=(summary or {}).get("initial"),
+                                  path=run_dir / "accuracy_loss.png")]
+    images = [("accuracy_loss.png", "Accuracy and loss per round")]
+    eps = (summary or {}).get("epsilon")
+    eps_rows = [r for r in rows if isinstance(r.get("epsilon_max"), (int, float))]
+    if (eps and eps.get("per_round_max")) or eps_rows:
+        values = eps["per_round_max"] if eps and eps.get("per_round_max") else [r["epsilon_max"] for r in eps_rows]
+        rounds = [r["round"] for r in (rows if len(rows) == len(values) else eps_rows)]
+        if len(rounds) != len(values):
+            rounds = list(range(1, len(values) + 1))
+        written.append(plot_epsilon(rounds=rounds, epsilon=values, path=run_dir / "epsilon.png",
+                                    budget=(eps or {}).get("budget"),
+                                    label=(eps or {}).get("label", "unit and delta not recorded")))
+        images.append(("epsilon.png", "Privacy spent per round"))
+    final = (summary or {}).get("final", {})
+    if final.get("confusion_matrix"):
+        written.append(plot_confusion_matrix(
+            matrix=final["confusion_matrix"], path=run_dir / "confusion_matrix.png",
+            title=f"final model on {final.get('split', '?')} (n={final.get('n', '?')}, "
+                  f"accuracy {final.get('accuracy', float('nan')):.3f})"))
+        images.append(("confusion_matrix.png", "Confusion matrix (rows: true class)"))
+    if final.get("per_class"):
+        written.append(plot_per_class(per_class=final["per_class"], path=run_dir / "per_class.png"))
+        images.append(("per_class.png", "Per-class precision, recall and F1"))
+    images += [(name, title) for name, title in EXTRA_FIGURES if (run_dir / name).is_file()]
+    from simulation.reports.audit_report import audit_section  # issue 17: written by `fedfer audit`
+
+    text = _markdown(run_dir=run_dir, summary=summary, rows=rows, config=config, images=images)
+    text += audit_section(run_dir=run_dir)
+    atomic_write_bytes(run_dir / "report.md", text.encode())
+    written.append(run_dir / "report.md")
+    logger.info("report written: %s", run_dir / "report.md")
+    return written

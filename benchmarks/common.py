@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulation.launch.processes import kill_started, start_in_session
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -135,7 +137,7 @@ def simulate_command(sets: dict[str, Any], *, out: Path, data: str | None = None
 
 def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll_s: float = 0.2,
                memory_every_s: float = 2.0) -> dict[str, Any]:
-    """Run ``fedfer simulate`` in a subprocess, watching its rounds and the memory of its process tree.
+    """Run ``fedfer simulate`` in a subprocess (its own session: simulation/launch/processes.py), watching its rounds and the memory of its process tree.
 
     Round timing comes from the run's own ``metrics.jsonl``: every row's ``elapsed_s`` is measured
     by the server from one fixed instant, and the moment each row appears (polled every ``poll_s``
@@ -157,20 +159,23 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
     size, sampled = -1, -memory_every_s
     with open(out / "simulate.log", "w") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        while True:
-            done = proc.poll() is not None
-            now = time.perf_counter() - start
-            if metrics.exists() and metrics.stat().st_size != size:
-                size = metrics.stat().st_size
-                lines = metrics.read_text().count("\n")
-                seen += [now] * (lines - len(seen))
-            if done:
-                break
-            if now - sampled >= memory_every_s:
-                mem = tree_memory(proc.pid)
-                peak, sampled = {k: max(peak[k], mem[k]) for k in peak}, now
-            time.sleep(poll_s)
+        proc = start_in_session(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                done = proc.poll() is not None
+                now = time.perf_counter() - start
+                if metrics.exists() and metrics.stat().st_size != size:
+                    size = metrics.stat().st_size
+                    lines = metrics.read_text().count("\n")
+                    seen += [now] * (lines - len(seen))
+                if done:
+                    break
+                if now - sampled >= memory_every_s:
+                    mem = tree_memory(proc.pid)
+                    peak, sampled = {k: max(peak[k], mem[k]) for k in peak}, now
+                time.sleep(poll_s)
+        finally:  # Ctrl-C of the benchmark, or an error: stop the run's whole session (Ray included), by pid
+            kill_started(proc.pid)
         wall = time.perf_counter() - start
     rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     res: dict[str, Any] = {"command": " ".join(cmd[1:]), "returncode": proc.returncode, "wall_s": wall,

@@ -1,12 +1,13 @@
 """Convergence ablation: which federated recipe learns FER2013 at a fixed sample-gradient budget.
 
-Every variant runs the same FedAvg rounds in-process (no Flower, no Ray: fer_models' engine, the
-client's optimizer, batch and seed scheme, the weighted mean, then the server step), so a variant
+Every variant runs the same FedAvg rounds in-process (no Flower, no Ray: the ClientApp's own local
+round, fer_models.training.local_round, with its seeds; the weighted mean, then the server step), so a variant
 costs its training and nothing else; the recipe chosen here is then run for real by
 ``benchmarks/time_to_accuracy.py`` (``fedfer simulate``). The server step generalizes FedAvg:
 ``v = momentum * v + (mean - w); w = w + server_lr * v`` (server_lr 1, momentum 0 = FedAvg;
 FedAvgM otherwise: Flower's FedAvgM computes the same update). Local work is ``local-steps``
-optimizer steps, or ``local-epochs`` passes; ``pretrain-epochs`` warm-starts the initial model on
+optimizer steps, or ``local-epochs`` passes (the client's recipe: augmentation, EMA, lr-schedule, class
+weights as configured; a fresh optimizer each round); ``pretrain-epochs`` warm-starts the initial model on
 the public synthetic faces (fer_models.federation.pretrain, no privacy cost). Accuracy is PrivateTest after
 every round; sample gradients are counted.
 
@@ -30,13 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import markdown_table, parse_pairs, write_results  # noqa: E402
-from client.training import round_seed  # noqa: E402  (the seed scheme only: a pure function)
-from fer_models.training import engine  # noqa: E402
 from fer_models.config import RunConfig  # noqa: E402
-from fer_models.training.metrics import classification_report  # noqa: E402
 from fer_models.federation.pretrain import initial_model  # noqa: E402
 from fer_models.federation.task import client_data, eval_splits, load_store  # noqa: E402
-from fer_models.models.from_config import build_model
+from fer_models.training import engine  # noqa: E402
+from fer_models.training import local_round as core  # noqa: E402
+from fer_models.training.metrics import classification_report  # noqa: E402
 
 
 def server_step(*, global_state: dict[str, torch.Tensor], mean: dict[str, torch.Tensor],
@@ -52,20 +52,12 @@ def server_step(*, global_state: dict[str, torch.Tensor], mean: dict[str, torch.
 
 def local_round(cfg: RunConfig, *, state: dict[str, torch.Tensor], partition_id: int, server_round: int,
                 device: torch.device) -> tuple[dict[str, torch.Tensor], engine.TrainStats]:
-    """One client's round as client/training.py runs it without DP (fresh optimizer, the client's seeds):
-    its state and the training statistics (example count, sample gradients computed, seconds in training)."""
+    """One client's non-private round: the ClientApp's own local round and seeds (a fresh optimizer: no state is
+    carried between rounds here), its state and its training statistics (also benchmarks/framework_overhead.py's)."""
     data = client_data(cfg, partition_id=partition_id, num_partitions=cfg.num_clients)
-    model = build_model(cfg)
-    model.load_state_dict(state)
-    model.to(device)
-    seed = round_seed(cfg, partition_id, server_round)  # the ClientApp's seeds: the same draws as fedfer's client
-    torch.manual_seed(seed)
-    opt = engine.make_optimizer(model, name=cfg.optimizer, learning_rate=cfg.learning_rate,
-                                weight_decay=cfg.weight_decay, momentum=cfg.momentum)
-    loader = engine.index_loader(len(data), batch_size=min(cfg.batch_size, len(data)), seed=seed)
-    stats = engine.train(model=model, data=data, optimizer=opt, loader=loader, epochs=cfg.local_epochs,
-                         device=device, max_steps=cfg.local_steps)
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, stats
+    result = core.local_round(cfg=cfg, train=data, global_state=state, server_round=server_round, private=None,
+                              seed=core.round_seed(cfg, partition_id, server_round), device=device)
+    return result.state, result.stats
 
 
 def run_variant(cfg: RunConfig, *, label: str) -> dict[str, Any]:
@@ -147,7 +139,7 @@ def main() -> None:
         sets = {"model": "cnn_rnn", "num-clients": args.clients, "num-server-rounds": args.rounds, "local-epochs": 1,
                 "server-momentum": 0.0, **parse_pairs([x for x in args.set.split(",") if x]),
                 **parse_pairs([x for x in text.split(",") if x], flag="--variant"), "data-path": args.data}
-        cfg = RunConfig.from_flat(sets)
+        cfg = RunConfig.from_flat({**sets, "num-cpus": args.threads})  # local_round sets torch's threads from it
         row = run_variant(cfg, label=label)
         row["settings"] = {k: v for k, v in sets.items() if k != "data-path"}
         rows.append(row)

@@ -29,8 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import (REPO, markdown_table, parse_pairs, run_fedfer, simulate_command,  # noqa: E402
-                               write_results)
+from benchmarks.common import REPO, markdown_table, parse_pairs, run_fedfer, simulate_command, write_results  # noqa: E402
 
 FEAR, SURPRISE = 2, 5
 CULTURES = ("fer2013", "ckplus", "jaffe")

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import markdown_table, run_fedfer, write_results  # noqa: E402
 from fer_models.config.recipe import TUNED  # noqa: E402
+from fer_models.federation.run_folder import SUMMARY_FILE  # noqa: E402
 
 COMMON = {"num-clients": 1, "dp": "sample", "target-epsilon": 8.0, "target-delta": 1e-5, "model": "cnn",
           "num-cpus": 2, "local-epochs": 1, "fraction-evaluate": 0.0}
@@ -68,7 +69,7 @@ COLUMNS = [("variant", "variant", ""), ("epochs", "epochs", ""), ("PrivateTest a
 def run_variant(name: str, *, data: str, epochs: int, out: Path, overwrite: bool, num_cpus: float) -> dict:
     settings = {**COMMON, **VARIANTS[name], "num-server-rounds": epochs, "num-cpus": num_cpus}
     folder = out / f"{name}-{epochs}ep"
-    summary = folder / "summary.json"
+    summary = folder / SUMMARY_FILE
     if summary.is_file() and not overwrite:
         print(f"{name}: reusing {summary}", flush=True)
     else:

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_results  # noqa: E402
-from fer_models.privacy import dp_sgd as privacy  # noqa: E402,F401  registers fedfer's grad samplers, as training does
 from fer_models.models import create_model, list_models  # noqa: E402
+from fer_models.privacy import dp_sgd as privacy  # noqa: E402,F401  registers fedfer's grad samplers, as training does
 
 warnings.filterwarnings("ignore")
 MODES = ("hooks-opacus", "hooks", "functorch", "ew", "ghost")

@@ -14,10 +14,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import markdown_table, write_results  # noqa: E402
-from fer_models.training import engine  # noqa: E402
 from fer_models.data import load_dataset  # noqa: E402
-from fer_models.models import create_model, list_models  # noqa: E402
 from fer_models.data.samples import static_clips  # noqa: E402
+from fer_models.models import create_model, list_models  # noqa: E402
+from fer_models.training import engine  # noqa: E402
 
 
 def main() -> None:

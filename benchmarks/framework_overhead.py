@@ -28,11 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, markdown_table, run_fedfer, write_results  # noqa: E402
 from benchmarks.convergence_ablation import local_round  # noqa: E402  (the client's non-DP round, its seeds)
-from fer_models.training import engine  # noqa: E402
 from fer_models.config import RunConfig  # noqa: E402
-from fer_models.training.metrics import classification_report  # noqa: E402
 from fer_models.federation.task import client_data, eval_splits, load_store  # noqa: E402
 from fer_models.models.from_config import build_model
+from fer_models.training import engine  # noqa: E402
+from fer_models.training.metrics import classification_report  # noqa: E402
 from simulation.launch.launcher import ray_cpus  # noqa: E402
 
 

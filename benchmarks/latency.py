@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import markdown_table, write_results  # noqa: E402
-from fer_models.serving.export import export_model  # noqa: E402
 from fer_models.models import create_model  # noqa: E402
+from fer_models.serving.export import export_model  # noqa: E402
 from fer_models.serving.runtime import Predictor, TorchPredictor, load_exported  # noqa: E402
 
 warnings.filterwarnings("ignore")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, markdown_table, write_results  # noqa: E402
+from fer_models.federation.run_folder import SUMMARY_FILE  # noqa: E402
 
 _CLI = [sys.executable, "-m", "simulation.commands.cli"]
 
@@ -47,9 +48,9 @@ def main() -> int:
                        *[a for kv in args.set for a in ("--set", kv)]]
     audit = _CLI + ["audit", str(out), "--max-samples", str(args.max_samples)]
     folder = REPO / out
-    train_s = None if (folder / "summary.json").is_file() else _run(simulate)
+    train_s = None if (folder / SUMMARY_FILE).is_file() else _run(simulate)
     audit_s = _run(audit)
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
     result = json.loads((folder / "audit.json").read_text())
     rows = []
     for name, a in result["membership"]["attacks"].items():

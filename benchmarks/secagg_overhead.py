@@ -1,6 +1,6 @@
 """SecAgg+ overhead per round against plain FedAvg: wall time and bytes on the wire.
 
-Part 1, the protocol alone: one round over an in-process federation (benchmarks/secagg_federation.py:
+Part 1, the protocol alone: one round over an in-process federation (simulation/bench/secagg_federation.py:
 fedfer's client mods, a stand-in trainer adding a fixed update, so training costs nothing) with the
 model's real state dict; plain FedAvg and SecAgg+ run the same strategy. Bytes are the payloads of
 every message both ways (arrays, and the protocol's keys, shares and masked vectors); all clients run
@@ -37,57 +37,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import markdown_table, write_results  # noqa: E402
-
-
-def protocol_round(*, clients: int, model: str, secure: bool) -> dict:
-    """One in-process round; returns wall seconds, payload bytes, and the new global model."""
-    import logging
-
-    from flwr.app import Array, ArrayRecord, ConfigRecord
-    from flwr.supercore.task_identity import TaskIdentity
-
-    from benchmarks.secagg_federation import Federation
-    from fer_models.config import RunConfig
-    from fer_models.models.from_config import build_model
-    from server.secagg import SecAggPlusGrid, SecAggSettings, payload_bytes, weight_key_of
-    from server.strategy import make_strategy
-
-    logging.disable(logging.INFO)
-    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = 1
-    flat = {"num-clients": clients, "min-train-clients": clients, "model": model,
-            **({"secure-aggregation": "secaggplus"} if secure else {})}
-    cfg = RunConfig.from_flat(flat)
-    start = {k: v.numpy() for k, v in build_model(cfg).state_dict().items()}
-    rng = np.random.default_rng(0)
-    updates = [{k: rng.normal(0, 0.01, v.shape).astype(v.dtype) for k, v in start.items()} for _ in range(clients)]
-    examples = [int(n) for n in rng.integers(100, 1000, clients)]
-    fed = Federation(cfg.to_flat(), updates, examples)
-    strategy = make_strategy(cfg)
-    grid = SecAggPlusGrid(fed, settings=SecAggSettings.from_config(cfg, uniform_weight=False, pool_size=1000),  # type: ignore[arg-type]
-                          weight_key=weight_key_of(strategy)) if secure else fed
-    began = time.perf_counter()
-    messages = list(strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in start.items()}),
-                                             ConfigRecord({}), grid))  # type: ignore[arg-type]
-    replies = list(grid.send_and_receive(messages, timeout=60))
-    arrays, _ = strategy.aggregate_train(1, replies)
-    wall = time.perf_counter() - began
-    if secure:
-        stats = grid.last_round  # type: ignore[union-attr]
-        sent, received, bound = stats["secagg_bytes_sent"], stats["secagg_bytes_received"], \
-            stats["secagg_quantization_error_max"]
-    else:
-        sent, received, bound = sum(map(payload_bytes, messages)), sum(map(payload_bytes, fed.received)), 0.0
-    return {"wall_s": wall, "bytes_sent": sent, "bytes_received": received, "bound": bound,
-            "params": int(sum(v.size for v in start.values())),
-            "model": dict(zip(arrays.keys(), arrays.to_numpy_ndarrays()))}  # type: ignore[union-attr]
+from fer_models.federation.run_folder import METRICS_FILE, MODEL_FILE  # noqa: E402
+from simulation.bench.secagg_federation import protocol_round  # noqa: E402
 
 
 def mask_expansion(*, entries: int, repeats: int = 7) -> dict:
     """Best-of-``repeats`` milliseconds to expand one 32-byte seed into ``entries`` mask values, both ways."""
     from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen as flower
 
-    from fer_models.privacy.secagg_prg import pseudo_rand_gen as fedfer
     from fer_models.config.secagg_checks import MODULUS_RANGE
+    from fer_models.privacy.secagg_prg import pseudo_rand_gen as fedfer
 
     seed, dims = os.urandom(32), [(entries,)]
     row: dict = {"part": "mask expansion", "params": entries}
@@ -119,9 +78,9 @@ def end_to_end(*, engine: str, secure: bool, rounds: int, clients: int, work: Pa
                           cwd=Path(__file__).resolve().parents[1])
     if proc.returncode:
         raise RuntimeError(f"{engine} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines() if line.strip()]
     ends = [r["elapsed_s"] for r in rows]
-    state = torch.load(out / "model.pt", weights_only=False)["state_dict"]
+    state = torch.load(out / MODEL_FILE, weights_only=False)["state_dict"]
     spans = [b - a for a, b in zip(ends, ends[1:])]
     return {"round_s": statistics.median(spans) if spans else None, "rows": rows,
             "model": {k: v.numpy() for k, v in state.items()}}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -20,9 +21,28 @@ from client.training import BudgetRefusal, evaluate_local, train_local
 from fer_models.config import RunConfig
 from fer_models.federation.federated_eval import NoHeldOutSplit, held_out_counts
 from fer_models.federation.sites import SiteDataError, local_data
-from fer_models.federation.wire import (BUDGET_EXCEEDED, CLIENT_REASONS, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, LEDGER_MISSING,
-                             NODE_CONFIG_ERROR, PRIVATE_EVALUATION_REFUSED, ROUND_OFFSET, ROUND_SECONDS, SERVER_ROUND,
-                             SITE_DATA_ERROR, SITE_NAME, SITE_RECORD, TRAIN_STATISTICS)
+from fer_models.federation.wire import (
+    ARRAYS_RECORD,
+    BUDGET_EXCEEDED,
+    CLIENT_REASONS,
+    CONFIG_RECORD,
+    EVALUATE_COUNTS,
+    EVALUATION_NOT_SHARED,
+    LEDGER_MISSING,
+    METRICS_RECORD,
+    NODE_CONFIG_ERROR,
+    NODE_PARTITION_ID,
+    NUM_PARTITIONS,
+    PRIVATE_EVALUATION_REFUSED,
+    PROXIMAL_MU,
+    ROUND_OFFSET,
+    SERVER_ROUND,
+    SITE_DATA_ERROR,
+    SITE_NAME,
+    SITE_RECORD,
+    EvalReply,
+    TrainReply,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +53,8 @@ app = ClientApp(mods=[secure_aggregation, client_side_clipping])  # masking oute
 
 
 def refusal(msg: Message, code: int, detail: object, *, level: int = logging.ERROR) -> Message:
-    """The error reply of ``code``: its fixed, generic reason only (fer_models/federation/wire.py CLIENT_REASONS). The detail
-    (paths, labels, counts, settings) goes to this node's own log, never to the server."""
+    """The error reply of ``code``: its fixed, generic reason only (fer_models/federation/wire.py CLIENT_REASONS).
+    The detail (paths, labels, counts, settings) goes to this node's own log, never to the server."""
     logger.log(level, "refused (code %d): %s", code, detail)
     return Message(Error(code=code, reason=CLIENT_REASONS[code]), reply_to=msg)
 
@@ -52,11 +72,11 @@ def train(msg: Message, context: Context) -> Message:
         local = local_data(cfg, context.node_config)
     except SiteDataError as exc:  # this site stops; the run goes on with the others if min-train-clients allows
         return _site_error(msg, exc)
-    config = msg.content["config"]
+    config = msg.content[CONFIG_RECORD]
     # a resumed run numbers rounds from 1 again; round-offset restores the run's own numbering
     server_round = int(config.get(SERVER_ROUND, 0)) + int(config.get(ROUND_OFFSET, 0))  # type: ignore[union-attr]
-    proximal_mu = float(config.get("proximal-mu", 0.0))  # type: ignore[union-attr]
-    state = msg.content["arrays"].to_torch_state_dict()  # type: ignore[union-attr]
+    proximal_mu = float(config.get(PROXIMAL_MU, 0.0))  # type: ignore[union-attr]
+    state = msg.content[ARRAYS_RECORD].to_torch_state_dict()  # type: ignore[union-attr]
     try:
         result = train_local(cfg=cfg, context=context, local=local, global_state=state, server_round=server_round,
                              proximal_mu=proximal_mu, lineage=lineage_of(config, context))
@@ -67,9 +87,10 @@ def train(msg: Message, context: Context) -> Message:
     except NodePrivacyError as exc:
         return refusal(msg, NODE_CONFIG_ERROR, f"{local.name}: {exc}")
     arrays = ArrayRecord(result.state)
-    if TRAIN_STATISTICS[-1] in result.metrics:  # timing goes with the train statistics: never under DP
-        result.metrics[ROUND_SECONDS] = time.perf_counter() - started
-    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(result.metrics)})
+    reply = TrainReply.from_metrics(result.metrics)  # the wire contract, checked before anything leaves
+    if reply.train_seconds is not None:  # timing goes with the train statistics: never under DP
+        reply = replace(reply, round_seconds=time.perf_counter() - started)
+    content = RecordDict({ARRAYS_RECORD: arrays, METRICS_RECORD: MetricRecord(reply.to_metrics())})
     return Message(content=content, reply_to=msg)
 
 
@@ -85,8 +106,8 @@ def evaluate(msg: Message, context: Context) -> Message:
         local = local_data(cfg, context.node_config)
     except SiteDataError as exc:
         return _site_error(msg, exc)
-    state = msg.content["arrays"].to_torch_state_dict()  # type: ignore[union-attr]
-    config = msg.content.config_records.get("config", {})
+    state = msg.content[ARRAYS_RECORD].to_torch_state_dict()  # type: ignore[union-attr]
+    config = msg.content.config_records.get(CONFIG_RECORD, {})
     if local.site is not None and not local.site.share_evaluation:  # a site decides what leaves it
         return refusal(msg, EVALUATION_NOT_SHARED, f"{local.name} does not share evaluation results of its held-out "
                        f"split: its node config would need share-evaluation=true", level=logging.INFO)
@@ -98,9 +119,10 @@ def evaluate(msg: Message, context: Context) -> Message:
             counts = held_out_counts(cfg=cfg, local=local, global_state=state)
         except NoHeldOutSplit as exc:
             return _site_error(msg, exc)
-        return Message(content=RecordDict({"metrics": MetricRecord(counts),
+        return Message(content=RecordDict({METRICS_RECORD: MetricRecord(counts),
                                            SITE_RECORD: ConfigRecord({SITE_NAME: local.site.name})}), reply_to=msg)
-    pid = int(context.node_config.get("partition-id", 0))  # type: ignore[arg-type]
-    num = int(context.node_config.get("num-partitions", cfg.num_clients))  # type: ignore[arg-type]
-    metrics = evaluate_local(cfg=cfg, local=local, partition_id=pid, num_partitions=num, global_state=state)
-    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    pid = int(context.node_config.get(NODE_PARTITION_ID, 0))  # type: ignore[arg-type]
+    num = int(context.node_config.get(NUM_PARTITIONS, cfg.num_clients))  # type: ignore[arg-type]
+    reply = EvalReply.from_metrics(evaluate_local(cfg=cfg, local=local, partition_id=pid, num_partitions=num,
+                                                  global_state=state))
+    return Message(content=RecordDict({METRICS_RECORD: MetricRecord(reply.to_metrics())}), reply_to=msg)

@@ -29,8 +29,8 @@ from typing import Any
 from flwr.app import ConfigRecord, Context
 
 from fer_models.common.atomic import atomic_write_bytes, atomic_write_json
-from fer_models.privacy.dp_sgd import PrivacyLedger
 from fer_models.federation.wire import LINEAGE
+from fer_models.privacy.dp_sgd import PrivacyLedger
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,14 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from fer_models.federation.sites import (EPSILON_CAP, EPSILON_CAP_DELTA, MIN_NOISE_MULTIPLIER, NODE_PRIVACY_KEYS,
-                              PRIVACY_STATE, PUBLIC_PERSON_COUNT)
+from fer_models.federation.sites import (
+    EPSILON_CAP,
+    EPSILON_CAP_DELTA,
+    MIN_NOISE_MULTIPLIER,
+    NODE_PRIVACY_KEYS,
+    PRIVACY_STATE,
+    PUBLIC_PERSON_COUNT,
+)
 
 DEFAULT_CAP_DELTA = 1e-5
 PRIVACY_STATE_VALUES = ("", "new")

@@ -29,9 +29,16 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
-from fer_models.privacy import secagg_prg
 from fer_models.config import RunConfig
-from fer_models.federation.wire import SECAGG_CLIENT_FAILED, SECAGG_REQUIRED, SECAGG_WEIGHT_KEY
+from fer_models.federation.wire import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    METRICS_RECORD,
+    SECAGG_CLIENT_FAILED,
+    SECAGG_REQUIRED,
+    SECAGG_WEIGHT_KEY,
+)
+from fer_models.privacy import secagg_prg
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +78,9 @@ def secure_aggregation(msg: Message, context: Context, call_next: ClientAppCalla
 
 def _update_as_fitres(msg: Message, call_next: ClientAppCallable) -> ClientAppCallable:
     """The inner app, seen by Flower's mod: the message-API train call, its reply as a FitRes of the update."""
-    config = msg.content["config"]
+    config = msg.content[CONFIG_RECORD]
     weight_key = str(config[SECAGG_WEIGHT_KEY])  # type: ignore[index]
-    received = msg.content["arrays"]
+    received = msg.content[ARRAYS_RECORD]
 
     def train(inner: Message, context: Context) -> Message:
         # the inner app sees what it would without SecAgg+: one ArrayRecord, one ConfigRecord
@@ -81,8 +88,8 @@ def _update_as_fitres(msg: Message, call_next: ClientAppCallable) -> ClientAppCa
         reply = call_next(inner, context)
         if reply.has_error():
             raise _NoMaskedUpdate(reply.error)
-        metrics = dict(reply.content["metrics"])  # type: ignore[arg-type]
-        update = masked_update_input(trained=reply.content["arrays"], received=received)  # type: ignore[arg-type]
+        metrics = dict(reply.content[METRICS_RECORD])  # type: ignore[arg-type]
+        update = masked_update_input(trained=reply.content[ARRAYS_RECORD], received=received)  # type: ignore[arg-type]
         weight = metrics.get(weight_key, 0)
         _check_fits(update, weight=weight, key=weight_key, context=context)
         fitres = FitRes(status=Status(code=Code.OK, message=""), parameters=ndarrays_to_parameters(update),

@@ -47,8 +47,8 @@ from flwr.app import ConfigRecord, Context
 from client.ledger import STATE_DIR_ENV, LedgerMissing, state_dir
 from client.node_privacy import NodePrivacy
 from fer_models.common.atomic import atomic_write_bytes, atomic_write_json
+from fer_models.federation.sites import PRIVACY_STATE, LocalData
 from fer_models.privacy.dp_sgd import HistoryEntry, PrivacyLedger
-from fer_models.federation.sites import LocalData, PRIVACY_STATE
 
 try:  # POSIX: a node-wide lock around check-and-reserve
     import fcntl

@@ -15,9 +15,9 @@ from fer_models.common.atomic import AtomicWriteError
 from fer_models.config import ConfigError, RunConfig
 from fer_models.federation.pretrain import initial_model
 from fer_models.federation.wire import LINEAGE, ROUND_OFFSET
+from server.checkpoint import check_resumable, load_checkpoint, restore_strategy_state, save_checkpoint
 from server.evaluation import make_evaluator, model_image_side
 from server.federated_evaluation import FederatedEvaluationError
-from server.checkpoint import (check_resumable, load_checkpoint, restore_strategy_state, save_checkpoint)
 from server.grid import RecordingGrid, RoundReplies
 from server.recorder import RunRecorder
 from server.secagg import secure_grid

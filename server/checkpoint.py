@@ -20,10 +20,10 @@ import torch
 
 from fer_models.common.atomic import atomic_write_bytes
 from fer_models.config import RunConfig, default_flat
+from fer_models.federation.run_folder import CHECKPOINT_FILE
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "fedfer-checkpoint-v1"
 #: Settings that may differ between the interrupted run and its resumption.
 RESUMABLE_DIFFERENCES = frozenset({"out-dir", "overwrite", "resume-from"})

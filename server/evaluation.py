@@ -9,17 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import torch
 
-from fer_models.training import engine
+from fer_models.common.labels import IMAGE_SIDE
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore, load_dataset
 from fer_models.data.duplicates import report_cross_split_duplicates
-from fer_models.training.metrics import classification_report, group_accuracy
-from fer_models.common.labels import IMAGE_SIDE
 from fer_models.federation.task import eval_splits, load_store, report_split, sample_groups
 from fer_models.models.from_config import build_model
+from fer_models.training import engine
+from fer_models.training.metrics import classification_report, group_accuracy
 
 logger = logging.getLogger(__name__)
 

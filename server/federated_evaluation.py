@@ -19,7 +19,16 @@ from flwr.serverapp import Grid
 
 from fer_models.config import RunConfig
 from fer_models.federation.federated_eval import FEDERATED_SPLIT, federated_report
-from fer_models.federation.wire import EVAL_N, EVALUATE_COUNTS, SITE_NAME, SITE_RECORD
+from fer_models.federation.wire import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    EVAL_N,
+    EVALUATE_COUNTS,
+    METRICS_RECORD,
+    NO_REPLY,
+    SITE_NAME,
+    SITE_RECORD,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +61,8 @@ class FederatedEvaluator:
         return nodes
 
     def __call__(self, state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
-        content = RecordDict({"arrays": ArrayRecord(state_dict), "config": ConfigRecord({EVALUATE_COUNTS: True})})
+        content = RecordDict({ARRAYS_RECORD: ArrayRecord(state_dict),
+                              CONFIG_RECORD: ConfigRecord({EVALUATE_COUNTS: True})})
         nodes = self._nodes()
         messages = [Message(content=content, message_type=MessageType.EVALUATE, dst_node_id=n) for n in nodes]
         replies = list(self.grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
@@ -67,10 +77,11 @@ class FederatedEvaluator:
             name = str(reply.content.config_records[SITE_RECORD][SITE_NAME])
             if name in per_site:
                 name = f"{name}@{node}"  # two SuperNodes calling themselves the same site stay apart
-            per_site[name] = dict(reply.content.metric_records["metrics"])
+            per_site[name] = dict(reply.content.metric_records[METRICS_RECORD])
         missing = len(messages) - len(replies)
         if missing:
-            self.errors.append({"node_id": None, "code": -1, "reason": f"{missing} node(s) did not answer in time"})
+            self.errors.append({"node_id": None, "code": NO_REPLY,
+                                "reason": f"{missing} node(s) did not answer in time"})
         if not per_site:
             raise FederatedEvaluationError(
                 f"federated evaluation: none of {len(nodes)} node(s) sent held-out counts ("

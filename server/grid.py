@@ -17,7 +17,16 @@ from typing import Any, Callable, Iterable
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
-from server.validation import NO_REPLY_CODE, REJECTED_CODE, screen_updates
+from fer_models.federation.wire import (
+    ARRAYS_RECORD,
+    MALFORMED_REPLY,
+    PARTITION_ID,
+    MalformedReplyError,
+    TrainReply,
+)
+from fer_models.federation.wire import NO_REPLY as NO_REPLY_CODE
+from fer_models.federation.wire import UPDATE_REJECTED as REJECTED_CODE
+from server.validation import screen_updates
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +82,8 @@ class RecordingGrid:
             return replies
         record = RoundReplies(sent=len(messages))
         received = len(replies)
-        if messages[0].metadata.message_type == MessageType.TRAIN:
+        train = messages[0].metadata.message_type == MessageType.TRAIN
+        if train:
             replies = self._screen(messages[0], replies, record)
         kept = []
         for reply in replies:
@@ -85,6 +95,11 @@ class RecordingGrid:
                 kept.append(reply)
                 continue
             metrics = _reply_metrics(reply)
+            if train and (malformed := _malformed(metrics)) is not None:  # never aggregated, never recorded as spent
+                logger.warning("client node %s: reply ignored: %s", reply.metadata.src_node_id, malformed)
+                record.errors.append({"node_id": reply.metadata.src_node_id, "code": MALFORMED_REPLY,
+                                      "reason": malformed})
+                continue
             verdicts = [v for v in map(self._metrics_screen, metrics) if v is not None] if self._metrics_screen else []
             if verdicts:  # e.g. an epsilon below the recorded one: never aggregated, recorded as that client's error
                 code, reason = verdicts[0]
@@ -104,24 +119,34 @@ class RecordingGrid:
 
     def _screen(self, sent: Message, replies: list[Message], record: RoundReplies) -> list[Message]:
         """The replies whose updates pass :func:`screen_updates`; the others are recorded as errors."""
-        ok = [r for r in replies if not r.has_error() and "arrays" in r.content.array_records]
-        if not ok or "arrays" not in sent.content.array_records:
+        ok = [r for r in replies if not r.has_error() and ARRAYS_RECORD in r.content.array_records]
+        if not ok or ARRAYS_RECORD not in sent.content.array_records:
             return replies
-        global_state = sent.content.array_records["arrays"].to_torch_state_dict()
+        global_state = sent.content.array_records[ARRAYS_RECORD].to_torch_state_dict()
         verdict = screen_updates(sent=global_state, max_norm_ratio=self.max_norm_ratio,
-                                 received=[r.content.array_records["arrays"].to_torch_state_dict() for r in ok])
+                                 received=[r.content.array_records[ARRAYS_RECORD].to_torch_state_dict() for r in ok])
         bad = {id(ok[i]): why for i, why in verdict.items()}
         for reply in replies:
             if id(reply) in bad:
                 node = reply.metadata.src_node_id
                 metrics = _reply_metrics(reply)  # its privacy spending still counts
-                pid = metrics[0].get("partition-id") if metrics else None
+                pid = metrics[0].get(PARTITION_ID) if metrics else None
                 reason = f"update rejected by the server: {bad[id(reply)]}"
                 logger.warning("client node %s%s: %s", node, "" if pid is None else f" (partition {int(pid)})",
                                reason)
-                record.rejected.append({"node_id": node, "partition-id": pid, "reason": reason, "metrics": metrics})
+                record.rejected.append({"node_id": node, PARTITION_ID: pid, "reason": reason, "metrics": metrics})
                 record.errors.append({"node_id": node, "code": REJECTED_CODE, "reason": reason})
         return [r for r in replies if id(r) not in bad]
+
+
+def _malformed(metrics: list[dict[str, Any]]) -> str | None:
+    """Why a train reply's metrics break the wire contract (:class:`TrainReply`), or None."""
+    try:
+        for m in metrics:
+            TrainReply.from_metrics(m)
+    except MalformedReplyError as exc:
+        return str(exc)
+    return None
 
 
 def _reply_metrics(reply: Message) -> list[dict[str, Any]]:

@@ -9,12 +9,22 @@ from typing import Any, Mapping
 import torch
 
 from fer_models.config import RunConfig
+from fer_models.federation.run_folder import (
+    CONFIG_FILE,
+    FAILURE_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    SUMMARY_FILE,
+    append_jsonl,
+    write_json,
+    write_jsonl,
+)
+from fer_models.federation.wire import PARTITION_ID, EvalReply, TrainReply
 from fer_models.models.from_config import model_options
 from server.evaluation import model_image_side
 from server.grid import RoundReplies
-from server.ledger import ServerLedger, client_order, client_key
-from fer_models.federation.wire import CLIENT_SETTINGS, ROUND_SECONDS
-from server.run_folder import FAILURE_FILE, append_jsonl, resolve_run_dir, save_model, write_json, write_jsonl
+from server.ledger import ServerLedger, client_key, client_order
+from server.run_folder import resolve_run_dir, save_model
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +48,7 @@ class RunRecorder:
         self.started = time.perf_counter()
         self.round_ends: list[float] = []
         self.write_s = 0.0  # writing the last round's model.pt and checkpoint, after its row was stamped
-        write_json(self.dir / "config.json", cfg.to_flat())
+        write_json(self.dir / CONFIG_FILE, cfg.to_flat())
         logger.info("run folder: %s", self.dir.resolve())
 
     def on_round(self, *, server_round: int, state_dict: dict[str, torch.Tensor], replies: RoundReplies,
@@ -63,31 +73,33 @@ class RunRecorder:
                                # where the round's time went (benchmarks/framework_overhead.py): the server's
                                # evaluation, and the previous round's writes (inside this row's elapsed_s span)
                                "eval_s": round(eval_s, 3), "write_s": round(self.write_s, 3)}
-        if replies.metrics and all("train-loss" in m for m in replies.metrics):  # sent without DP only
-            n = sum(int(m.get("num-examples", 0)) for m in replies.metrics) or 1
-            row["train_loss"] = sum(m["train-loss"] * int(m["num-examples"]) for m in replies.metrics) / n
-            row["train_accuracy"] = sum(m["train-accuracy"] * int(m["num-examples"]) for m in replies.metrics) / n
-            if all("samples-seen" in m for m in replies.metrics):
-                row["samples_seen"] = sum(int(m["samples-seen"]) for m in replies.metrics)
-            for key, metric in (("client_train_s", "train-seconds"), ("client_round_s", ROUND_SECONDS)):
-                if all(metric in m for m in replies.metrics):  # summed: what one client at a time would take
-                    row[key] = round(sum(float(m[metric]) for m in replies.metrics), 3)
+        trained = [TrainReply.from_metrics(m) for m in replies.metrics]  # the grid ignored malformed ones
+        if trained and all(t.train_loss is not None for t in trained):  # sent without DP only
+            n = sum(t.num_examples for t in trained) or 1
+            row["train_loss"] = sum(t.train_loss * t.num_examples for t in trained) / n  # type: ignore[operator]
+            row["train_accuracy"] = sum(t.train_accuracy * t.num_examples for t in trained) / n  # type: ignore[operator]
+            if all(t.samples_seen is not None for t in trained):
+                row["samples_seen"] = sum(int(t.samples_seen) for t in trained)  # type: ignore[arg-type]
+            for key, attr in (("client_train_s", "train_seconds"), ("client_round_s", "round_seconds")):
+                if all(getattr(t, attr) is not None for t in trained):  # summed: what one client at a time would take
+                    row[key] = round(sum(float(getattr(t, attr)) for t in trained), 3)
         row.update(replies.aggregation)  # secure-aggregation: quantization error bound, clients summed, costs
         if replies.errors:
             row["errors"] = [e["reason"] for e in replies.errors]
         if replies.rejected:
-            row["clients_rejected"] = [{k: r[k] for k in ("node_id", "partition-id", "reason")}
+            row["clients_rejected"] = [{k: r[k] for k in ("node_id", PARTITION_ID, "reason")}
                                        for r in replies.rejected]
         if client_eval is not None and client_eval.metrics:
-            n = sum(int(m["num-examples"]) for m in client_eval.metrics) or 1
-            row["client_eval_accuracy"] = sum(m["eval-accuracy"] * int(m["num-examples"]) for m in client_eval.metrics) / n
-            row["client_eval_loss"] = sum(m["eval-loss"] * int(m["num-examples"]) for m in client_eval.metrics) / n
+            evaluated = [EvalReply.from_metrics(m) for m in client_eval.metrics]
+            n = sum(e.num_examples for e in evaluated) or 1
+            row["client_eval_accuracy"] = sum(e.accuracy * e.num_examples for e in evaluated) / n
+            row["client_eval_loss"] = sum(e.loss * e.num_examples for e in evaluated) / n
         for key in ("macro_precision", "macro_recall", "group_gap"):
             if key in report:
                 row[key] = report[key]
         row.update({k: report[k] for k in ("per_class", "confusion_matrix", "groups") if k in report})
-        for m in replies.metrics:
-            self.client_settings[client_key(m)] = {k: m[k] for k in CLIENT_SETTINGS if k in m}
+        for m, t in zip(replies.metrics, trained):
+            self.client_settings[client_key(m)] = t.settings
         # a rejected update was still trained: its privacy spending counts
         spent = replies.metrics + [m for r in replies.rejected for m in r["metrics"]]
         eps = self.ledger.record_round(server_round, spent, replies.errors)
@@ -96,9 +108,9 @@ class RunRecorder:
             scalars["epsilon_max"] = eps
         self.rounds.append(row)
         self.last_report = report
-        append_jsonl(self.dir / "metrics.jsonl", row)
+        append_jsonl(self.dir / METRICS_FILE, row)
         written = time.perf_counter()
-        save_model(self.dir / "model.pt", state_dict=state_dict, model=self.cfg.model,
+        save_model(self.dir / MODEL_FILE, state_dict=state_dict, model=self.cfg.model,
                    model_options=model_options(self.cfg), config=self.cfg.to_flat(), server_round=server_round,
                    image_size=model_image_side(self.evaluator))
         self.write_s = time.perf_counter() - written
@@ -127,7 +139,7 @@ class RunRecorder:
         self.ledger.units = dict(state["ledger"].get("units", {}))
         self.round_offset = completed_rounds
         # metrics.jsonl may hold rounds finished after the checkpoint was taken: rewrite it from the record
-        write_jsonl(self.dir / "metrics.jsonl", self.rounds)
+        write_jsonl(self.dir / METRICS_FILE, self.rounds)
 
     def _progress(self, row: Mapping[str, Any]) -> None:
         done, total = int(row["round"]) - self.round_offset, self.cfg.num_server_rounds - self.round_offset
@@ -140,7 +152,8 @@ class RunRecorder:
         eps = (f" | epsilon {row['epsilon_max']:.2f} ({self.ledger.unit}-level, delta={self.cfg.target_delta:g})"
                if "epsilon_max" in row else "")
         logger.info("round %d/%d | accuracy %.4f | loss %.4f | clients %d/%d%s | elapsed %.0fs | ETA %.0fs",
-                    int(row["round"]), self.cfg.num_server_rounds, row["accuracy"], row["loss"], row["clients_responded"], row["clients_sampled"],
+                    int(row["round"]), self.cfg.num_server_rounds, row["accuracy"], row["loss"],
+                    row["clients_responded"], row["clients_sampled"],
                     eps, elapsed, eta)
 
     def summary(self, *, client_eval: Mapping[int, Any] | None = None) -> dict[str, Any]:
@@ -154,7 +167,7 @@ class RunRecorder:
             "final": {k: report[k] for k in ("accuracy", "loss", "macro_f1", "weighted_f1", "macro_precision",
                                              "macro_recall", "per_class", "confusion_matrix", "n", "split")
                       if k in report},
-            "model": {"name": self.cfg.model, "options": model_options(self.cfg), "path": "model.pt"},
+            "model": {"name": self.cfg.model, "options": model_options(self.cfg), "path": MODEL_FILE},
             **({"groups": report["groups"], "group_gap": report["group_gap"]} if "groups" in report else {}),
             **({"left_out_group": self.cfg.leave_out_group} if self.cfg.leave_out_group else {}),
             "seconds": round(time.perf_counter() - self.started, 2),
@@ -179,7 +192,7 @@ class RunRecorder:
 
     def finish(self, *, client_eval: Mapping[int, Any] | None = None) -> dict[str, Any]:
         summary = self.summary(client_eval=client_eval)
-        write_json(self.dir / "summary.json", summary)
+        write_json(self.dir / SUMMARY_FILE, summary)
         final = summary["final"]
         dataset = summary["dataset"]
         logger.info("finished: %s accuracy %.4f, macro-F1 %.4f on %s%s; results in %s",
@@ -188,5 +201,5 @@ class RunRecorder:
                     final.get("split", "?"),
                     f", epsilon {summary['epsilon']['final_max']:.3f} ({summary['epsilon']['label']})"
                     if "epsilon" in summary else "",
-                    self.dir / "summary.json")
+                    self.dir / SUMMARY_FILE)
         return summary

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import FitIns, Parameters, parameters_to_ndarrays
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
@@ -42,12 +42,21 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid
 
-from fer_models.privacy import secagg_prg
 from fer_models.config import ConfigError, RunConfig
-from fer_models.data import FaceStore
 from fer_models.config.secagg_checks import MIN_CLIENTS, MODULUS_RANGE, resolve_shares
+from fer_models.data import FaceStore
 from fer_models.federation.task import train_pool
-from fer_models.federation.wire import NUM_EXAMPLES, SECAGG_HALTED, SECAGG_WEIGHT_KEY, SERVER_ROUND, UNIFORM_WEIGHT
+from fer_models.federation.wire import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    METRICS_RECORD,
+    NUM_EXAMPLES,
+    SECAGG_HALTED,
+    SECAGG_WEIGHT_KEY,
+    SERVER_ROUND,
+    UNIFORM_WEIGHT,
+)
+from fer_models.privacy import secagg_prg
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +177,7 @@ class SecAggPlusGrid:
     def _secure_round(self, messages: list[Message], timeout: float | None) -> list[Message]:
         started, self.last_round = time.perf_counter(), {}
         by_node = {m.metadata.dst_node_id: m for m in messages}
-        server_round = int(messages[0].content["config"].get(SERVER_ROUND, 0))  # type: ignore[union-attr]
+        server_round = int(messages[0].content[CONFIG_RECORD].get(SERVER_ROUND, 0))  # type: ignore[union-attr]
         shares, threshold = resolve_shares(num_shares=min(self.settings.num_shares, len(messages)),
                                            threshold=self.settings.threshold, sampled=len(messages))
         workflow = SecAggPlusWorkflow(
@@ -201,7 +210,7 @@ class SecAggPlusGrid:
             return [stages.errors.get(nid) or Message(Error(code=SECAGG_HALTED, reason=reason), reply_to=m)
                     for nid, m in by_node.items()]
         replies = self._mean_replies(by_node, stages, protocol.aggregate)
-        weights = [float(dict(r.content["metrics"])[self.weight_key]) for r in replies]  # type: ignore[arg-type]
+        weights = [float(dict(r.content[METRICS_RECORD])[self.weight_key]) for r in replies]  # type: ignore[arg-type]
         self.last_round = {"secagg_clients_summed": len(replies), "secagg_shares": shares,
                            "secagg_threshold": threshold,
                            "secagg_quantization_error_max": quantization_error_bound(weights=weights,
@@ -216,13 +225,13 @@ class SecAggPlusGrid:
     def _train_content(self, message: Message) -> RecordDict:
         """The strategy's train content for one node, with the weight key (a RecordDict per node: the stage
         adds that node's key shares to it)."""
-        config = ConfigRecord({**dict(message.content["config"]), SECAGG_WEIGHT_KEY: self.weight_key})  # type: ignore[arg-type]
-        return RecordDict({"arrays": message.content["arrays"], "config": config})
+        config = ConfigRecord({**dict(message.content[CONFIG_RECORD]), SECAGG_WEIGHT_KEY: self.weight_key})  # type: ignore[arg-type]
+        return RecordDict({ARRAYS_RECORD: message.content[ARRAYS_RECORD], CONFIG_RECORD: config})
 
     @staticmethod
     def _mean_replies(by_node: dict[int, Message], stages: _StageGrid, mean_update: list[np.ndarray]) -> list[Message]:
         """Every summed client's reply: the global model plus the unmasked mean update, and its public metrics."""
-        received = next(iter(by_node.values())).content["arrays"]
+        received = next(iter(by_node.values())).content[ARRAYS_RECORD]
         arrays = ArrayRecord({name: Array(np.asarray(old + delta, dtype=old.dtype))  # type: ignore[arg-type]
                               for name, old, delta in zip(received.keys(), received.to_numpy_ndarrays(),  # type: ignore[union-attr]
                                                           mean_update)})
@@ -231,7 +240,7 @@ class SecAggPlusGrid:
             if node in stages.errors:  # masked vector sent, unmask shares not: still in the sum
                 del stages.errors[node]
             metrics = MetricRecord(dict(compat.recorddict_to_fitres(reply.content, keep_input=True).metrics))  # type: ignore[arg-type]
-            out.append(Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=by_node[node]))
+            out.append(Message(RecordDict({ARRAYS_RECORD: arrays, METRICS_RECORD: metrics}), reply_to=by_node[node]))
         return out
 
 

@@ -21,8 +21,9 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from fer_models.federation.wire import BUDGET_EXCEEDED
-from fer_models.federation.wire import NO_REPLY as NO_REPLY_CODE
-from fer_models.federation.wire import UPDATE_REJECTED as REJECTED_CODE
+from fer_models.federation.wire import NO_REPLY as NO_REPLY_CODE  # noqa: F401  (re-exported)
+from fer_models.federation.wire import UPDATE_REJECTED as REJECTED_CODE  # noqa: F401  (re-exported)
+
 #: Longest client error message quoted in a failed round's summary.
 _REASON_CHARS = 400
 

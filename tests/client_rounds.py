@@ -6,8 +6,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from client.app import train
 from fer_models.config import RunConfig
-from fer_models.models.from_config import build_model
 from fer_models.federation.wire import EPSILON, LINEAGE
+from fer_models.models.from_config import build_model
 
 
 def train_round(ctx: Context, server_round: int, *, lineage: str = "L1") -> Message:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fer_models.data import generate_synthetic
 from fer_models.common.labels import EMOTIONS
+from fer_models.data import generate_synthetic
 
 
 def write_site(root: Path, *, seed: int, per_class: int = 6, classes: tuple[int, ...] = tuple(range(7))) -> Path:

@@ -13,8 +13,8 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from fer_models.audit.canaries import CANARY_FILE, CanaryError, canary_plan_for, plan_canaries
-from fer_models.config import RunConfig
 from fer_models.common.labels import NUM_CLASSES
+from fer_models.config import RunConfig
 from fer_models.federation.task import client_data, client_partitions, load_store, train_pool
 from fer_models.models.from_config import build_model
 

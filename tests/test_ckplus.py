@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fer_models.common.labels import EMOTIONS, label_index
 from fer_models.data import DatasetError, load_dataset, read_ckplus
 from fer_models.data.subjects import SplitError, check_disjoint, split_counts, subject_split
-from fer_models.common.labels import EMOTIONS, label_index
 
 
 def _write(path: Path, value: int, size: int = 48) -> None:

@@ -11,10 +11,10 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from client.ledger import LedgerFile
 from fer_models.config import RunConfig
-from tests.client_rounds import reply_epsilon, train_round
 from fer_models.federation.wire import CLIENT_REASONS, EPSILON, LEDGER_MISSING, LEDGER_REGRESSION, PARTITION_ID
 from server.grid import RecordingGrid
 from server.ledger import ServerLedger
+from tests.client_rounds import reply_epsilon, train_round
 from tests.test_client_privacy import SMALL
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,9 +8,9 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch import nn
 
-from fer_models.training import engine
 from fer_models.config import SERVER_LR_DEFAULTS, ConfigError, RunConfig
 from fer_models.data.samples import ClipSet
+from fer_models.training import engine
 from server.strategy import make_strategy
 from tests.test_client_privacy import SMALL, _context, _independent_epsilon, _run_rounds
 

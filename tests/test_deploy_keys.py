@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fer_models.config import ConfigError
-from simulation.launch.certs import generate_certificates
 from simulation.commands.cmd_deploy import private_dir_for
+from simulation.launch.certs import generate_certificates
 from simulation.launch.deploy import PROJECT_ROOT, DeployError, LocalDeployment
 
 SITES = {"clinic": "/srv/fer/clinic-photos.csv", "school": "/data/school_faces"}

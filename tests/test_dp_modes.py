@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from fer_models.config import RunConfig
-from fer_models.training.engine import index_loader
 from fer_models.models import create_model, list_models
 from fer_models.privacy.dp_sgd import PrivacyLedger, make_private
+from fer_models.training.engine import index_loader
 from tests.dp_reference import clipped_mean_by_hand
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,9 +43,9 @@ def test_default_mode_is_one_of_the_checked_ones():
 
 @pytest.mark.parametrize("mode", ["hooks", "ew"])
 def test_an_empty_poisson_batch_is_a_noise_only_step(mode):
-    from fer_models.training import engine
-    from fer_models.data.synthetic import generate_synthetic
     from fer_models.data.samples import static_clips
+    from fer_models.data.synthetic import generate_synthetic
+    from fer_models.training import engine
 
     torch.manual_seed(0)
     model = create_model("cnn", dropout=0.0)

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from opacus import GradSampleModule
 
-from fer_models.privacy.sgd_helpers import WeightEMA, average_views
-from fer_models.models import create_model, list_models
-from tests.test_client_privacy import SMALL, _context, _run_rounds
 from fer_models.config import ConfigError, RunConfig
 from fer_models.federation.task import client_data
+from fer_models.models import create_model, list_models
+from fer_models.privacy.sgd_helpers import WeightEMA, average_views
+from tests.test_client_privacy import SMALL, _context, _run_rounds
 
 
 @pytest.mark.parametrize("name", list_models())

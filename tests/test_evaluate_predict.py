@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_models.training import engine
 from fer_models.config import RunConfig
 from fer_models.data import load_dataset
-from fer_models.models import create_model
 from fer_models.data.samples import static_clips
+from fer_models.models import create_model
 from fer_models.models.from_config import build_model
+from fer_models.training import engine
 from server.run_folder import save_model
 from simulation.commands.cli import main
 from simulation.commands.cmd_predict import prepare_face

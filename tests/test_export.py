@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from fer_models.serving.export import ExportParityError, example_clips, export_model, exportable
 from fer_models.common.labels import EMOTIONS
 from fer_models.models import create_model, list_models
 from fer_models.models.scatter import ScatterFrontend
+from fer_models.serving.export import ExportParityError, example_clips, export_model, exportable
 from fer_models.serving.runtime import ExportedModelError, load_exported, softmax
 from server.run_folder import save_model
 from simulation.commands.cli import main

@@ -11,7 +11,7 @@ from PIL import Image
 
 import fer_models.data.face_crop as face_crop
 from fer_models.data import DatasetError, load_dataset, read_jaffe
-from fer_models.data.face_crop import CropCounts, crop_square, fallback_box, face_square, square_resize
+from fer_models.data.face_crop import CropCounts, crop_square, face_square, fallback_box, square_resize
 from fer_models.data.jaffe import EXPRESSIONS
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fer_models.common.labels import EMOTIONS
 from fer_models.data import DatasetError, read_fer2013_csv
 from fer_models.data.store import split_code
-from fer_models.common.labels import EMOTIONS
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
 USAGE_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 
+from fer_models.common.labels import label_index
 from fer_models.data import DatasetError, load_dataset, read_fer2013_folder
 from fer_models.data.store import split_code
-from fer_models.common.labels import label_index
 
 
 def _face(value: int, size: tuple[int, int] = (48, 48)) -> Image.Image:

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from opacus.grad_sample import GradSampleModule
 from torch import Tensor, nn
 
-from fer_models.training.engine import index_loader
-from fer_models.privacy.grad_samplers import compute_frame_conv_grad_sample, is_frame_conv
 from fer_models.models import create_model
 from fer_models.privacy.dp_sgd import PrivacyLedger, make_private
+from fer_models.privacy.grad_samplers import compute_frame_conv_grad_sample, is_frame_conv
+from fer_models.training.engine import index_loader
 from tests.dp_reference import clipped_mean_by_hand
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),

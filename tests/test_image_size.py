@@ -17,8 +17,8 @@ from PIL import Image
 
 from client.app import evaluate as client_evaluate
 from client.app import train as client_train
-from fer_models.config import RunConfig
 from fer_models.common.labels import EMOTIONS
+from fer_models.config import RunConfig
 from server.app import main as server_main
 from simulation.commands.cli import main as cli
 

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import sys
 from collections import Counter
 from pathlib import Path
 
-import importlib.util
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from fer_models.common.labels import label_index
 from fer_models.data import DatasetError, load_dataset, read_jaffe
 from fer_models.data.face_crop import face_detector
 from fer_models.data.jaffe import EXPRESSIONS, crop_square, detect_face, fallback_box
 from fer_models.data.subjects import check_disjoint
-from fer_models.common.labels import label_index
 
 needs_cv2 = pytest.mark.skipif(importlib.util.find_spec("cv2") is None,
                                reason="opencv-python-headless is not installed")

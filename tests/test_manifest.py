@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_models.data import DatasetError, load_dataset, read_manifest
-from fer_models.data.loading import clear_memo
-from fer_models.data.face_crop import square_resize
-from fer_models.data.subjects import check_disjoint
 from fer_models.common.labels import label_index
+from fer_models.data import DatasetError, load_dataset, read_manifest
+from fer_models.data.face_crop import square_resize
+from fer_models.data.loading import clear_memo
+from fer_models.data.subjects import check_disjoint
 
 
 def _image(path: Path, value: int = 100, size: tuple[int, int] = (48, 48), mode: str = "L") -> Path:

@@ -151,8 +151,8 @@ def test_temporal_weights_sum_to_one() -> None:
 
 def test_the_tuned_dp_recipe_builds_scatter_tanh_models_and_plain_runs_keep_pixels_and_relu():
     from fer_models.config import RunConfig
-    from fer_models.models.scatter import ScatterFrontend
     from fer_models.models.from_config import build_model
+    from fer_models.models.scatter import ScatterFrontend
 
     kinds = lambda m: {type(mod).__name__ for mod in m.modules()} & {"ReLU", "Tanh", "ScatterFrontend"}  # noqa: E731
     assert kinds(build_model(RunConfig.from_flat({}))) == {"ReLU"}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from fer_models.serving.export import export_model
 from fer_models.models import create_model
+from fer_models.serving.export import export_model
 from fer_models.serving.runtime import ExportedModelError, TorchPredictor, check_clip_length, load_exported
 from fer_models.serving.video.compose import compose_video
 from server.run_folder import save_model

@@ -17,11 +17,11 @@ from opacus.accountants.analysis import rdp as rdp_analysis
 from PIL import Image
 
 from client.training import train_local
+from fer_models.common.labels import EMOTIONS
 from fer_models.config import RunConfig
 from fer_models.data import generate_synthetic
 from fer_models.data.partition import PARTITIONER_NAMES, PartitionError, make_partitioner
 from fer_models.data.person_split import SITE_ADVICE, PersonSplitError, check_one_client_per_person, person_units
-from fer_models.common.labels import EMOTIONS
 from fer_models.federation.sites import local_data
 from fer_models.federation.task import client_partitions, load_store, train_pool
 from fer_models.models.from_config import build_model

@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from flwr.app import Context, RecordDict
 from opacus import GradSampleModule
 
-from fer_models.federation.sites import local_data
 from client.training import privacy_units, train_local
 from fer_models.config import ConfigError, RunConfig
-from fer_models.privacy.sgd_helpers import average_rows
-from fer_models.models import create_model
 from fer_models.data.person_index import person_index
+from fer_models.federation.sites import local_data
 from fer_models.federation.task import client_data, load_store
+from fer_models.models import create_model
 from fer_models.models.from_config import build_model
+from fer_models.privacy.sgd_helpers import average_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from fer_models.training import engine
 from fer_models.config import ConfigError, RunConfig
 from fer_models.federation.task import client_data
-from fer_models.models.from_config import build_model
 from fer_models.federation.wire import GLOBAL_LOSS
+from fer_models.models.from_config import build_model
+from fer_models.training import engine
 from server.strategy import make_strategy
 from tests.test_client_privacy import _context, _run_rounds
 

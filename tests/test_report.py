@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fer_models.common.labels import EMOTIONS
-from simulation.reports.report import (ReportError, plot_attention_grid, plot_partition_heatmap, write_report)
+from simulation.reports.report import ReportError, plot_attention_grid, plot_partition_heatmap, write_report
 
 PLOTS = ("accuracy_loss.png", "epsilon.png", "confusion_matrix.png", "per_class.png")
 

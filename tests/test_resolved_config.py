@@ -12,10 +12,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from client.app import train
 from fer_models.config import RunConfig
 from fer_models.config.recipe import training_hyperparams
-from fer_models.federation.task import client_data, load_store
+from fer_models.federation.task import client_data
 from fer_models.models.from_config import build_model
-from server.grid import RoundReplies
 from server.evaluation import make_evaluator
+from server.grid import RoundReplies
 from server.recorder import RunRecorder
 from simulation.reports.report import write_report
 

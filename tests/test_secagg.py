@@ -1,6 +1,6 @@
 """secure-aggregation=secaggplus: the server sees masked vectors only, and still gets FedAvg's mean.
 
-The federation runs in-process (benchmarks/secagg_federation.py): each node runs fedfer's ClientApp
+The federation runs in-process (simulation/bench/secagg_federation.py): each node runs fedfer's ClientApp
 mods around a stand-in trainer that returns a known update, and every message crosses a copy. What the server received is checked against each client's own weights and
 update; the global model against a weighted mean computed here with numpy.
 """
@@ -13,12 +13,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
-from benchmarks.secagg_federation import Federation
-from fer_models.privacy import secagg_prg
 from fer_models.config import ConfigError, RunConfig
 from fer_models.federation.wire import SECAGG_HALTED, SECAGG_REQUIRED
+from fer_models.privacy import secagg_prg
 from server.secagg import SecAggPlusGrid, SecAggSettings, weight_key_of
 from server.strategy import make_strategy
+from simulation.bench.secagg_federation import Federation
 
 SHAPES = {"conv": (12, 40), "bias": (500,), "head": (80, 7)}  # >= 480 entries: chance |r| < 0.3 by > 6 sd
 

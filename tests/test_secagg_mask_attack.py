@@ -18,14 +18,18 @@ import os
 import numpy as np
 import pytest
 from flwr.common.secure_aggregation.crypto.symmetric_encryption import generate_shared_key
-from flwr.common.secure_aggregation.ndarrays_arithmetic import (factor_combine, factor_extract, parameters_mod,
-                                                                parameters_subtraction)
+from flwr.common.secure_aggregation.ndarrays_arithmetic import (
+    factor_combine,
+    factor_extract,
+    parameters_mod,
+    parameters_subtraction,
+)
 from flwr.common.secure_aggregation.quantization import dequantize, quantize
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen as flower_prg
 from flwr.supercore.primitives.asymmetric import generate_key_pairs
 
-from fer_models.privacy import secagg_prg
 from fer_models.config.secagg_checks import MODULUS_RANGE
+from fer_models.privacy import secagg_prg
 
 M, Q, CLIP = MODULUS_RANGE, 2**22, 8.0  # fedfer's modulus, default quantization and clipping ranges
 SHAPES = [(48,), (4, 4)]

@@ -17,12 +17,12 @@ import pytest
 import torch
 from flwr.app import Context, RecordDict
 
-from fer_models.federation.sites import local_data
 from client.training import train_local
 from fer_models.config import RunConfig
-from fer_models.privacy.dp_sgd import sample_rate_for
+from fer_models.federation.sites import local_data
 from fer_models.federation.task import client_data
 from fer_models.models.from_config import build_model
+from fer_models.privacy.dp_sgd import sample_rate_for
 
 CFG = {"synthetic-per-class": 12, "synthetic-eval-per-class": 4, "num-clients": 2, "num-server-rounds": 2,
        "min-client-samples": 4, "dp": "sample", "dp-recipe": "none", "noise-multiplier": 1.0,

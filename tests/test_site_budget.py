@@ -15,12 +15,12 @@ from flwr.app import Context, RecordDict
 from opacus.accountants import RDPAccountant
 
 from client.site_ledger import SiteLedger
-from fer_models.training import engine
 from fer_models.config import RunConfig
-from tests.client_rounds import reply_epsilon, train_round
 from fer_models.federation.sites import local_data
 from fer_models.federation.task import client_data
-from fer_models.federation.wire import (BUDGET_EXCEEDED, CLIENT_REASONS, LEDGER_MISSING, SITE_DATA_ERROR)
+from fer_models.federation.wire import BUDGET_EXCEEDED, CLIENT_REASONS, LEDGER_MISSING, SITE_DATA_ERROR
+from fer_models.training import engine
+from tests.client_rounds import reply_epsilon, train_round
 from tests.site_fixtures import write_site
 
 pytestmark = pytest.mark.usefixtures("one_thread", "flower_identity")

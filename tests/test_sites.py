@@ -10,17 +10,22 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
+import server.evaluation as server_evaluation
 from client.app import evaluate
-from fer_models.training import engine
 from fer_models.config import ConfigError, RunConfig
 from fer_models.federation.federated_eval import federated_report, held_out_counts
-from fer_models.training.metrics import classification_report
 from fer_models.federation.sites import SiteDataError, SiteSpec, local_data, simulated_site_config
 from fer_models.federation.task import clips_for
+from fer_models.federation.wire import (
+    CLIENT_REASONS,
+    EVALUATE_COUNTS,
+    EVALUATION_NOT_SHARED,
+    PRIVATE_EVALUATION_REFUSED,
+    SITE_DATA_ERROR,
+)
 from fer_models.models.from_config import build_model
-from fer_models.federation.wire import (CLIENT_REASONS, EVALUATE_COUNTS, EVALUATION_NOT_SHARED, PRIVATE_EVALUATION_REFUSED,
-                             SITE_DATA_ERROR)
-import server.evaluation as server_evaluation
+from fer_models.training import engine
+from fer_models.training.metrics import classification_report
 from server.federated_evaluation import FederatedEvaluator
 from tests.site_fixtures import count_images, write_manifest_site, write_site
 
@@ -108,7 +113,7 @@ def test_federated_evaluation_equals_centralized_evaluation_on_the_union_of_held
     cfg = _cfg(sites)
     state = _trained_state(cfg)
     locals_ = {n: local_data(cfg, {"partition-id": i}) for i, n in enumerate(sites)}
-    report = federated_report({n: held_out_counts(cfg=cfg, local=l, global_state=state) for n, l in locals_.items()})
+    report = federated_report({n: held_out_counts(cfg=cfg, local=site, global_state=state) for n, site in locals_.items()})
     # independently: every held-out image of every site through one model, pooled, scored by sklearn
     model = build_model(cfg)
     model.load_state_dict(state)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fer_models.data import SPLIT_NAMES, generate_synthetic, load_dataset
-from fer_models.data import synthetic
 from fer_models.common.labels import EMOTIONS
+from fer_models.data import SPLIT_NAMES, generate_synthetic, load_dataset, synthetic
 
 
 def test_same_seed_gives_the_same_bytes() -> None:

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from fer_models.data.synthetic import generate_synthetic
-from fer_models.serving.export import export_model
 from fer_models.models import create_model
+from fer_models.serving.export import export_model
 from fer_models.serving.runtime import Predictor, TorchPredictor
 from fer_models.serving.video.compose import background, ckplus_sequences, compose_video
 from fer_models.serving.video.track import IouTracker, iou

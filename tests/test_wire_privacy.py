@@ -16,8 +16,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 
 from client.app import train
 from fer_models.config import RunConfig
-from fer_models.federation.wire import GLOBAL_LOSS, PUBLIC_DP_METRICS, ROUND_SECONDS, TRAIN_STATISTICS
 from fer_models.federation.task import client_data
+from fer_models.federation.wire import GLOBAL_LOSS, PUBLIC_DP_METRICS, ROUND_SECONDS, TRAIN_STATISTICS
 from fer_models.models.from_config import build_model
 
 pytestmark = pytest.mark.simulation
@@ -115,8 +115,8 @@ _LINEAGES = iter(range(10**6))
 
 def _one_reply(cfg: RunConfig, *, local=None, node: dict | None = None, pid: int = 1) -> dict:
     """The metrics of one train round of client ``pid`` (its own state dir under FEDFER_STATE_DIR)."""
-    from fer_models.federation.sites import local_data
     from client.training import train_local
+    from fer_models.federation.sites import local_data
 
     ctx = Context(run_id=1, node_id=pid + 1, state=RecordDict(), run_config=cfg.to_flat(),
                   node_config={"partition-id": pid, "num-partitions": cfg.num_clients, **(node or {})})

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_models.config import RunConfig
-from fer_models.data.store import FaceStore
 from fer_models.common.labels import NUM_CLASSES
+from fer_models.config import RunConfig
 from fer_models.data.samples import ClipSet
+from fer_models.data.store import FaceStore
 
 #: The plan's file in a run folder (written by ``fedfer simulate`` and ``fedfer audit``).
 CANARY_FILE = "canaries.json"

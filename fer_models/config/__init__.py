@@ -6,8 +6,15 @@ mode trusts. Imported as ``from fer_models.config import RunConfig, ConfigError`
 """
 
 from fer_models.config.errors import ConfigError
-from fer_models.config.run_config import (SERVER_LR_DEFAULTS, ConfigValue, RunConfig, check_values, default_flat,
-                                          describe_keys, local_work_key)
+from fer_models.config.run_config import (
+                                          SERVER_LR_DEFAULTS,
+                                          ConfigValue,
+                                          RunConfig,
+                                          check_values,
+                                          default_flat,
+                                          describe_keys,
+                                          local_work_key,
+)
 
 __all__ = ["SERVER_LR_DEFAULTS", "ConfigError", "ConfigValue", "RunConfig", "check_values", "default_flat",
            "describe_keys", "local_work_key"]

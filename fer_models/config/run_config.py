@@ -14,12 +14,12 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from fer_models.common.labels import NUM_CLASSES
 from fer_models.config.dp_checks import check_privacy_settings
+from fer_models.config.dp_trust import DP_CLIENT_TRUST, DP_SAMPLE_TRUST
 from fer_models.config.errors import ConfigError
 from fer_models.config.recipe import RECIPE_KEYS, TUNED
-from fer_models.config.dp_trust import DP_CLIENT_TRUST, DP_SAMPLE_TRUST
 from fer_models.config.secagg_checks import check_secure_aggregation
-from fer_models.common.labels import NUM_CLASSES
 
 ConfigValue = bool | int | float | str
 #: server-learning-rate = 0 resolves to the strategy's default (Flower's FedAvgM default; fedfer's measured one for

@@ -8,10 +8,10 @@ edit to the source makes a new key, and the stale file of the same source is rem
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
-import io
 from pathlib import Path
 from typing import Callable
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer_models.common.labels import IMAGE_SIDE, UnknownLabelError, label_index
 from fer_models.data.errors import DatasetError
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import FaceStore
 from fer_models.data.subjects import SPLIT_SEED, subject_split
-from fer_models.common.labels import IMAGE_SIDE, UnknownLabelError, label_index
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from fer_models.data.errors import DatasetError
-from fer_models.data.store import FaceStore
 from fer_models.data.samples import ClipSet, static_clips
+from fer_models.data.store import FaceStore
 
 logger = logging.getLogger(__name__)
 

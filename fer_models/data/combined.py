@@ -18,9 +18,9 @@ import logging
 import numpy as np
 import torch
 
+from fer_models.common.labels import IMAGE_SIDE
 from fer_models.data.errors import DatasetError
 from fer_models.data.store import FaceStore, split_code
-from fer_models.common.labels import IMAGE_SIDE
 
 logger = logging.getLogger(__name__)
 

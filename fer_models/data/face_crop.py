@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fer_models.data.errors import DatasetError
 from fer_models.common.labels import IMAGE_SIDE
+from fer_models.data.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 

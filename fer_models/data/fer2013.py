@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES, UnknownLabelError, label_index
 from fer_models.data.csv_rows import csv_rows
 from fer_models.data.errors import DatasetError
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import FaceStore, split_code
-from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES, UnknownLabelError, label_index
 
 logger = logging.getLogger(__name__)
 

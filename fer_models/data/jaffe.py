@@ -16,13 +16,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer_models.common.labels import IMAGE_SIDE, label_index
 from fer_models.data.errors import DatasetError
-from fer_models.data.face_crop import (FALLBACK_BOX, CropCounts, check_face_crop, crop_square, detect_face,
-                                       face_square, fallback_box)
+from fer_models.data.face_crop import (
+    FALLBACK_BOX,
+    CropCounts,
+    check_face_crop,
+    crop_square,
+    detect_face,
+    face_square,
+    fallback_box,
+)
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import FaceStore
 from fer_models.data.subjects import SPLIT_SEED, subject_split
-from fer_models.common.labels import IMAGE_SIDE, label_index
 
 logger = logging.getLogger(__name__)
 

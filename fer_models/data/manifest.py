@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES, UnknownLabelError, label_index
 from fer_models.data.csv_rows import csv_rows
 from fer_models.data.errors import DatasetError
 from fer_models.data.face_crop import CropCounts, check_face_crop, face_square
 from fer_models.data.images import decode_grayscale
 from fer_models.data.store import SPLIT_NAMES, FaceStore
 from fer_models.data.subjects import SPLIT_SEED, image_split, subject_split
-from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES, UnknownLabelError, label_index
 
 logger = logging.getLogger(__name__)
 

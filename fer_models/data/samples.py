@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fer_models.data.store import FaceStore
 from fer_models.common.labels import NUM_CLASSES
+from fer_models.data.store import FaceStore
 
 #: Pixel statistics used to normalise every input (uint8 / 255, then (x - MEAN) / STD).
 PIXEL_MEAN = 0.5

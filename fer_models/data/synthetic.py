@@ -15,8 +15,8 @@ import logging
 import numpy as np
 import torch
 
-from fer_models.data.store import SPLIT_NAMES, FaceStore
 from fer_models.common.labels import EMOTIONS, IMAGE_SIDE, NUM_CLASSES
+from fer_models.data.store import SPLIT_NAMES, FaceStore
 
 logger = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
+from fer_models.common.labels import NUM_CLASSES
 from fer_models.config import RunConfig
 from fer_models.data.face_crop import CropCounts
-from fer_models.common.labels import NUM_CLASSES
-from fer_models.training.metrics import classification_report_from_confusion, group_report
 from fer_models.federation.sites import LocalData
 from fer_models.federation.task import evaluate_state
 from fer_models.federation.wire import EVAL_CONFUSION, EVAL_FACE_FALLBACKS, EVAL_FACES_FOUND, EVAL_LOSS_SUM, EVAL_N
+from fer_models.training.metrics import classification_report_from_confusion, group_report
 
 logger = logging.getLogger(__name__)
 

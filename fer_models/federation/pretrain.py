@@ -25,14 +25,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fer_models.training import engine
 from fer_models.common.atomic import atomic_write_bytes
+from fer_models.common.labels import IMAGE_SIDE
 from fer_models.config import RunConfig
 from fer_models.data import load_dataset
 from fer_models.data.cache import cache_root
 from fer_models.federation.task import clips_for
 from fer_models.models.from_config import build_model, model_options
-from fer_models.common.labels import IMAGE_SIDE
+from fer_models.training import engine
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,10 @@ PRETRAIN_BATCH = 64
 PRETRAIN_WEIGHT_DECAY = 1e-4  # its own, like lr and batch: the run's weight-decay is for the (DP) training
 #: Bump to ignore every cached pre-trained model (the key already covers this code's source).
 PRETRAIN_CACHE_VERSION = 1
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # fer_models/
 #: The code whose change changes the pre-trained weights: hashed into the cache key.
-_SOURCES = ("pretrain.py", "engine.py", "task.py", "data/synthetic.py", "data/clips.py", "models")
+_SOURCES = ("federation/pretrain.py", "training/engine.py", "federation/task.py", "data/synthetic.py", "data/clips.py",
+            "models")
 
 
 def initial_model(cfg: RunConfig, *, image_size: int = IMAGE_SIDE) -> nn.Module:

@@ -18,11 +18,11 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES
 from fer_models.config import RunConfig
 from fer_models.data import DatasetError, FaceStore, load_dataset
 from fer_models.data.face_crop import FACE_CROPS
 from fer_models.data.loading import DATA_FORMATS, FORMATS_HELP, parse_data_paths
-from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES
 from fer_models.data.samples import ClipSet
 from fer_models.federation.task import client_data, clips_for, load_store, train_pool
 

@@ -12,18 +12,21 @@ import re
 
 import numpy as np
 import torch
-from torch import nn
 
 from fer_models.audit.canaries import canary_plan_for, with_canaries
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore, load_dataset
-from fer_models.data.partition import PartitionError, make_partitioner
-from fer_models.data.person_split import (PersonSplitError, PersonUnits, check_one_client_per_person, in_persons,
-                                           person_units)
-from fer_models.models.from_config import build_model
 from fer_models.data.clips import make_clips
+from fer_models.data.partition import PartitionError, make_partitioner
+from fer_models.data.person_split import (
+    PersonSplitError,
+    PersonUnits,
+    check_one_client_per_person,
+    in_persons,
+    person_units,
+)
 from fer_models.data.samples import ClipSet, stratified_subsample
-from fer_models.common.labels import IMAGE_SIDE
+from fer_models.models.from_config import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +129,7 @@ def eval_splits(cfg: RunConfig, store: FaceStore) -> dict[str, ClipSet]:
 
 
 def evaluate_state(cfg: RunConfig, store: FaceStore, indices: np.ndarray,
-                   state: dict[str, torch.Tensor]) -> "engine.EvalResult":
+                   state: dict[str, torch.Tensor]) -> "engine.EvalResult":  # noqa: F821  (imported inside: training is loaded lazily)
     """The configured model with weights ``state``, evaluated on the given images of ``store`` (this process's
     threads and device)."""
     from fer_models.training import engine

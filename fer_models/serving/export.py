@@ -33,9 +33,9 @@ import torch
 from torch import nn
 
 from fer_models.common.atomic import atomic_write_bytes
-from fer_models.serving.sidecar import SIDECAR_FORMAT, SUFFIX, sidecar_path
 from fer_models.common.labels import EMOTIONS, IMAGE_SIDE
 from fer_models.data.samples import PIXEL_MEAN, PIXEL_STD
+from fer_models.serving.sidecar import SIDECAR_FORMAT, SUFFIX, sidecar_path
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_models.privacy.sgd_helpers import WeightEMA, average_rows, empty_grad_samples
 from fer_models.common.labels import NUM_CLASSES
 from fer_models.data.person_index import PersonIndex
 from fer_models.data.samples import Augment, ClipSet
+from fer_models.privacy.sgd_helpers import WeightEMA, average_rows, empty_grad_samples
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from fer_models.config import ConfigError, RunConfig, local_work_key
 from simulation.launch.experiment import read_yaml_mapping
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from fer_models.config import RunConfig
+from fer_models.federation.run_folder import CHECKPOINT_FILE, CONFIG_FILE, SUMMARY_FILE
 from simulation.bench.bench_grid import Cell
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 Runner = Callable[[Sequence[str], Path], int]
 #: What the bench writes beside a finished run: its wall time and command line.
 CELL_FILE = "bench_cell.json"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_subprocess(argv: Sequence[str], log_path: Path) -> int:
@@ -81,8 +82,8 @@ def cell_argv(cell: Cell, *, data: str, run_dir: Path, resume: bool) -> list[str
 def cell_state(cell: Cell, *, run_dir: Path, data: str) -> tuple[str, str]:
     """``(state, detail)``: done | resume | fresh | other (results of different settings)."""
     expected = RunConfig.from_flat({**cell.values, "data-path": data}).to_flat()
-    summary = read_json_object(run_dir / "summary.json")
-    saved = summary.get("config") if summary else read_json_object(run_dir / "config.json")
+    summary = read_json_object(run_dir / SUMMARY_FILE)
+    saved = summary.get("config") if summary else read_json_object(run_dir / CONFIG_FILE)
     if saved:
         diffs = [f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in expected.items()
                  if k in {*cell.values, "data-path"} and saved.get(k) != v]
@@ -91,7 +92,7 @@ def cell_state(cell: Cell, *, run_dir: Path, data: str) -> tuple[str, str]:
     if summary and "accuracy" in summary.get("final", {}) and \
             len(summary.get("rounds", [])) == int(cell.values["num-server-rounds"]):
         return "done", "complete summary.json"
-    if saved and (run_dir / "checkpoint.pt").is_file():
+    if saved and (run_dir / CHECKPOINT_FILE).is_file():
         return "resume", "checkpoint.pt of an interrupted run"
     return "fresh", "no complete results"
 
@@ -134,7 +135,7 @@ def run_cells(cells: Sequence[Cell], *, out_dir: Path, data: str, overwrite: boo
             code, record["error"] = -1, f"could not start: {exc}"
         wall = clock() - t0
         ran_walls.append(wall)
-        summary = read_json_object(run_dir / "summary.json")
+        summary = read_json_object(run_dir / SUMMARY_FILE)
         if code == 0 and summary and "accuracy" in summary.get("final", {}):
             resumed = state == "resume"  # the wall time then covers the resumed rounds only
             _write_json(run_dir / CELL_FILE, {"wall_s": round(wall, 1), "resumed": resumed, "argv": list(argv)})

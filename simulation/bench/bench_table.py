@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from fer_models.config import local_work_key
+from fer_models.federation.run_folder import PARTITION_FILE, SUMMARY_FILE
 from simulation.bench.bench_grid import local_work
 from simulation.bench.bench_runner import read_json_object
 
@@ -66,9 +67,9 @@ def collect(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for rec in records:
         row = dict(rec)
         run_dir = Path(rec["run_dir"])
-        summary = read_json_object(run_dir / "summary.json")
+        summary = read_json_object(run_dir / SUMMARY_FILE)
         if rec.get("status") in ("done", "skipped") and summary and "final" in summary:
-            row.update(cell_figures(summary=summary, partition=read_json_object(run_dir / "partition.json"),
+            row.update(cell_figures(summary=summary, partition=read_json_object(run_dir / PARTITION_FILE),
                                     wall_s=rec.get("wall_s")))
         out.append(row)
     return out

@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulation.reports.audit import run_audit
     from simulation.launch.output_paths import output_folder
+    from simulation.reports.audit import run_audit
     from simulation.reports.report import ReportError, write_report
 
     if not 0 < args.confidence < 1:

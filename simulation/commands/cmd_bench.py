@@ -12,14 +12,13 @@ import importlib.util
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
 logger = logging.getLogger("fedfer")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GRID = REPO_ROOT / "experiments" / "paper.yaml"
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from fer_models.federation.run_folder import SUMMARY_FILE
 from simulation.commands.cli_common import add_run_args, resolve_run_config
 
 logger = logging.getLogger("fedfer")
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         with signals_raise():
             try:
                 deployment.start()
-                summary = deployment.run(cfg.to_flat(), summary=run_dir / "summary.json", timeout=args.timeout)
+                summary = deployment.run(cfg.to_flat(), summary=run_dir / SUMMARY_FILE, timeout=args.timeout)
             finally:
                 deployment.shutdown()
     except DeployError as exc:

@@ -17,6 +17,7 @@ import numpy as np
 
 from fer_models.config import RunConfig
 from fer_models.data import DatasetError, FaceStore
+from fer_models.federation.run_folder import CONFUSION_FIGURE, EVALUATION_FILE, SUMMARY_FILE
 
 SPLITS = ("test", "val", "train", "all")
 _DEFAULTS = RunConfig().to_flat()
@@ -43,7 +44,7 @@ def _setting(config: dict[str, Any], key: str) -> Any:
 
 def _recorded_source(model_file: Path) -> str | None:
     """The absolute dataset path summary.json recorded beside the model, when it still exists."""
-    summary = model_file.parent / "summary.json"
+    summary = model_file.parent / SUMMARY_FILE
     try:
         dataset = json.loads(summary.read_text(encoding="utf-8"))["dataset"] if summary.is_file() else {}
     except (json.JSONDecodeError, KeyError, TypeError):
@@ -85,10 +86,10 @@ def split_indices(*, store: FaceStore, split: str) -> np.ndarray:
 def evaluate_saved_model(*, model_path: Path, store: FaceStore, split: str,
                          batch_size: int | None = None) -> dict[str, Any]:
     """Metrics of a saved model on one split: the keys of summary.json's ``final`` plus provenance."""
-    from fer_models.training import engine
-    from fer_models.training.metrics import classification_report
     from fer_models.data.clips import make_clips
     from fer_models.data.face_crop import CropCounts
+    from fer_models.training import engine
+    from fer_models.training.metrics import classification_report
     from simulation.predict.model_io import load_model_file
 
     model, info = load_model_file(path=model_path, image_size=store.image_size[0])
@@ -131,18 +132,18 @@ def _print(result: dict[str, Any], out: Path) -> None:
     print(f"{'emotion':<10} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
     for name, m in result["per_class"].items():
         print(f"{name:<10} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['f1']:>7.3f} {m['support']:>8d}")
-    print(f"written: {out / 'evaluation.json'}, {out / 'confusion_matrix.png'}")
+    print(f"written: {out / EVALUATION_FILE}, {out / CONFUSION_FIGURE}")
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.run_folder import write_json
-    from simulation.predict.model_io import load_model_file, resolve_model_path
+    from fer_models.federation.run_folder import write_json
     from simulation.launch.output_paths import output_folder
+    from simulation.predict.model_io import load_model_file, resolve_model_path
     from simulation.reports.report import plot_confusion_matrix
 
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.out and (args.out / "evaluation.json").exists() and not args.overwrite:
+    if args.out and (args.out / EVALUATION_FILE).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already holds evaluation.json; pass --overwrite or choose another --out")
     if args.out:
         output_folder(args.out, flag="--out")  # before the model and the data are read
@@ -153,13 +154,13 @@ def run(args: argparse.Namespace) -> int:
     split = args.split or ("test" if store.has_split("test") else "val")
     out = args.out or _default_out(model_file=model_file, data=args.data, store=store, split=split,
                                    face_crop=args.face_crop)
-    if (out / "evaluation.json").exists() and not args.overwrite:
+    if (out / EVALUATION_FILE).exists() and not args.overwrite:
         raise FileExistsError(f"{out} already holds evaluation.json; pass --overwrite or choose another --out")
     output_folder(out, flag="--out")
     result = evaluate_saved_model(model_path=model_file, store=store, split=split, batch_size=args.batch_size)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "evaluation.json", result)
-    plot_confusion_matrix(matrix=result["confusion_matrix"], path=out / "confusion_matrix.png",
+    write_json(out / EVALUATION_FILE, result)
+    plot_confusion_matrix(matrix=result["confusion_matrix"], path=out / CONFUSION_FIGURE,
                           title=f"{store.name} {split} (n={result['n']}, accuracy {result['accuracy']:.3f})")
     _print(result, out)
     return 0

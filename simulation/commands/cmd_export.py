@@ -34,10 +34,8 @@ def default_out(model_file: Path, *, fmt: str, quantize: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from fer_models.serving.export import export_model
-    from simulation.predict.model_io import load_model_file
-
-    from simulation.predict.model_io import resolve_model_path
     from simulation.launch.output_paths import OutputPathError, output_file
+    from simulation.predict.model_io import load_model_file, resolve_model_path
 
     if args.clip_length < 0:
         raise ValueError(f"--clip-length must be >= 1 (or 0: the run's clip-length), got {args.clip_length}")

@@ -99,8 +99,8 @@ def _print_table(paths: Sequence[Path], results: Sequence[list[dict[str, Any]]])
 
 def run_stream(args: argparse.Namespace) -> int:
     from fer_models.serving.runtime import check_clip_length
-    from simulation.predict.inference import load_predictor
     from simulation.launch.output_paths import output_folder
+    from simulation.predict.inference import load_predictor
     from simulation.predict.video_predict import VideoInputError, open_source, run_video
 
     if args.images or (args.video is not None and args.camera is not None):

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fer_models.federation.run_folder import ATTENTION_FIGURE, FAILURE_FILE, REPORT_FILE, SUMMARY_FILE
 from simulation.commands.cli_common import add_run_args, resolve_run_config
 
 if TYPE_CHECKING:
@@ -45,10 +46,10 @@ def _resume_config(args: argparse.Namespace) -> "RunConfig":
 
 
 def run(args: argparse.Namespace) -> int:
-    from fer_models.models import check_private_compatible
     from fer_models.federation.task import client_partitions, load_store
+    from fer_models.models import check_private_compatible
     from fer_models.models.from_config import build_model
-    from server.run_folder import FAILURE_FILE, resolve_run_dir
+    from server.run_folder import resolve_run_dir
     from server.strategy import make_strategy
     from simulation.commands.console import engine_logs_to_file
     from simulation.launch.launcher import run_simulation
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nthe run FAILED in round {failure['round']}; no final accuracy (rounds completed: "
               f"{failure['last_good_round']}); details in {failure_path}")
         return 1
-    summary_path = run_dir / "summary.json"
+    summary_path = run_dir / SUMMARY_FILE
     if not summary_path.is_file():
         logger.error("the run ended without writing %s; see the log above", summary_path)
         return 1
@@ -114,8 +115,8 @@ def check_sites(cfg: "RunConfig") -> int:
     Returns the model's image side."""
     import numpy as np
 
-    from fer_models.data.person_split import SITE_ADVICE, check_one_client_per_person
     from fer_models.common.labels import IMAGE_SIDE
+    from fer_models.data.person_split import SITE_ADVICE, check_one_client_per_person
     from fer_models.federation.sites import SiteDataError, SiteSpec, simulated_site_config, site_data
     from server.evaluation import make_evaluator
 
@@ -151,7 +152,7 @@ def _write_figures(*, cfg: "RunConfig", run_dir: Path) -> None:
         if cfg.model == "cnn_attention" and cfg.client_data == "partition":
             _attention_grid(cfg=cfg, run_dir=run_dir)
         written = write_report(run_dir=run_dir)
-        logger.info("report: %s (%d files)", run_dir / "report.md", len(written))
+        logger.info("report: %s (%d files)", run_dir / REPORT_FILE, len(written))
     except Exception as exc:  # noqa: BLE001 - the run's results are already saved
         logger.warning("could not draw the report (%s: %s); `fedfer report %s` retries", type(exc).__name__, exc,
                        run_dir)
@@ -175,4 +176,4 @@ def _attention_grid(*, cfg: "RunConfig", run_dir: Path, count: int = 16) -> None
         pred = model(x).argmax(1)
         maps = model.attention_map(x, upsample=True)[:, 0]
     plot_attention_grid(images=store.images[clips.frames[:, 0]].numpy(), maps=maps.numpy(), labels=y.tolist(),
-                        predictions=pred.tolist(), path=run_dir / "attention.png")
+                        predictions=pred.tolist(), path=run_dir / ATTENTION_FIGURE)

@@ -38,18 +38,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from server.run_folder import FAILURE_FILE
-from simulation.launch.processes import MARK_ENV, Proc, marked_pids, session_pids, signal_pids, tail
+from fer_models.federation.run_folder import FAILURE_FILE
+from fer_models.federation.wire import NODE_PARTITION_ID, NUM_PARTITIONS
 from simulation.launch.certs import TlsFiles
-from simulation.launch.deploy_files import (DeployLayout, LayoutError, SiteFolder, check_site_names, make_site_folder,
-                                     toml_value, write_node_config, write_node_keys, write_tls)
+from simulation.launch.deploy_files import (
+    DeployLayout,
+    LayoutError,
+    SiteFolder,
+    check_site_names,
+    make_site_folder,
+    toml_value,
+    write_node_config,
+    write_node_keys,
+    write_tls,
+)
 from simulation.launch.node_keys import NodeKeys
+from simulation.launch.processes import MARK_ENV, Proc, marked_pids, session_pids, signal_pids, tail
 
 logger = logging.getLogger(__name__)
 
 CONNECTION = "fedfer-local"
 HOST = "127.0.0.1"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BINARIES = ("flower-superlink", "flower-supernode", "flwr")
 
 
@@ -291,8 +301,8 @@ class LocalDeployment:
         """SuperNode ``i``'s ``--node-config``: its partition, or with sites the TOML file in its own folder
         (written by :meth:`prepare`, mode 0600) naming its own data."""
         if not self.site_configs:
-            return f"partition-id={i} num-partitions={self.num_nodes}"
-        entries = {"partition-id": i, "num-partitions": self.num_nodes, **self.site_configs[i]}
+            return f"{NODE_PARTITION_ID}={i} {NUM_PARTITIONS}={self.num_nodes}"
+        entries = {NODE_PARTITION_ID: i, NUM_PARTITIONS: self.num_nodes, **self.site_configs[i]}
         return str(write_node_config(self.layout, self.site_names[i], entries))
 
     def wait_nodes_connected(self, procs: list[Proc] | None = None, *, timeout: float | None = None) -> None:

@@ -10,7 +10,7 @@ client per site on its own data: ``client-data=site``, ``data-path`` = the name=
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import yaml
 

@@ -65,11 +65,10 @@ def run_simulation(cfg: RunConfig, *, verbose: bool = False) -> None:
 
     Unless ``verbose``, Flower's log goes to ``<out-dir>/logs/flower.log`` and Ray's worker output
     stays off the terminal (simulation/commands/console.py)."""
-    from flwr.app import Context, RecordDict
-    from flwr.supercore.telemetry import EventType
-    from flwr.simulation.run_simulation import _run_simulation
-
     import torch
+    from flwr.app import Context, RecordDict
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.telemetry import EventType
 
     for key, value in RAY_ENVIRONMENT.items():
         os.environ.setdefault(key, value)  # the caller's own setting wins

@@ -135,3 +135,15 @@ class Proc:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def start_in_session(cmd: list[str], **popen_kw: object) -> subprocess.Popen:
+    """Start ``cmd`` as the leader of a new session, so :func:`session_pids` finds all it spawns."""
+    return subprocess.Popen(cmd, start_new_session=True, **popen_kw)  # type: ignore[call-overload]
+
+
+def kill_started(pid: int, *, marker: tuple[str, str] | None = None) -> None:
+    """SIGKILL the session led by ``pid`` and, if given, every process carrying the ``marker`` env pair."""
+    signal_pids(session_pids(pid), signal.SIGKILL)
+    if marker is not None:
+        signal_pids(pids_with_env(*marker), signal.SIGKILL)

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from fer_models.common.labels import IMAGE_SIDE
-from fer_models.serving.sidecar import SUFFIX
 from fer_models.serving.runtime import Predictor, TorchPredictor, load_exported
+from fer_models.serving.sidecar import SUFFIX
 
 EXPORTED_SUFFIXES = (*SUFFIX.values(), ".json")
 

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fer_models.common.labels import IMAGE_SIDE
 from torch import nn
+
+from fer_models.common.labels import IMAGE_SIDE
+from fer_models.federation.run_folder import MODEL_FILE, MODEL_FORMAT
+from fer_models.federation.run_folder import MODEL_REQUIRED as _REQUIRED
 
 logger = logging.getLogger(__name__)
 
-MODEL_FORMAT = "fedfer-model-v1"
-MODEL_FILE = "model.pt"
-_REQUIRED = ("model", "model_options", "state_dict")
+__all__ = ["MODEL_FILE", "MODEL_FORMAT", "ModelFileError", "load_model_file", "resolve_model_path"]
 _SHOW = 5  # differing keys named in an error message
 
 

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer_models.training import engine
 from fer_models.audit.bound import best_bound
 from fer_models.audit.canaries import CANARY_FILE, CanaryPlan, canary_clips, canary_plan_for
 from fer_models.audit.membership import ATTACKS, CALIBRATED, attack_scores, balanced_draw, class_calibrated, roc
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore
+from fer_models.federation.run_folder import CONFIG_FILE, SUMMARY_FILE, write_json
 from fer_models.federation.task import client_partitions, clips_for, load_store, train_pool
-from server.run_folder import write_json
+from fer_models.training import engine
 from simulation.predict.model_io import load_model_file
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class AuditError(ValueError):
 
 
 def _run_config(run_dir: Path, info: dict[str, Any], data: str | None) -> RunConfig:
-    path = run_dir / "config.json"
+    path = run_dir / CONFIG_FILE
     flat = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else dict(info["config"])
     if not flat:
         raise AuditError(f"{run_dir} has no config.json and its model.pt records no config: the audit cannot "
@@ -54,7 +54,7 @@ def _run_config(run_dir: Path, info: dict[str, Any], data: str | None) -> RunCon
 
 def _accountant(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     """The epsilon the run reported (summary.json), with its unit, delta and owner; inf without DP."""
-    path = run_dir / "summary.json"
+    path = run_dir / SUMMARY_FILE
     summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     eps = summary.get("epsilon")
     if not eps:

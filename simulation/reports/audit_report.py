@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from fer_models.audit.membership import RocResult
-from simulation.reports.report import _save
+from simulation.reports.figures import save_png as _save
 
 AUDIT_FILE = "audit.json"
 ROC_FIGURE = "audit_roc.png"

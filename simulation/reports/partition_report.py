@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from fer_models.common.labels import EMOTIONS, NUM_CLASSES
 from fer_models.config import RunConfig
 from fer_models.data import FaceStore
 from fer_models.data.partition import label_histogram, mean_label_entropy
-from fer_models.common.labels import EMOTIONS, NUM_CLASSES
-from fer_models.common.atomic import atomic_write_bytes
+from fer_models.federation.run_folder import PARTITION_FIGURE, PARTITION_FILE, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +56,8 @@ def write_partition_files(*, report: dict[str, Any], run_dir: Path) -> list[Path
     from simulation.reports.report import plot_partition_heatmap
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    json_path = run_dir / "partition.json"
-    atomic_write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode())
+    json_path = run_dir / PARTITION_FILE
+    write_json(json_path, report)
     groups = [c.get("group", "") for c in report["clients"]] if any("group" in c for c in report["clients"]) else None
-    png = plot_partition_heatmap(histogram=np.array(report["histogram"]), groups=groups, path=run_dir / "partition.png")
+    png = plot_partition_heatmap(histogram=np.array(report["histogram"]), groups=groups, path=run_dir / PARTITION_FIGURE)
     return [json_path, png]

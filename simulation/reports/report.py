@@ -15,21 +15,33 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fer_models.common.atomic import atomic_write_bytes
+from fer_models.common.labels import EMOTIONS, NUM_CLASSES
 from fer_models.config import local_work_key
 from fer_models.config.dp_trust import dp_trust
-from fer_models.common.labels import EMOTIONS, NUM_CLASSES
+from fer_models.federation.run_folder import (
+    ACCURACY_LOSS_FIGURE,
+    ATTENTION_FIGURE,
+    CONFIG_FILE,
+    CONFUSION_FIGURE,
+    EPSILON_FIGURE,
+    METRICS_FILE,
+    PARTITION_FIGURE,
+    PER_CLASS_FIGURE,
+    REPORT_FILE,
+    ROUNDS_CSV,
+    SUMMARY_FILE,
+)
+from simulation.reports.figures import save_png as _save
 from simulation.reports.report_sites import sites_markdown
-from fer_models.common.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-DPI = 100
 #: Figures the run itself draws; report.md embeds them when present.
-EXTRA_FIGURES = (("partition.png", "Client partition (samples per class)"),
-                 ("attention.png", "Attention maps of the final model"))
+EXTRA_FIGURES = ((PARTITION_FIGURE, "Client partition (samples per class)"),
+                 (ATTENTION_FIGURE, "Attention maps of the final model"))
 _SETTINGS = ("model", "rnn", "clip-length", "num-clients", "num-server-rounds", "fraction-train", "strategy",
              "partition", "dirichlet-alpha", "classes-per-client", "local-epochs", "local-steps", "local-epoch-fraction",
              "batch-size", "learning-rate", "optimizer", "augment", "class-balance", "dp", "dp-recipe", "frontend",
@@ -48,14 +60,6 @@ class ReportError(ValueError):
 
 # --- files ---------------------------------------------------------------------------------------
 
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
-
-
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -70,7 +74,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 def load_run(*, run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any]]:
     """``(summary or None, per-round rows, flat config)`` of a finished or unfinished run folder."""
     run_dir = Path(run_dir)
-    summary_path, metrics_path = run_dir / "summary.json", run_dir / "metrics.jsonl"
+    summary_path, metrics_path = run_dir / SUMMARY_FILE, run_dir / METRICS_FILE
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir} is not a folder: give a run folder written by `fedfer simulate`")
     if not summary_path.is_file() and not metrics_path.is_file():
@@ -87,8 +91,8 @@ def load_run(*, run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, An
     if not rows:
         raise ReportError(f"{run_dir} has no completed rounds to report on yet")
     config = (summary or {}).get("config") or {}
-    if not config and (run_dir / "config.json").is_file():
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    if not config and (run_dir / CONFIG_FILE).is_file():
+        config = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     return summary, rows, config
 
 
@@ -260,9 +264,9 @@ def _markdown(*, run_dir: Path, summary: dict[str, Any] | None, rows: Sequence[d
                 and (k not in _DP_KEYS or config.get("dp", "none") != "none")
                 and (k not in _LOCAL_WORK or k == local_work_key(config))]
     out += ["## Settings", "", "| setting | value |", "|---|---|"]
-    out += [f"| {k} | {config[k]} |" for k in settings] + ["", f"All settings (as they ran, the DP recipe's "
-                                                              f"included): `config.json`; per round: "
-                                                              f"[rounds.csv](rounds.csv).", ""]
+    out += [f"| {k} | {config[k]} |" for k in settings] + ["", "All settings (as they ran, the DP recipe's "
+                                                              "included): `config.json`; per round: "
+                                                              "[rounds.csv](rounds.csv).", ""]
     per_client = (summary or {}).get("client_settings") or {}
     differing = {pid: {k: v for k, v in s.items() if config.get(k) != v} for pid, s in per_client.items()}
     if any(differing.values()):
@@ -317,10 +321,10 @@ def write_report(*, run_dir: Path) -> list[Path]:
     """Write rounds.csv, the plots and report.md into ``run_dir``; returns the files written."""
     run_dir = Path(run_dir)
     summary, rows, config = load_run(run_dir=run_dir)
-    written = [write_rounds_csv(rows=rows, path=run_dir / "rounds.csv"),
+    written = [write_rounds_csv(rows=rows, path=run_dir / ROUNDS_CSV),
                plot_accuracy_loss(rows=rows, initial=(summary or {}).get("initial"),
-                                  path=run_dir / "accuracy_loss.png")]
-    images = [("accuracy_loss.png", "Accuracy and loss per round")]
+                                  path=run_dir / ACCURACY_LOSS_FIGURE)]
+    images = [(ACCURACY_LOSS_FIGURE, "Accuracy and loss per round")]
     eps = (summary or {}).get("epsilon")
     eps_rows = [r for r in rows if isinstance(r.get("epsilon_max"), (int, float))]
     if (eps and eps.get("per_round_max")) or eps_rows:
@@ -328,26 +332,26 @@ def write_report(*, run_dir: Path) -> list[Path]:
         rounds = [r["round"] for r in (rows if len(rows) == len(values) else eps_rows)]
         if len(rounds) != len(values):
             rounds = list(range(1, len(values) + 1))
-        written.append(plot_epsilon(rounds=rounds, epsilon=values, path=run_dir / "epsilon.png",
+        written.append(plot_epsilon(rounds=rounds, epsilon=values, path=run_dir / EPSILON_FIGURE,
                                     budget=(eps or {}).get("budget"),
                                     label=(eps or {}).get("label", "unit and delta not recorded")))
-        images.append(("epsilon.png", "Privacy spent per round"))
+        images.append((EPSILON_FIGURE, "Privacy spent per round"))
     final = (summary or {}).get("final", {})
     if final.get("confusion_matrix"):
         written.append(plot_confusion_matrix(
-            matrix=final["confusion_matrix"], path=run_dir / "confusion_matrix.png",
+            matrix=final["confusion_matrix"], path=run_dir / CONFUSION_FIGURE,
             title=f"final model on {final.get('split', '?')} (n={final.get('n', '?')}, "
                   f"accuracy {final.get('accuracy', float('nan')):.3f})"))
-        images.append(("confusion_matrix.png", "Confusion matrix (rows: true class)"))
+        images.append((CONFUSION_FIGURE, "Confusion matrix (rows: true class)"))
     if final.get("per_class"):
-        written.append(plot_per_class(per_class=final["per_class"], path=run_dir / "per_class.png"))
-        images.append(("per_class.png", "Per-class precision, recall and F1"))
+        written.append(plot_per_class(per_class=final["per_class"], path=run_dir / PER_CLASS_FIGURE))
+        images.append((PER_CLASS_FIGURE, "Per-class precision, recall and F1"))
     images += [(name, title) for name, title in EXTRA_FIGURES if (run_dir / name).is_file()]
     from simulation.reports.audit_report import audit_section  # issue 17: written by `fedfer audit`
 
     text = _markdown(run_dir=run_dir, summary=summary, rows=rows, config=config, images=images)
     text += audit_section(run_dir=run_dir)
-    atomic_write_bytes(run_dir / "report.md", text.encode())
-    written.append(run_dir / "report.md")
-    logger.info("report written: %s", run_dir / "report.md")
+    atomic_write_bytes(run_dir / REPORT_FILE, text.encode())
+    written.append(run_dir / REPORT_FILE)
+    logger.info("report written: %s", run_dir / REPORT_FILE)
     return written

@@ -9,6 +9,7 @@ which it no longer answers (killed mid-round). ``received`` keeps every reply as
 from __future__ import annotations
 
 import copy
+import time
 from typing import Iterable
 
 import numpy as np
@@ -17,7 +18,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from client.mods import client_side_clipping
 from client.secagg import secure_aggregation
-from fer_models.federation.wire import NUM_EXAMPLES, PARTITION_ID, UNIFORM_WEIGHT
+from fer_models.federation.wire import ARRAYS_RECORD, METRICS_RECORD, NUM_EXAMPLES, PARTITION_ID, UNIFORM_WEIGHT
 
 STAGES = Stage.all()
 
@@ -54,9 +55,51 @@ class Federation:
 
     def _train(self, msg: Message, context: Context) -> Message:
         nid = msg.metadata.dst_node_id
-        received = msg.content["arrays"]
+        received = msg.content[ARRAYS_RECORD]
         self.trained[nid] = {k: v + self.updates[nid][k]
                              for k, v in zip(received.keys(), received.to_numpy_ndarrays())}  # type: ignore[union-attr]
         metrics = MetricRecord({NUM_EXAMPLES: self.nodes[nid], UNIFORM_WEIGHT: 1, PARTITION_ID: nid - 100})
         arrays = ArrayRecord({k: Array(v) for k, v in self.trained[nid].items()})
-        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+        return Message(RecordDict({ARRAYS_RECORD: arrays, METRICS_RECORD: metrics}), reply_to=msg)
+
+
+def protocol_round(*, clients: int, model: str, secure: bool) -> dict:
+    """One in-process round; returns wall seconds, payload bytes, and the new global model."""
+    import logging
+
+    from flwr.app import Array, ArrayRecord, ConfigRecord
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fer_models.config import RunConfig
+    from fer_models.models.from_config import build_model
+    from server.secagg import SecAggPlusGrid, SecAggSettings, payload_bytes, weight_key_of
+    from server.strategy import make_strategy
+
+    logging.disable(logging.INFO)
+    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = 1
+    flat = {"num-clients": clients, "min-train-clients": clients, "model": model,
+            **({"secure-aggregation": "secaggplus"} if secure else {})}
+    cfg = RunConfig.from_flat(flat)
+    start = {k: v.numpy() for k, v in build_model(cfg).state_dict().items()}
+    rng = np.random.default_rng(0)
+    updates = [{k: rng.normal(0, 0.01, v.shape).astype(v.dtype) for k, v in start.items()} for _ in range(clients)]
+    examples = [int(n) for n in rng.integers(100, 1000, clients)]
+    fed = Federation(cfg.to_flat(), updates, examples)
+    strategy = make_strategy(cfg)
+    grid = SecAggPlusGrid(fed, settings=SecAggSettings.from_config(cfg, uniform_weight=False, pool_size=1000),  # type: ignore[arg-type]
+                          weight_key=weight_key_of(strategy)) if secure else fed
+    began = time.perf_counter()
+    messages = list(strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in start.items()}),
+                                             ConfigRecord({}), grid))  # type: ignore[arg-type]
+    replies = list(grid.send_and_receive(messages, timeout=60))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    wall = time.perf_counter() - began
+    if secure:
+        stats = grid.last_round  # type: ignore[union-attr]
+        sent, received, bound = stats["secagg_bytes_sent"], stats["secagg_bytes_received"], \
+            stats["secagg_quantization_error_max"]
+    else:
+        sent, received, bound = sum(map(payload_bytes, messages)), sum(map(payload_bytes, fed.received)), 0.0
+    return {"wall_s": wall, "bytes_sent": sent, "bytes_received": received, "bound": bound,
+            "params": int(sum(v.size for v in start.values())),
+            "model": dict(zip(arrays.keys(), arrays.to_numpy_ndarrays()))}  # type: ignore[union-attr]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,11 +19,10 @@ import pytest
 from fer_models.config import RunConfig
 from simulation.launch.deploy import DeployError, LocalDeployment, find_binaries
 from simulation.launch.node_keys import generate_node_keys
-from tests.procs import kill_env, kill_session, pids_with_env, session_pids
+from tests.procs import fedfer, pids_with_env, session_pids
 
 pytestmark = pytest.mark.simulation
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["synthetic-per-class=30", "synthetic-eval-per-class=10", "num-server-rounds=2"]
 
 
@@ -41,15 +38,9 @@ def _assert_no_process_left(deployment: LocalDeployment) -> None:
 def test_deploy_local_two_nodes_with_tls_trains_and_leaves_no_process(tmp_path):
     out = tmp_path / "run"
     home = out / "deploy" / "flwr-home"
-    cmd = [sys.executable, "-m", "simulation.commands.cli", "deploy-local", "--nodes", "2", "--tls", "--no-report",
-           "--out", str(out), *[a for kv in SMALL for a in ("--set", kv)]]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
+    with fedfer("deploy-local", "--nodes", "2", "--tls", "--no-report", "--out", str(out),
+                *[a for kv in SMALL for a in ("--set", kv)], marker=("FLWR_HOME", str(home))) as proc:
         log, _ = proc.communicate(timeout=300)
-    finally:
-        kill_session(proc.pid)
-        kill_env("FLWR_HOME", str(home))
     assert proc.returncode == 0, log[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["final"]["accuracy"] <= 1.0
@@ -136,12 +127,9 @@ def test_unregistered_supernodes_are_refused_when_auth_is_on(tmp_path):
 def test_ctrl_c_or_sigterm_stops_every_process_of_the_deployment(tmp_path):
     out = tmp_path / "run"
     home = out / "deploy" / "flwr-home"
-    cmd = [sys.executable, "-m", "simulation.commands.cli", "deploy-local", "--nodes", "1", "--no-report", "--out", str(out),
-           *[a for kv in SMALL for a in ("--set", kv)]]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
     seen = []
-    try:
+    with fedfer("deploy-local", "--nodes", "1", "--no-report", "--out", str(out),
+                *[a for kv in SMALL for a in ("--set", kv)], marker=("FLWR_HOME", str(home))) as proc:
         for line in proc.stdout:  # type: ignore[union-attr]
             seen.append(line)
             if "SuperNode(s) connected" in line:
@@ -150,9 +138,6 @@ def test_ctrl_c_or_sigterm_stops_every_process_of_the_deployment(tmp_path):
         assert pids_with_env("FLWR_HOME", str(home)), "".join(seen)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground `fedfer`
         rest, _ = proc.communicate(timeout=60)
-    finally:
-        kill_session(proc.pid)
-        kill_env("FLWR_HOME", str(home))
     assert proc.returncode == 130, "".join(seen) + rest
     time.sleep(1)
     assert session_pids(proc.pid) == [] and pids_with_env("FLWR_HOME", str(home)) == [], \

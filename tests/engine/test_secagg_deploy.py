@@ -5,13 +5,13 @@ ClientApp) after it shared its mask keys and before it sends its masked vector: 
 are rebuilt from its neighbours' key shares (threshold 3 of 5) and the server unmasks the sum of the
 four that remain. A stopped SuperNode deactivates itself, so the SuperLink answers its pending
 message with NODE_UNAVAILABLE at once and the stage goes on without waiting for the round timeout
-(a crash, SIGKILL, is detected only when its heartbeats lapse: tests/test_deploy_local.py's dropout
+(a crash, SIGKILL, is detected only when its heartbeats lapse: tests/engine/test_deploy_local.py's dropout
 test covers that path; here it cost ~90 s of waiting and made this the suite's slowest test).
 Still slow (66-89 s on 2 cores): the deployment engine starts a ClientApp process for each of
 the four SecAgg+ messages a node gets per round. The round timeout (per SecAgg+ stage) is 90 s: at
 45 s a CI run on a busy 2-core machine once saw every stage-1 reply arrive too late (all five nodes
 had finished stage 1 within 23 s of its start).
-The deployment's processes are stopped as in tests/test_deploy_local.py.
+The deployment's processes are stopped as in tests/engine/test_deploy_local.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from fer_models.config import RunConfig
 from simulation.launch.deploy import LocalDeployment
-from tests.test_deploy_local import _assert_no_process_left, _rows
+from tests.engine.test_deploy_local import _assert_no_process_left, _rows
 
 pytestmark = pytest.mark.simulation
 

@@ -83,9 +83,9 @@ def test_federated_training_improves_on_the_initial_model(summary):
 
 
 def test_saved_model_reloads_and_matches_the_final_round(run_dir, summary):
-    from fer_models.training import engine
     from fer_models.config import RunConfig
     from fer_models.federation.task import eval_splits, load_store
+    from fer_models.training import engine
 
     saved = torch.load(run_dir / "model.pt", weights_only=False)
     assert saved["round"] == ROUNDS
@@ -106,8 +106,8 @@ def test_existing_results_are_not_overwritten(run_dir):
 
 
 def test_the_bench_table_counts_the_sample_gradients_the_clients_recorded(summary):
-    from fer_models.federation.task import client_data
     from fer_models.config import RunConfig
+    from fer_models.federation.task import client_data
     from simulation.bench.bench_table import RECORDED, sample_gradients
 
     count, how = sample_gradients(summary=summary, partition=None)

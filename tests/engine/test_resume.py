@@ -1,5 +1,9 @@
 """Checkpoints and resume: a run killed after round 2 and resumed ends like an uninterrupted one.
 
+The DP run is cut by SIGKILL (a crash); the non-private one by Ctrl-C (SIGINT to its process group),
+which must also stop every process it started within seconds and say how to resume (this shares the
+run that tests/engine/test_interrupt_and_failure.py's Ctrl-C test used to start on its own).
+
 With sample-level DP the final epsilon must agree (every client's ledger, kept on its node,
 continues under the run's lineage after the resume). The DP noise is secret by design, so a DP
 run's weights cannot be replayed: the weights must agree exactly for the non-private pair.
@@ -9,16 +13,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
-import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import torch
 
 from server.checkpoint import CheckpointError, load_checkpoint
-from tests.procs import kill_session
+from tests.procs import cli_cmd, fedfer, pids_with_env
 
 pytestmark = pytest.mark.simulation
 
@@ -32,7 +37,7 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "simulation.commands.cli", "simulate", *extra]
+    return cli_cmd("simulate", *extra)
 
 
 def _sets(dp: str) -> list[str]:
@@ -47,11 +52,13 @@ def runs(request, tmp_path_factory):
     proc = subprocess.run(_cmd("--out", str(full), *_sets(dp)), capture_output=True, text=True, env=_env(tmp),
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    # the same run, killed once round 2 is checkpointed
-    child = subprocess.Popen(_cmd("--out", str(cut), *_sets(dp)), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=_env(tmp), start_new_session=True)
+    # the same run, killed (dp=sample: SIGKILL; dp=none: Ctrl-C) once round 2 is checkpointed
+    mark = uuid.uuid4().hex  # every process the command starts inherits it
+    ctrl_c: dict[str, object] = {}
     deadline = time.time() + 400
-    try:
+    quiet = {} if dp == "none" else {"capture": False, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    with fedfer("simulate", "--out", str(cut), *_sets(dp), env={**_env(tmp), "FEDFER_TEST_MARK": mark},
+                marker=("FEDFER_TEST_MARK", mark), **quiet) as child:
         while time.time() < deadline and child.poll() is None:
             if (cut / "checkpoint.pt").exists():
                 try:
@@ -60,18 +67,37 @@ def runs(request, tmp_path_factory):
                 except CheckpointError:
                     pass
             time.sleep(0.2)
-    finally:
-        kill_session(child.pid)
-        child.wait(timeout=60)
+        if dp == "none" and child.poll() is None:
+            os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+            sent = time.time()
+            log, _ = child.communicate(timeout=30)
+            ctrl_c["took"] = time.time() - sent
+            time.sleep(0.5)
+            ctrl_c.update(returncode=child.returncode, log=log, left=pids_with_env("FEDFER_TEST_MARK", mark),
+                          done=len((cut / "metrics.jsonl").read_text().splitlines()))
     interrupted_at = load_checkpoint(cut)["round"]
     assert 2 <= interrupted_at < 4, "the run was not interrupted mid-way"
     proc = subprocess.run(_cmd("--resume", str(cut)), capture_output=True, text=True, env=_env(tmp), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return full, cut, interrupted_at, dp
+    return full, cut, interrupted_at, dp, ctrl_c
+
+
+def test_ctrl_c_mid_run_stops_every_process_within_seconds_and_the_resume_finishes(runs):
+    _, cut, interrupted_at, dp, ctrl_c = runs
+    if dp != "none":
+        return  # the DP run is cut by SIGKILL (a crash), not Ctrl-C
+    assert ctrl_c, "the run ended before Ctrl-C was sent"
+    assert ctrl_c["returncode"] == 130, ctrl_c["log"][-3000:]
+    assert ctrl_c["took"] < 10, f"exit took {ctrl_c['took']:.1f} s"
+    assert ctrl_c["left"] == [], f"processes left behind: {ctrl_c['left']}"
+    assert "--resume" in ctrl_c["log"] and "Traceback" not in ctrl_c["log"], ctrl_c["log"][-3000:]
+    assert 1 <= ctrl_c["done"] < 4 and 1 <= interrupted_at < 4
+    summary = json.loads((cut / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2, 3, 4]
 
 
 def test_resumed_run_ends_with_the_same_epsilon_as_the_uninterrupted_one(runs):
-    full, cut, _, dp = runs
+    full, cut, _, dp, _ = runs
     if dp == "none":
         assert "epsilon" not in json.loads((cut / "summary.json").read_text())
         return
@@ -82,7 +108,7 @@ def test_resumed_run_ends_with_the_same_epsilon_as_the_uninterrupted_one(runs):
 
 
 def test_resumed_run_ends_with_the_same_weights_unless_dp_noise_makes_it_unreplayable(runs):
-    full, cut, _, dp = runs
+    full, cut, _, dp, _ = runs
     wa = torch.load(full / "model.pt", weights_only=False)["state_dict"]
     wb = torch.load(cut / "model.pt", weights_only=False)["state_dict"]
     same = [torch.allclose(wa[key], wb[key], atol=1e-5) for key in wa]
@@ -93,13 +119,13 @@ def test_resumed_run_ends_with_the_same_weights_unless_dp_noise_makes_it_unrepla
 
 
 def test_resumed_run_records_every_round_once(runs):
-    _, cut, _, _ = runs
+    _, cut, _, _, _ = runs
     rounds = [json.loads(line)["round"] for line in (cut / "metrics.jsonl").read_text().splitlines()]
     assert rounds == [1, 2, 3, 4]
 
 
 def test_resume_with_a_different_setting_is_refused_naming_it(runs):
-    _, cut, _, _ = runs
+    _, cut, _, _, _ = runs
     proc = subprocess.run(_cmd("--resume", str(cut), "--set", "learning-rate=0.5"), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2
@@ -107,7 +133,7 @@ def test_resume_with_a_different_setting_is_refused_naming_it(runs):
 
 
 def test_truncated_checkpoint_is_detected_not_loaded(runs, tmp_path):
-    _, cut, _, _ = runs
+    _, cut, _, _, _ = runs
     data = (cut / "checkpoint.pt").read_bytes()
     broken = tmp_path / "checkpoint.pt"
     broken.write_bytes(data[: len(data) // 2])

@@ -12,19 +12,16 @@ SuperNode's log).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from fer_models.federation.wire import CLIENT_REASONS, SITE_DATA_ERROR
-from tests.procs import kill_env, kill_session, pids_with_env, session_pids
+from tests.procs import ROOT, fedfer, pids_with_env, session_pids
 
 pytestmark = pytest.mark.simulation
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fer2013_subset(fer2013: Path, out: Path, *, train: int = 30, test: int = 10) -> Path:
@@ -62,14 +59,11 @@ def test_three_sites_train_on_their_own_folders_and_a_server_without_data_report
              "ckplus": shared_data / "ckplus48", "jaffe": shared_data / "jaffe", "broken": tmp_path / "nowhere"}
     out = tmp_path / "run"
     home = out / "deploy" / "flwr-home"
-    cmd = [sys.executable, "-m", "simulation.commands.cli", "deploy-local", "--auth", "--out", str(out),
-           *[a for n, p in sites.items() for a in ("--site", f"{n}={p}")],
-           *[a for kv in ("num-server-rounds=2", "local-epochs=1", "min-train-clients=3", "round-timeout=240")
-             for a in ("--set", kv)]]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
     server_views: dict[int, str] = {}  # pid -> command line and environment of the SuperLink and ServerApp
-    try:
+    with fedfer("deploy-local", "--auth", "--out", str(out),
+                *[a for n, p in sites.items() for a in ("--site", f"{n}={p}")],
+                *[a for kv in ("num-server-rounds=2", "local-epochs=1", "min-train-clients=3", "round-timeout=240")
+                  for a in ("--set", kv)], marker=("FLWR_HOME", str(home))) as proc:
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline and not any(
                 "serverapp" in v for v in server_views.values()):
@@ -79,9 +73,6 @@ def test_three_sites_train_on_their_own_folders_and_a_server_without_data_report
                     server_views[pid] = cmdline + _read(f"/proc/{pid}/environ")
             time.sleep(0.5)
         log, _ = proc.communicate(timeout=600)
-    finally:
-        kill_session(proc.pid)
-        kill_env("FLWR_HOME", str(home))
     assert proc.returncode == 0, log[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     # the server side: no data path in its config, its processes' command lines or environments

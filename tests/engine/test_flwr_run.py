@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import kill_env, kill_session, pids_with_env, session_pids
+from tests.procs import ROOT, launched, pids_with_env, session_pids
 
 pytestmark = pytest.mark.simulation
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _flwr_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
@@ -45,16 +44,11 @@ def test_flwr_run_with_a_refused_setting_names_it_and_the_run_is_recorded_failed
     first thing in the streamed log, with the message `fedfer simulate` gives, and the SuperLink
     records the run as failed with the reason."""
     bindir, env = _flwr_env(tmp_path)
-    proc = subprocess.Popen([str(bindir / "flwr"), "run", ".", "--run-config", overrides, "--stream"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
+    with launched([str(bindir / "flwr"), "run", ".", "--run-config", overrides, "--stream"], env=env,
+                  marker=("FLWR_HOME", env["FLWR_HOME"])) as proc:
         log, _ = proc.communicate(timeout=300)
         listing = subprocess.run([str(bindir / "flwr"), "ls", "--format", "json"], cwd=ROOT, env=env,
                                  capture_output=True, text=True, timeout=60)
-    finally:
-        kill_session(proc.pid)
-        kill_env("FLWR_HOME", env["FLWR_HOME"])
     assert f"invalid run config, nothing was run: {message}" in log, log[-3000:]
     (run,) = json.loads(listing.stdout)["runs"]
     assert run["status"] == "finished:failed" and message.split(": ", 1)[1][:40] in run["status-details"]
@@ -69,20 +63,14 @@ def test_flwr_run_trains_with_run_config_overrides_and_leaves_no_process(tmp_pat
     out = tmp_path / "run"
     overrides = (f"num-server-rounds=2 out-dir='{out}' synthetic-per-class=30 synthetic-eval-per-class=10 "
                  "run-name='via-flwr'")
-    proc = subprocess.Popen([str(bindir / "flwr"), "run", ".", "--run-config", overrides, "--stream"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
+    # the SuperLink/SuperExec detach into their own session: the FLWR_HOME marker finds them
+    with launched([str(bindir / "flwr"), "run", ".", "--run-config", overrides, "--stream"], env=env,
+                  marker=("FLWR_HOME", env["FLWR_HOME"])) as proc:
         log, _ = proc.communicate(timeout=420)
         deadline = time.time() + 60
         while not (out / "summary.json").exists() and time.time() < deadline:
             time.sleep(1)  # --stream may return just before the ServerApp's last write lands
         assert (out / "summary.json").exists(), log[-4000:]
-    finally:
-        kill_session(proc.pid)
-        kill_env("FLWR_HOME", env["FLWR_HOME"])  # the SuperLink/SuperExec detach into their own session
-        if proc.poll() is None:
-            proc.kill()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["run-name"] == "via-flwr" and summary["config"]["num-server-rounds"] == 2
     assert [r["round"] for r in summary["rounds"]] == [1, 2]

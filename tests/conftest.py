@@ -82,3 +82,20 @@ def predictable_privacy_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
 
     calls = itertools.count()
     monkeypatch.setattr(privacy, "secret_source", lambda: SecureRandom(key=bytes([next(calls) % 2]) * KEY_BYTES))
+
+
+@pytest.fixture()
+def trained(monkeypatch) -> list[int]:
+    """Counts the calls of the engine's training loop (one per round actually trained): a privacy refusal must
+    come before any."""
+    from fer_models.training import engine
+
+    calls: list[int] = []
+    real = engine.train
+
+    def spy(**kwargs):
+        calls.append(1)
+        return real(**kwargs)
+
+    monkeypatch.setattr(engine, "train", spy)
+    return calls

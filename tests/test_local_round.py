@@ -88,20 +88,6 @@ def test_a_private_round_reports_the_epsilon_of_an_independent_rdp_recount_over_
     assert not any(k.startswith("_module.") for k in result.state)  # the server's key names, not Opacus'
 
 
-@pytest.fixture()
-def trained(monkeypatch) -> list[int]:
-    """Counts the calls of the engine's training loop."""
-    calls: list[int] = []
-    real = engine.train
-
-    def spy(**kwargs):
-        calls.append(1)
-        return real(**kwargs)
-
-    monkeypatch.setattr(engine, "train", spy)
-    return calls
-
-
 def test_a_plan_over_the_run_budget_is_refused_before_any_gradient(trained):
     spent = PrivacyLedger("rdp", ((1.1, 1 / 3, 9),))
     eps_spent = spent.epsilon(delta=1e-5)

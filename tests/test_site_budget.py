@@ -19,7 +19,6 @@ from fer_models.config import RunConfig
 from fer_models.federation.sites import local_data
 from fer_models.federation.task import client_data
 from fer_models.federation.wire import BUDGET_EXCEEDED, CLIENT_REASONS, LEDGER_MISSING, SITE_DATA_ERROR
-from fer_models.training import engine
 from tests.client_rounds import reply_epsilon, train_round
 from tests.site_fixtures import write_site
 
@@ -29,20 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_thread", "flower_identity")
 SMALL = {"synthetic-per-class": 12, "synthetic-eval-per-class": 4, "num-clients": 2, "batch-size": 16,
          "dp": "sample", "dp-recipe": "none", "noise-multiplier": 1.0, "max-grad-norm": 1.0, "num-server-rounds": 2,
          "min-client-samples": 4, "local-epochs": 1, "epsilon-budget": 50.0}  # the server's budget would allow far more
-
-
-@pytest.fixture()
-def trained(monkeypatch) -> list[int]:
-    """Counts the calls of the engine's training loop (one per round actually trained)."""
-    calls: list[int] = []
-    real = engine.train
-
-    def spy(**kwargs):
-        calls.append(1)
-        return real(**kwargs)
-
-    monkeypatch.setattr(engine, "train", spy)
-    return calls
 
 
 def _node(cfg: RunConfig, state_dir, **node: object) -> Context:

@@ -35,30 +35,6 @@ def _assert_no_process_left(deployment: LocalDeployment) -> None:
     assert pids_with_env("FLWR_HOME", str(deployment.flwr_home)) == []
 
 
-def test_deploy_local_two_nodes_with_tls_trains_and_leaves_no_process(tmp_path):
-    out = tmp_path / "run"
-    home = out / "deploy" / "flwr-home"
-    with fedfer("deploy-local", "--nodes", "2", "--tls", "--no-report", "--out", str(out),
-                *[a for kv in SMALL for a in ("--set", kv)], marker=("FLWR_HOME", str(home))) as proc:
-        log, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, log[-4000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert 0.0 <= summary["final"]["accuracy"] <= 1.0
-    assert [r["round"] for r in summary["rounds"]] == [1, 2]
-    assert summary["config"]["num-clients"] == 2 and summary["config"]["min-available-clients"] == 2
-    assert "final test accuracy" in log and "2 SuperNodes" in log
-    logs = out / "deploy" / "logs"
-    sites = tmp_path / "run.private" / "sites"  # each SuperNode's log is its own, beside the run folder
-    assert "Uvicorn running on https://" in (logs / "superlink.log").read_text()  # TLS on
-    assert "--root-certificates" in (sites / "node-0" / "logs" / "supernode-0.log").read_text()
-    assert "partition-id=1 num-partitions=2" in (sites / "node-1" / "logs" / "supernode-1.log").read_text()
-    assert not any(b"PRIVATE KEY-----" in p.read_bytes() for p in out.rglob("*") if p.is_file())
-    assert 'root-certificates = "' in (home / "config.toml").read_text()
-    time.sleep(1)
-    assert session_pids(proc.pid) == [] and pids_with_env("FLWR_HOME", str(home)) == [], \
-        "processes started by `fedfer deploy-local` are still alive"
-
-
 def _rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -101,27 +77,24 @@ def test_a_supernode_killed_mid_round_is_recorded_as_dropout_and_a_restarted_one
     _assert_no_process_left(deployment)
 
 
-def test_unregistered_supernodes_are_refused_when_auth_is_on(tmp_path):
-    deployment = LocalDeployment(work_dir=tmp_path / "deploy", num_nodes=1, auth=True, echo=lambda line: None)
-    try:
-        deployment.start()  # node 0's key is registered: it connects
-        assert deployment.tls and "--enable-supernode-auth" in deployment.superlink.log.read_text()
-        rogue_key = generate_node_keys(tmp_path / "rogue-keys", "rogue").private_key
-        rogue = deployment.start_supernode(1, private_key=rogue_key, name="rogue")
-        keyless = deployment.start_supernode(1, name="keyless")
-        for proc in (rogue, keyless):
-            proc.popen.wait(timeout=60)
-            assert proc.popen.returncode != 0, proc.log.read_text()[-2000:]
-            assert "Failed to initialize the connection to the SuperLink" in proc.log.read_text()
-        assert "registered via the CLI" in keyless.log.read_text()
-        assert deployment.nodes[0].alive()
-        listing = deployment.flwr("supernode", "list", "--format", "json")
-        assert listing.returncode == 0, listing.stderr
-        nodes = json.loads(listing.stdout[listing.stdout.index("{"):])["nodes"]
-        assert len(nodes) == 1 and nodes[0]["status"] == "online", nodes
-    finally:
-        deployment.shutdown()
-    _assert_no_process_left(deployment)
+def _check_unregistered_supernodes_are_refused(deployment: LocalDeployment, tmp_path: Path) -> None:
+    """With auth on, a SuperNode with an unregistered key and one with no key fail to connect; the registered
+    nodes stay online and are the only ones the SuperLink lists."""
+    assert deployment.tls and "--enable-supernode-auth" in deployment.superlink.log.read_text()
+    rogue_key = generate_node_keys(tmp_path / "rogue-keys", "rogue").private_key
+    extra = deployment.num_nodes  # an index no real node uses (its own port)
+    rogue = deployment.start_supernode(extra, private_key=rogue_key, name="rogue")
+    keyless = deployment.start_supernode(extra, name="keyless")
+    for proc in (rogue, keyless):
+        proc.popen.wait(timeout=60)
+        assert proc.popen.returncode != 0, proc.log.read_text()[-2000:]
+        assert "Failed to initialize the connection to the SuperLink" in proc.log.read_text()
+    assert "registered via the CLI" in keyless.log.read_text()
+    assert all(node.alive() for node in deployment.nodes.values())
+    listing = deployment.flwr("supernode", "list", "--format", "json")
+    assert listing.returncode == 0, listing.stderr
+    nodes = json.loads(listing.stdout[listing.stdout.index("{"):])["nodes"]
+    assert len(nodes) == deployment.num_nodes and {n["status"] for n in nodes} == {"online"}, nodes
 
 
 def test_ctrl_c_or_sigterm_stops_every_process_of_the_deployment(tmp_path):
@@ -171,8 +144,9 @@ def test_clear_errors_for_a_taken_port_a_missing_binary_and_a_process_that_dies(
         find_binaries(tmp_path / "bin")
 
 
-def test_a_restarted_dp_supernode_continues_its_epsilon_and_refuses_once_its_ledger_is_deleted(tmp_path):
-    """Sample-level DP on the Deployment Engine: SuperNode 1 is stopped after round 2 and restarted
+def test_with_auth_unregistered_nodes_are_refused_and_a_restarted_dp_supernode_continues_its_epsilon(tmp_path):
+    """With SuperNode authentication on, unregistered SuperNodes are refused (before the run). Then
+    sample-level DP on the Deployment Engine: SuperNode 1 is stopped after round 2 and restarted
     (its Flower state is gone, its node-local ledger is not): its epsilon continues. Once it has
     replied again it is stopped, its ledger file deleted, and restarted: it refuses to train (fail
     closed), and the run records the refusal."""
@@ -184,7 +158,7 @@ def test_a_restarted_dp_supernode_continues_its_epsilon_and_refuses_once_its_led
                                "round-timeout": 60.0, "local-epochs": 1, "batch-size": 16, "dp": "sample",
                                "dp-recipe": "none", "noise-multiplier": 1.0, "out-dir": str(out), "overwrite": True})
     ledgers = Path(os.environ["FEDFER_STATE_DIR"]) / "ledgers"  # every SuperNode of this test keeps it here
-    deployment = LocalDeployment(work_dir=tmp_path / "deploy", num_nodes=2, echo=lambda line: None)
+    deployment = LocalDeployment(work_dir=tmp_path / "deploy", num_nodes=2, auth=True, echo=lambda line: None)
     events: dict[str, int] = {}
 
     def restart_node1(*, delete_ledger: bool) -> None:
@@ -206,7 +180,8 @@ def test_a_restarted_dp_supernode_continues_its_epsilon_and_refuses_once_its_led
             events["deleted"] = len(rows)
 
     try:
-        deployment.start()
+        deployment.start()  # both nodes' keys are registered: they connect
+        _check_unregistered_supernodes_are_refused(deployment, tmp_path)
         summary = deployment.run(cfg.to_flat(), summary=out / "summary.json", timeout=900, on_poll=script)
     finally:
         deployment.shutdown()

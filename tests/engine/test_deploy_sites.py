@@ -7,6 +7,10 @@ the run goes on with the other three (min-train-clients=3). With --auth, each si
 config, private key, SuperNode log) lies beside the run folder, and the run folder holds no private key and
 no site's data path: the broken site's reply carries a generic reason only (the detail stays in its
 SuperNode's log).
+
+This deployment is also the suite's check of `fedfer deploy-local` end to end over TLS (--auth turns TLS on):
+the SuperLink serves https, each SuperNode is given the CA certificate, flwr's config names it, the console
+ends with the final accuracy, and nothing started is left running.
 """
 
 from __future__ import annotations
@@ -75,6 +79,13 @@ def test_three_sites_train_on_their_own_folders_and_a_server_without_data_report
         log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log[-4000:]
     summary = json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert summary["config"]["num-clients"] == 4 and summary["config"]["min-available-clients"] == 4
+    assert "final test accuracy" in log and "4 SuperNode" in log
+    # TLS on: the SuperLink serves https, each SuperNode trusts the run's CA, flwr's connection names it
+    assert "Uvicorn running on https://" in (out / "deploy" / "logs" / "superlink.log").read_text()
+    assert "--root-certificates" in (tmp_path / "run.private" / "sites" / "jaffe" / "logs" / "supernode-2.log").read_text()
+    assert 'root-certificates = "' in (home / "config.toml").read_text()
     # the server side: no data path in its config, its processes' command lines or environments
     assert summary["config"]["data-path"] == "" and summary["config"]["eval-data-path"] == ""
     assert summary["config"]["client-data"] == "site"

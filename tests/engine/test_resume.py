@@ -1,6 +1,7 @@
 """Checkpoints and resume: a run killed after round 2 and resumed ends like an uninterrupted one.
 
-The DP run is cut by SIGKILL (a crash); the non-private one by Ctrl-C (SIGINT to its process group),
+The DP run is cut by SIGKILL (a crash); the non-private one (tests/engine/conftest.py's shared ``plain_run``, whose
+settings the cut run repeats) by Ctrl-C (SIGINT to its process group),
 which must also stop every process it started within seconds and say how to resume (this shares the
 run that tests/engine/test_interrupt_and_failure.py's Ctrl-C test used to start on its own).
 
@@ -17,12 +18,12 @@ import signal
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import torch
 
 from server.checkpoint import CheckpointError, load_checkpoint
+from tests.engine.conftest import PLAIN, engine_env, sets
 from tests.procs import cli_cmd, fedfer, pids_with_env
 
 pytestmark = pytest.mark.simulation
@@ -31,9 +32,7 @@ SETTINGS = ["num-clients=2", "num-server-rounds=4", "synthetic-per-class=30", "s
             "local-epochs=1", "batch-size=16", "dp-recipe=none", "noise-multiplier=1.0", "min-client-samples=4"]
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "FLWR_HOME": str(tmp / "flwr-home"), "FEDFER_CACHE": str(tmp / "cache"),
-            "FEDFER_STATE_DIR": str(tmp / "node-state"), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+_env = engine_env
 
 
 def _cmd(*extra: str) -> list[str]:
@@ -41,17 +40,21 @@ def _cmd(*extra: str) -> list[str]:
 
 
 def _sets(dp: str) -> list[str]:
-    return [a for s in [*SETTINGS, f"dp={dp}"] for a in ("--set", s)]
+    return sets(PLAIN) if dp == "none" else sets([*SETTINGS, f"dp={dp}"])
 
 
 @pytest.fixture(scope="module", params=["sample", "none"])
 def runs(request, tmp_path_factory):
     dp = request.param
     tmp = tmp_path_factory.mktemp(f"resume-{dp}")
-    full, cut = tmp / "full", tmp / "cut"
-    proc = subprocess.run(_cmd("--out", str(full), *_sets(dp)), capture_output=True, text=True, env=_env(tmp),
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    cut = tmp / "cut"
+    if dp == "none":  # the uninterrupted run is the one tests/engine/test_simulation_e2e.py reads
+        full = request.getfixturevalue("plain_run")
+    else:
+        full = tmp / "full"
+        proc = subprocess.run(_cmd("--out", str(full), *_sets(dp)), capture_output=True, text=True, env=_env(tmp),
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
     # the same run, killed (dp=sample: SIGKILL; dp=none: Ctrl-C) once round 2 is checkpointed
     mark = uuid.uuid4().hex  # every process the command starts inherits it
     ctrl_c: dict[str, object] = {}

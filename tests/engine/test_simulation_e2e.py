@@ -1,13 +1,13 @@
 """End to end: `fedfer simulate` runs Flower's simulation engine with the real apps.
 
-One short run (2 clients, 2 rounds, small synthetic data) is shared by every test here, since
-the Ray-backed engine takes tens of seconds to start on a small machine.
+One short run (2 clients, 4 rounds, small synthetic data: tests/engine/conftest.py's ``plain_run``) is shared by
+every test here and by tests/engine/test_resume.py, since the Ray-backed engine takes tens of seconds to start
+on a small machine.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,26 +16,16 @@ import pytest
 import torch
 
 from fer_models.models import create_model
+from tests.engine.conftest import PLAIN_ROUNDS
 
 pytestmark = pytest.mark.simulation
 
-ROUNDS = 2
+ROUNDS = PLAIN_ROUNDS
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("sim")
-    out = tmp / "run"
-    env = {**os.environ, "FLWR_HOME": str(tmp / "flwr-home"), "FEDFER_CACHE": str(tmp / "cache"),
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [sys.executable, "-m", "simulation.commands.cli", "simulate", "--out", str(out),
-           "--set", "num-clients=2", "--set", f"num-server-rounds={ROUNDS}",
-           "--set", "synthetic-per-class=100", "--set", "synthetic-eval-per-class=20",
-           "--set", "local-epochs=6", "--set", "batch-size=32", "--set", "fraction-evaluate=1.0"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, f"simulate failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-    (tmp / "console.txt").write_text(proc.stdout + proc.stderr)
-    return out
+def run_dir(plain_run: Path) -> Path:
+    return plain_run
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ class TrainingHyperparams:
 
 @dataclass(frozen=True)
 class DPRecipe:
-    """Measured DP-SGD defaults (benchmarks/dp_ablation.py; README "DP recipe").
+    """Measured DP-SGD defaults (benchmarks/dp_ablation.py; docs/privacy.md "DP recipe").
 
     The model starts from a fixed ScatterNet (``frontend``) with tanh conv blocks; clients train
     with normalized DP-SGD (small clip, large lr, momentum) from a model pre-trained on the public

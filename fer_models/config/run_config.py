@@ -23,7 +23,7 @@ from fer_models.config.secagg_checks import check_secure_aggregation
 
 ConfigValue = bool | int | float | str
 #: server-learning-rate = 0 resolves to the strategy's default (Flower's FedAvgM default; fedfer's measured one for
-#: the adaptive optimizers: README "Federated convergence").
+#: the adaptive optimizers: docs/convergence.md).
 SERVER_LR_DEFAULTS = {"fedavgm": 1.0, "fedadam": 0.01, "fedyogi": 0.01}
 
 
@@ -39,15 +39,16 @@ class RunConfig:
     # --- run and data -----------------------------------------------------------------------
     run_name: str = _opt("fedfer", "name of the run; the run folder is runs/<name>-<timestamp>")
     seed: int = _opt(0, "seed for data generation, partitioning, model init and sampling", minimum=0)
-    data_path: str = _opt("", "dataset path (FER2013 CSV or folder, CK+, JAFFE, manifest CSV), or several as "
+    data_path: str = _opt("", "dataset path (FER2013 CSV or folder, CK+, JAFFE, manifest CSV, a folder of expression "
+                          "sequences), or several as "
                           "name=path,name=path (one group each); empty = embedded synthetic faces")
     data_format: str = _opt("auto", "dataset format", choices=("auto", "csv", "folder", "ckplus", "jaffe",
-                                                               "manifest", "synthetic"))
+                                                               "manifest", "sequences", "synthetic"))
     leave_out_group: str = _opt("", "with several datasets: train without this group and report the model on it")
     client_data: str = _opt("partition", "what each client trains on: 'partition' = part partition-id of the run's "
                             "data-path (simulation, trials); 'site' = its own site's data, the data-path (data-format, "
                             "site, face-crop, share-evaluation) of its node config; in simulation the run's data-path "
-                            "name=path list gives virtual client i the i-th site (README: sites)",
+                            "name=path list gives virtual client i the i-th site (docs/federation.md: Sites own their data)",
                             choices=("partition", "site"))
     eval_data_path: str = _opt("", "client-data=site: the server's own evaluation set (e.g. FER2013 with its "
                                "PrivateTest); empty = federated evaluation: each site evaluates the global model on "
@@ -74,6 +75,13 @@ class RunConfig:
     clip_length: int = _opt(1, "frames per sample T (1 = static images)", minimum=1, maximum=64)
     clip_source: str = _opt("pseudo", "clips of T frames: real sequences (CK+), pseudo = T augmented views of "
                             "one image, none = T forced to 1", choices=("real", "pseudo", "none"))
+    clip_sampling: str = _opt("last", "clip-source=real: which T frames of a sequence make its clip: last = the last T "
+                              "(ending at the apex), uniform = T spread evenly from onset to apex, random = a random "
+                              "window of T consecutive frames (seeded by seed; training clips only, evaluation takes "
+                              "the last T)", choices=("last", "uniform", "random"))
+    clip_short: str = _opt("pad", "clip-source=real: a sequence with fewer than clip-length frames: pad = its frames "
+                           "in order, the last repeated (uniform: each frame repeated evenly), refuse = an error "
+                           "naming the sequence", choices=("pad", "refuse"))
     # --- federation -----------------------------------------------------------------------------
     num_clients: int = _opt(4, "number of clients (simulated SuperNodes / partitions)", minimum=1)
     num_server_rounds: int = _opt(8, "federated rounds", minimum=1)
@@ -105,7 +113,7 @@ class RunConfig:
                                        "strategy's default (SERVER_LR_DEFAULTS: fedavgm 1.0, fedadam/fedyogi 0.01)",
                                        minimum=0.0)
     server_momentum: float = _opt(0.5, "fedavgm: momentum of the server's update (0.5 measured best of 0.5 / 0.8 on "
-                                  "FER2013, README Federated convergence)", minimum=0.0, maximum=0.999)
+                                  "FER2013, docs/convergence.md)", minimum=0.0, maximum=0.999)
     partition: str = _opt("iid", "how training data is split over clients",
                           choices=("iid", "dirichlet", "shard", "quantity", "group"))
     dirichlet_alpha: float = _opt(0.5, "Dirichlet concentration for partition=dirichlet (smaller = more skew)",
@@ -162,7 +170,7 @@ class RunConfig:
                                     "this size (Opacus BatchMemoryManager); 0 = no split", minimum=0)
     dp_recipe: str = _opt("tuned", "dp=sample: 'tuned' takes frontend, activation, pretrain-epochs, batch-size, "
                           "physical-batch-size, optimizer, learning-rate, momentum, weight-decay, optimizer-state, "
-                          "lr-schedule, max-grad-norm and ema-decay from fedfer's measured DP recipe, sized to each client's data (README: "
+                          "lr-schedule, max-grad-norm and ema-decay from fedfer's measured DP recipe, sized to each client's data (docs/privacy.md: "
                           "DP recipe); 'none' uses those keys as set", choices=("tuned", "none"))
     grad_sample_mode: str = _opt("ew", "how Opacus computes per-sample gradients",
                                  choices=("hooks", "functorch", "ew"))
@@ -174,7 +182,7 @@ class RunConfig:
                              "ids, e.g. FER2013, stays at image level and says so)", choices=("sample", "person"))
     # --- secure aggregation (fer_models/config/secagg_checks.py refuses what SecAgg+ cannot serve) ----------------------
     secure_aggregation: str = _opt("none", "secaggplus: clients mask their updates with Flower's SecAgg+ protocol, "
-                                   "the server learns only their (weighted) sum (README: Privacy guarantees)",
+                                   "the server learns only their (weighted) sum (docs/privacy.md: Privacy guarantees)",
                                    choices=("none", "secaggplus"))
     secagg_num_shares: int = _opt(0, "secaggplus: shares of each client's mask keys (neighbours incl. itself); "
                                   "0 = every sampled client", minimum=0)
@@ -339,7 +347,7 @@ def check_recipe_keys(cfg: RunConfig, given: Mapping[str, Any], *, source: str) 
               and v != getattr(default, n) and v != recipe[_key(n)]]
     if chosen:
         raise ConfigError(f"{source}: {', '.join(chosen)} set while dp=sample uses the tuned DP recipe, "
-                          f"which chooses {', '.join(RECIPE_KEYS)} itself (README: DP recipe); remove "
+                          f"which chooses {', '.join(RECIPE_KEYS)} itself (docs/privacy.md: DP recipe); remove "
                           f"them, or add dp-recipe=none to choose them yourself")
 
 

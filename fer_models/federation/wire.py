@@ -55,7 +55,7 @@ NOISE_MULTIPLIER, SAMPLE_RATE, DP_STEPS = "noise-multiplier", "sample-rate", "dp
 #: from the run config, the node's public counts and the public example count) or accounted (epsilon). Under
 #: privacy-unit=person the count of persons is private: "sample-rate", "dp-steps", the noise multiplier (target-epsilon
 #: mode) and epsilon are computed from a public count instead (the node's ``public-person-count``, else the public
-#: number of training samples), never from the persons counted in the data. README "Privacy guarantees" lists them.
+#: number of training samples), never from the persons counted in the data. docs/privacy.md "Privacy guarantees" lists them.
 PUBLIC_DP_METRICS = frozenset({
     PARTITION_ID, NUM_EXAMPLES, UNIFORM_WEIGHT, EPSILON, UNIT_IS_PERSON, NOISE_MULTIPLIER, SAMPLE_RATE, DP_STEPS,
     *CLIENT_SETTINGS, ROUND_LEARNING_RATE, OPTIMIZER_STATE_CARRIED})

@@ -1,7 +1,7 @@
 """A local deployment: one ``flower-superlink`` and N ``flower-supernode`` processes on loopback.
 
 This is Flower's Deployment Engine on one machine, the same processes that run across machines
-(see README, "Running across machines"): the SuperLink serves its Fleet, Control and Runtime APIs
+(see docs/federation.md, "Running across machines"): the SuperLink serves its Fleet, Control and Runtime APIs
 on one port; every SuperNode connects to it with its own ``--node-config "partition-id=<i>
 num-partitions=<N>"`` (with sites, a TOML file naming its own data) and serves its own runtime API on a port of its own; the run is submitted
 with ``flwr run <project> <connection> --run-config <file.toml> --stream`` through a private

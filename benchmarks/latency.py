@@ -4,7 +4,10 @@ For every model / front-end / clip length, the model is exported (TorchScript, O
 int8) and each runtime is timed at 1 thread and at all threads (``--threads``):
 
 * ``model`` — one face's clip ``(1, T, 48, 48)`` through the predictor (normalisation and
-  softmax included): p50 / p95 / p99 in ms over ``--reps`` calls after warm-up;
+  softmax included): p50 / p95 / p99 in ms over ``--reps`` calls after warm-up; for a ``cnn_rnn``
+  the rows ``eager+state`` and ``onnx+state`` time the carried-state step model instead (one face's
+  newest crop and its recurrent state in, probabilities and the next state out: one CNN pass per
+  frame instead of T), and ``carried/window`` is its model p50 over the window's at the same T;
 * ``frame`` — the whole per-frame path of ``fedfer predict --video`` (Haar detection with a
   full scan every ``--full-scan-every`` frames and a search around the face in between, crop,
   window, model, smoothing) on a 640x480 video of one real CK+ face (composed at run time from
@@ -14,6 +17,8 @@ Untrained weights: latency does not depend on them. Size on disk: ``model.pt`` (
 eager, the exported file otherwise. Writes ``results/latency.{json,md}``.
 
     python benchmarks/latency.py --data ../shared/data/ckplus48 [--models cnn,cnn_rnn] [--reps 200]
+    python benchmarks/latency.py --models cnn_rnn --frontends pixels --clip-lengths 8 --threads 1 \
+        --results-name latency_stream   # carried state vs the window at T=8, one thread
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from benchmarks.common import markdown_table, write_results  # noqa: E402
 from fer_models.models import create_model  # noqa: E402
 from fer_models.serving.export import export_model  # noqa: E402
 from fer_models.serving.runtime import Predictor, TorchPredictor, load_exported  # noqa: E402
+from fer_models.serving.step import StepRunner, carried_runner  # noqa: E402
 
 warnings.filterwarnings("ignore")
 RUNTIMES = ("eager", "torchscript", "onnx", "onnx-int8")
@@ -70,24 +76,35 @@ def _video_frames(data: Path, *, frames: int) -> list[np.ndarray]:
     return out
 
 
-def time_model(predictor: Predictor, *, reps: int) -> dict[str, float]:
-    crops = np.random.default_rng(0).integers(0, 256, size=(1, predictor.clip_length, 48, 48), dtype=np.uint8)
+def time_model(predictor: Predictor, *, reps: int, stepper: StepRunner | None = None) -> dict[str, float]:
+    """One face per call: its clip through the window model, or (``stepper``) its newest crop and carried state."""
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, size=(1, predictor.clip_length, 48, 48), dtype=np.uint8)
+    state = [stepper.zero_state(1)] if stepper else []
+
+    def call() -> None:
+        if stepper is None:
+            predictor.probabilities(crops)
+        else:
+            _, state[0] = stepper.probabilities(crops[:, -1], state[0])
+
     for _ in range(10):
-        predictor.probabilities(crops)
+        call()
     ms = []
     for _ in range(reps):
         start = time.perf_counter()
-        predictor.probabilities(crops)
+        call()
         ms.append((time.perf_counter() - start) * 1000)
     return _percentiles(ms)
 
 
-def time_frames(predictor: Predictor, frames: list[np.ndarray], *, full_scan_every: int) -> dict[str, Any]:
+def time_frames(predictor: Predictor, frames: list[np.ndarray], *, full_scan_every: int,
+                stepper: StepRunner | None = None) -> dict[str, Any]:
     from fer_models.serving.video.detect import HaarFaceDetector
     from fer_models.serving.video.stream import EmotionStream
 
     stream = EmotionStream(predictor=predictor, detector=HaarFaceDetector(detect_width=320),
-                           full_scan_every=full_scan_every)
+                           full_scan_every=full_scan_every, stepper=stepper)
     ms, detect, faces = [], [], 0
     for i, gray in enumerate(frames + frames):  # the first pass warms up
         start = time.perf_counter()
@@ -119,17 +136,23 @@ def measure(*, name: str, frontend: str, clip_length: int, threads: int, frames:
     torch.manual_seed(0)
     _set_threads(threads)
     model = create_model(name, frontend=frontend).eval()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for runtime, (predictor, size) in _predictors(model, clip_length=clip_length, workdir=workdir,
                                                   threads=threads).items():
-        m = time_model(predictor, reps=reps)
-        f = time_frames(predictor, frames, full_scan_every=full_scan_every)
-        rows.append({"model": name, "frontend": frontend, "T": clip_length, "threads": threads, "runtime": runtime,
-                     "size_mb": size / 1e6, **{f"model_{k}": v for k, v in m.items()},
-                     **{f"frame_{k}": v for k, v in f.items()}})
-        print(f"{name:<13} {frontend:<7} T={clip_length} threads={threads} {runtime:<11} model p50 "
-              f"{m['p50']:6.2f} ms  frame p50 {f['p50']:6.2f} ms p95 {f['p95']:6.2f} ms  {f['fps']:6.1f} fps",
-              flush=True)
+        stepper = carried_runner(predictor)[0] if runtime in ("eager", "onnx") else None
+        for label, step in ((runtime, None), (f"{runtime}+state", stepper)):
+            if label != runtime and step is None:
+                continue
+            m = time_model(predictor, reps=reps, stepper=step)
+            f = time_frames(predictor, frames, full_scan_every=full_scan_every, stepper=step)
+            window = next((r for r in rows if r["runtime"] == runtime), None)
+            ratio = m["p50"] / window["model_p50"] if step is not None and window else None
+            rows.append({"model": name, "frontend": frontend, "T": clip_length, "threads": threads,
+                         "runtime": label, "size_mb": size / 1e6, "carried_over_window": ratio,
+                         **{f"model_{k}": v for k, v in m.items()}, **{f"frame_{k}": v for k, v in f.items()}})
+            print(f"{name:<13} {frontend:<7} T={clip_length} threads={threads} {label:<13} model p50 "
+                  f"{m['p50']:6.2f} ms  frame p50 {f['p50']:6.2f} ms p95 {f['p95']:6.2f} ms  {f['fps']:6.1f} fps"
+                  + (f"  carried/window {ratio:.2f}" if ratio else ""), flush=True)
     return rows
 
 
@@ -138,7 +161,7 @@ COLUMNS = [("model", "model", ""), ("front-end", "frontend", ""), ("T", "T", "d"
            ("model p95", "model_p95", ".2f"), ("model p99", "model_p99", ".2f"),
            ("frame p50 (ms)", "frame_p50", ".2f"), ("frame p95", "frame_p95", ".2f"),
            ("frame p99", "frame_p99", ".2f"), ("detector p50", "frame_detect_p50", ".2f"),
-           ("frames/s", "frame_fps", ".1f")]
+           ("frames/s", "frame_fps", ".1f"), ("carried/window", "carried_over_window", ".2f")]
 
 
 def main() -> None:

@@ -195,3 +195,53 @@ def test_scatter_front_end_refuses_sizes_and_names_it_cannot_take():
         create_model("cnn", frontend="scatter", image_size=8)
     with pytest.raises(ValueError, match="frontend must be one of pixels, scatter"):
         create_model("cnn", frontend="wavelets")
+
+
+def _with_clip_wide_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose frame encoder uses the old ``nn.GroupNorm`` over ``(C/G, T, H, W)``."""
+    import copy
+
+    from fer_models.models.frame_norm import FrameGroupNorm
+
+    old = copy.deepcopy(model)
+    for block in old.encoder.blocks:
+        assert type(block.norm) is FrameGroupNorm
+        plain = torch.nn.GroupNorm(block.norm.num_groups, block.norm.num_channels, eps=block.norm.eps)
+        plain.load_state_dict(block.norm.state_dict())
+        block.norm = plain
+    return old
+
+
+def _trained_looking(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model(name, dropout=0.0, channels=(8, 16)).eval()
+    with torch.no_grad():  # non-trivial affine parameters, as after training
+        for block in model.encoder.blocks:
+            block.norm.weight.uniform_(0.5, 1.5)
+            block.norm.bias.normal_(0.0, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_a_frames_embedding_does_not_depend_on_the_clips_other_frames(name: str) -> None:
+    model = _trained_looking(name)
+    clip = _clips(2, 4, seed=3)
+    with torch.no_grad():
+        alone = model.encoder(clip[:, :1])[:, 0]
+        in_clip = model.encoder(clip)
+        assert (in_clip[:, 0] - alone).abs().max() <= 1e-5
+        assert all((in_clip[:, t] - model.encoder(clip[:, t:t + 1])[:, 0]).abs().max() <= 1e-5 for t in range(4))
+        old = _with_clip_wide_norm(model).encoder  # control: statistics over all frames mix them
+        assert (old(clip)[:, 0] - old(clip[:, :1])[:, 0]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_one_frame_clips_give_exactly_the_old_clip_wide_group_norm_output(name: str) -> None:
+    """Saved models keep their parameter names and shapes, and their T=1 results bit for bit."""
+    model = _trained_looking(name)
+    old = _with_clip_wide_norm(model)
+    assert {k: v.shape for k, v in old.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    model.load_state_dict(old.state_dict())  # a checkpoint of the old model loads as it is
+    with torch.no_grad():
+        assert torch.equal(model(_clips(3, 1, seed=4)), old(_clips(3, 1, seed=4)))
+        assert not torch.allclose(model(_clips(3, 4, seed=4)), old(_clips(3, 4, seed=4)), atol=1e-4)

@@ -86,6 +86,23 @@ def test_grad_sample_with_mean_reduction(name: str) -> None:
     assert per_sample_mismatches(model, x, y, loss_reduction="mean") == []
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"rnn": "lstm", "readout": "mean"}], ids=["gru", "lstm-mean"])
+def test_cnn_rnn_long_clips_use_the_per_frame_norm_sampler_and_stay_per_clip(kwargs: dict, monkeypatch) -> None:
+    """Clip length 5: every block's per-frame GroupNorm goes through fedfer's sampler, and each clip's
+    gradient (its frames normalised one by one) is what Opacus returns."""
+    from fer_models.models.frame_norm import FrameGroupNorm
+    from fer_models.privacy.grad_samplers import compute_frame_group_norm_grad_sample
+
+    calls = []
+    monkeypatch.setitem(GradSampleModule.GRAD_SAMPLERS, FrameGroupNorm,
+                        lambda *a: calls.append(1) or compute_frame_group_norm_grad_sample(*a))
+    torch.manual_seed(2)
+    model = create_model("cnn_rnn", dropout=0.0, channels=(8, 16), **kwargs).double()
+    x, y = _batch(5)
+    assert per_sample_mismatches(model, x, y) == []
+    assert len(calls) == 2  # both blocks
+
+
 class FramesFoldedIntoBatch(nn.Module):
     """WRONG on purpose: folds frames into the batch before a Conv2d (per-frame gradients)."""
 

@@ -12,6 +12,7 @@ from fer_models.data.fer2013 import read_fer2013_csv, read_fer2013_folder
 from fer_models.data.jaffe import read_jaffe
 from fer_models.data.loading import DATA_FORMATS, load_dataset
 from fer_models.data.manifest import read_manifest
+from fer_models.data.sequences import read_sequences
 from fer_models.data.store import SPLIT_NAMES, FaceStore
 from fer_models.data.subjects import subject_split
 from fer_models.data.synthetic import generate_synthetic
@@ -28,6 +29,7 @@ __all__ = [
     "read_ckplus",
     "read_jaffe",
     "read_manifest",
+    "read_sequences",
     "combine_stores",
     "leave_out_group",
     "holdout_store",

@@ -123,6 +123,35 @@ def face_square(gray: np.ndarray, *, mode: str) -> tuple[np.ndarray, int]:
     return crop_square(gray, box if box is not None else fallback_box(*gray.shape)), FOUND if box else FALLBACK
 
 
+#: How many frames of a sequence ``detect`` searches for the sequence's one face box (first, middle, last).
+SEQUENCE_PROBES = 3
+
+
+def sequence_face_squares(frames: np.ndarray, *, mode: str) -> tuple[np.ndarray, int]:
+    """The 48x48 faces of one sequence's frames ``uint8 (n, H, W)``, all cut with ONE square, and how it was found.
+
+    A face in a sequence barely moves, but a detector's box jitters from frame to frame; a box per frame would add
+    motion that is not the face's. So ``detect`` searches the first, middle and last frames and takes the median of
+    the boxes found (the fixed central square when none is found); ``center`` and ``none`` are as for one photo,
+    ``auto`` decides by the frames' size as :func:`face_square` does.
+    """
+    height, width = frames.shape[1:]
+    if mode == "auto":
+        mode = "detect" if min(height, width) > AUTO_DETECT_SIDE else "none"
+    if mode == "none":
+        return np.stack([square_resize(f) for f in frames]), NOT_SEARCHED
+    found = NOT_SEARCHED
+    box = fallback_box(height, width)
+    if mode == "detect":
+        probes = np.unique(np.linspace(0, len(frames) - 1, SEQUENCE_PROBES).round().astype(int))
+        boxes = [b for b in (detect_face(frames[i], detector=face_detector()) for i in probes) if b is not None]
+        found = FOUND if boxes else FALLBACK
+        if boxes:
+            x, y, side = np.median(np.array(boxes, dtype=np.float64), axis=0).round().astype(int).tolist()
+            box = (x, y, side)
+    return np.stack([crop_square(f, box) for f in frames]), found
+
+
 @dataclass(frozen=True)
 class CropCounts:
     """How many faces a crop found, fell back on, or did not search (meta face_detected)."""
@@ -148,4 +177,4 @@ class CropCounts:
 
 
 __all__ = ["FACE_CROPS", "face_square", "detect_face", "crop_square", "fallback_box", "square_resize",
-           "face_detector", "CropCounts", "FALLBACK_BOX", "check_face_crop"]
+           "face_detector", "CropCounts", "FALLBACK_BOX", "check_face_crop", "sequence_face_squares", "SEQUENCE_PROBES"]

@@ -1,7 +1,7 @@
 """One entry point from run settings to a :class:`FaceStore`.
 
 ``data_path`` is empty (synthetic faces), one path (FER2013 CSV or folder, CK+, JAFFE, manifest
-CSV; ``data_format`` names it or ``auto`` detects it), or a comma-separated list of
+CSV, a folder of expression sequences; ``data_format`` names it or ``auto`` detects it), or a comma-separated list of
 ``name=path`` pairs (``fer2013=../shared/data/fer2013,ckplus=...,jaffe=...``): each dataset is
 auto-detected, loaded (and disk-cached) on its own, then combined with meta ``group`` = its
 name. ``leave_out`` names one group to hold out entirely as the test split.
@@ -25,21 +25,23 @@ from fer_models.data.face_crop import check_face_crop
 from fer_models.data.fer2013 import read_fer2013_csv, read_fer2013_folder
 from fer_models.data.jaffe import looks_like_jaffe, read_jaffe
 from fer_models.data.manifest import image_fingerprint, looks_like_manifest, read_manifest
+from fer_models.data.sequences import looks_like_sequences, read_sequences
 from fer_models.data.store import FaceStore
 from fer_models.data.synthetic import generate_synthetic
 
 logger = logging.getLogger(__name__)
 
-DATA_FORMATS: tuple[str, ...] = ("auto", "csv", "folder", "ckplus", "jaffe", "manifest", "synthetic")
+DATA_FORMATS: tuple[str, ...] = ("auto", "csv", "folder", "ckplus", "jaffe", "manifest", "sequences", "synthetic")
 #: Bump a reader's version here when its output changes, so its old cache files are not reused.
 _READER_NAMES: dict[str, str] = {"csv": "fer2013-csv", "folder": "fer2013-folder", "ckplus": "ckplus-v1",
-                                 "jaffe": "jaffe-v1", "manifest": "manifest-v3"}
+                                 "jaffe": "jaffe-v1", "manifest": "manifest-v4", "sequences": "sequences-v1"}
 #: Readers whose images go through face-crop, and the modes their plain reader name stands for (the cache
 #: files of other modes carry the mode in their name).
-_CROPPED: dict[str, tuple[str, ...]] = {"jaffe": ("auto", "detect"), "manifest": ("auto",)}
+_CROPPED: dict[str, tuple[str, ...]] = {"jaffe": ("auto", "detect"), "manifest": ("auto",), "sequences": ("auto",)}
 FORMATS_HELP = ("a FER2013 CSV (columns emotion,pixels,Usage), a manifest CSV (columns path,label,...), "
                  "a FER2013 image folder (train/<class>/*, test/<class>/*), a CK+ folder "
-                 "(<class>/S010_004_00000017.png) or a JAFFE folder (KA.AN1.39.tiff)")
+                 "(<class>/S010_004_00000017.png), a JAFFE folder (KA.AN1.39.tiff) or a folder of expression "
+                 "sequences ([images/]<emotion>/<sequence>/<frames>, e.g. images/anger/S055_004/S055_004_00000001.png)")
 
 
 def _csv_format(path: Path) -> str:
@@ -60,6 +62,8 @@ def _resolve_format(path: Path, data_format: str) -> str:
     if data_format != "auto":
         return data_format
     if path.is_dir():
+        if looks_like_sequences(path):
+            return "sequences"
         if looks_like_ckplus(path):
             return "ckplus"
         if looks_like_jaffe(path):
@@ -80,7 +84,8 @@ def _synthetic(seed: int, per_class: int, eval_per_class: int) -> FaceStore:
 def _real(path: Path, data_format: str, cache_dir: Path, face_crop: str = "auto") -> FaceStore:
     readers = {"csv": lambda: read_fer2013_csv(path=path), "folder": lambda: read_fer2013_folder(path=path),
                "ckplus": lambda: read_ckplus(path=path), "jaffe": lambda: read_jaffe(path=path, face_crop=face_crop),
-               "manifest": lambda: read_manifest(path=path, face_crop=face_crop)}
+               "manifest": lambda: read_manifest(path=path, face_crop=face_crop),
+               "sequences": lambda: read_sequences(path=path, face_crop=face_crop)}
     reader_name = _READER_NAMES[data_format]
     if data_format in _CROPPED and face_crop not in _CROPPED[data_format]:
         reader_name += f"-crop-{face_crop}"

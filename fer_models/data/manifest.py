@@ -10,6 +10,11 @@ meta ``face_detected``). Splits: the ``split`` column
 (train/val/test) when present, else subject-disjoint (seeded) when ``subject`` is present, else a
 seeded split of the images stratified by class. ``sequence`` ids must be unique across the file.
 An image listed twice is used once (a count is logged), or refused if its label or split differ.
+With both ``sequence`` and ``frame`` columns the file lists expression sequences (one row per frame,
+e.g. ``ckplus_sequences/manifest.csv``): each sequence needs at least 2 distinct frame numbers and
+frames of one size, and all its frames are cut with ONE face square
+(:func:`fer_models.data.face_crop.sequence_face_squares`), like the folder layout of
+:mod:`fer_models.data.sequences`; rows with an empty ``sequence`` stay still images.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import torch
 from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES, UnknownLabelError, label_index
 from fer_models.data.csv_rows import csv_rows
 from fer_models.data.errors import DatasetError
-from fer_models.data.face_crop import CropCounts, check_face_crop, face_square
+from fer_models.data.face_crop import CropCounts, check_face_crop, face_square, sequence_face_squares
 from fer_models.data.images import decode_grayscale
+from fer_models.data.sequences import check_frames, stack_frames
 from fer_models.data.store import SPLIT_NAMES, FaceStore
 from fer_models.data.subjects import SPLIT_SEED, image_split, subject_split
 
@@ -136,13 +142,47 @@ def image_fingerprint(*, path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _load_image(row: _Row, *, csv_path: Path, face_crop: str) -> tuple[np.ndarray, int]:
+def _decode_row(row: _Row, *, csv_path: Path) -> np.ndarray:
     where = f"{csv_path} line {row.line}"
     if not row.file.is_file():
         raise DatasetError(f"{where}: image {row.file} does not exist; paths are relative to "
                            f"{csv_path.parent} or absolute")
-    return face_square(decode_grayscale(row.file, where=where, expected="image file (png, jpg, bmp, tiff ...)"),
-                       mode=face_crop)
+    return decode_grayscale(row.file, where=where, expected="image file (png, jpg, bmp, tiff ...)")
+
+
+def _sequence_rows(rows: list[_Row], *, csv_path: Path) -> dict[str, list[int]]:
+    """Row positions of each sequence in frame order (a file with sequence and frame columns), checked."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.fields["sequence"]:
+            if not r.fields["frame"]:
+                raise DatasetError(f"{csv_path} line {r.line}: sequence {r.fields['sequence']!r} row has an empty "
+                                   f"frame; give every frame of a sequence its number (onset = 1), or leave the "
+                                   f"sequence empty for a still image")
+            groups.setdefault(r.fields["sequence"], []).append(i)
+    numbers = _frames(rows, csv_path=csv_path)
+    for seq, pos in groups.items():
+        names = [f"line {rows[i].line} ({rows[i].fields['path']})" for i in pos]
+        order = check_frames(sequence=seq, numbers=numbers[pos].tolist(), names=names, where=str(csv_path))
+        groups[seq] = [pos[j] for j in order]
+    return groups
+
+
+def _decode_all(rows: list[_Row], *, csv_path: Path, face_crop: str,
+                sequences: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """48x48 faces and face_detected of every row: stills one by one, each sequence with one face square."""
+    images = np.empty((len(rows), SIDE, SIDE), dtype=np.uint8)
+    detected = np.empty(len(rows), dtype=np.int64)
+    in_sequence = {i for pos in sequences.values() for i in pos}
+    for i, row in enumerate(rows):
+        if i not in in_sequence:
+            images[i], detected[i] = face_square(_decode_row(row, csv_path=csv_path), mode=face_crop)
+    for seq, pos in sequences.items():
+        frames = stack_frames([_decode_row(rows[i], csv_path=csv_path) for i in pos], sequence=seq,
+                              names=[f"line {rows[i].line} ({rows[i].fields['path']})" for i in pos],
+                              where=str(csv_path))
+        images[pos], detected[pos] = sequence_face_squares(frames, mode=face_crop)
+    return images, detected
 
 
 def _text_column(rows: list[_Row], name: str) -> np.ndarray:
@@ -203,18 +243,17 @@ def read_manifest(*, path: str | Path, seed: int = SPLIT_SEED, face_crop: str = 
         raise DatasetError(f"{csv_path} is not a file: expected a manifest CSV; {_HEADER}")
     rows, cols = _read_rows(csv_path)
     rows = _drop_repeated_paths(rows, csv_path=csv_path)
-    logger.info("%s: decoding %d images", csv_path, len(rows))
-    crops, detected = zip(*(_load_image(r, csv_path=csv_path, face_crop=face_crop) for r in rows))
-    images = np.stack(crops)
-    CropCounts.of(np.array(detected)).log(csv_path, face_crop)
     splits = _splits(rows, cols, csv_path=csv_path, seed=seed)
-    meta: dict[str, np.ndarray] = {"path": np.array([r.fields["path"] for r in rows]),
-                                   "face_detected": np.array(detected, dtype=np.int64)}
+    if "sequence" in cols:  # checked before the (slow) decoding
+        _check_sequences(rows, splits, csv_path=csv_path)
+    sequences = _sequence_rows(rows, csv_path=csv_path) if {"sequence", "frame"} <= set(cols) else {}
+    logger.info("%s: decoding %d images", csv_path, len(rows))
+    images, detected = _decode_all(rows, csv_path=csv_path, face_crop=face_crop, sequences=sequences)
+    CropCounts.of(detected).log(csv_path, face_crop)
+    meta: dict[str, np.ndarray] = {"path": np.array([r.fields["path"] for r in rows]), "face_detected": detected}
     for name in ("group", "subject", "sequence"):
         if name in cols:
             meta[name] = _text_column(rows, name)
-    if "sequence" in cols:
-        _check_sequences(rows, splits, csv_path=csv_path)
     if "frame" in cols:
         meta["frame"] = _frames(rows, csv_path=csv_path)
     store = FaceStore(

@@ -113,7 +113,7 @@ def pretrain_on_synthetic(model: nn.Module, *, cfg: RunConfig, epochs: int) -> f
     store = load_dataset(data_path="", data_format="synthetic", seed=cfg.seed,
                          synthetic_per_class=cfg.synthetic_per_class,
                          synthetic_eval_per_class=cfg.synthetic_eval_per_class)
-    train = clips_for(cfg, store, store.indices("train"))
+    train = clips_for(cfg, store, store.indices("train"), training=True)
     test = clips_for(cfg, store, store.indices("test"))
     engine.configure_threads(cfg.num_cpus)
     device = engine.select_device()

@@ -111,16 +111,22 @@ def client_data(cfg: RunConfig, *, partition_id: int, num_partitions: int) -> Cl
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id {partition_id} outside 0..{num_partitions - 1}")
     store = load_store(cfg)
-    clips = clips_for(cfg, store, client_partitions(cfg, num_partitions=num_partitions)[partition_id])
+    clips = clips_for(cfg, store, client_partitions(cfg, num_partitions=num_partitions)[partition_id], training=True,
+                      seed=(partition_id,))
     if cfg.audit_canaries:  # issue 17: audit canaries planted in this client's data (fer_models/audit/canaries.py)
         plan = canary_plan_for(cfg=cfg, store=store, pool=train_pool(cfg, store), num_clients=num_partitions)
         clips = with_canaries(clips, plan=plan, partition_id=partition_id)
     return clips
 
 
-def clips_for(cfg: RunConfig, store: FaceStore, indices: np.ndarray) -> ClipSet:
-    """Samples made of the given images: real sequences, pseudo-clips or single frames (clip-source)."""
-    return make_clips(store, np.asarray(indices), clip_length=cfg.clip_length, clip_source=cfg.clip_source)
+def clips_for(cfg: RunConfig, store: FaceStore, indices: np.ndarray, *, training: bool = False,
+              seed: tuple[int, ...] = ()) -> ClipSet:
+    """Samples made of the given images: real sequences, pseudo-clips or single frames (clip-source). Real
+    sequences are sampled the clip-sampling way (random windows for training only: held-out clips are the
+    last T frames) and short ones padded or refused (clip-short)."""
+    sampling = cfg.clip_sampling if training or cfg.clip_sampling != "random" else "last"
+    return make_clips(store, np.asarray(indices), clip_length=cfg.clip_length, clip_source=cfg.clip_source,
+                      sampling=sampling, short=cfg.clip_short, seed=(cfg.seed, *seed))
 
 
 def eval_splits(cfg: RunConfig, store: FaceStore) -> dict[str, ClipSet]:

@@ -3,11 +3,13 @@
 Every block keeps the batch dimension ``B`` first and intact: frames are never folded into the
 batch, so Opacus' per-sample gradients (computed per layer from the layer input's first
 dimension) are per *clip*, not per frame. Time-distributed convolutions are ``nn.Conv3d`` with a
-``(1, k, k)`` kernel on ``(B, C, T, H, W)``; normalisation is ``nn.GroupNorm`` (never BatchNorm);
+``(1, k, k)`` kernel on ``(B, C, T, H, W)``; normalisation is a per-frame GroupNorm (never BatchNorm);
 activations are never in-place.
 
-Note: ``nn.GroupNorm`` on ``(B, C, T, H, W)`` normalises each channel group over ``T, H, W`` of
-one clip, i.e. statistics are shared by the frames of a clip (never across clips).
+Normalisation is :class:`~fer_models.models.frame_norm.FrameGroupNorm`: each channel group of
+*each frame* is normalised over its own ``(C/G, H, W)``, so a frame's embedding never depends on
+the clip's other frames (a plain ``nn.GroupNorm`` on ``(B, C, T, H, W)`` would share statistics
+over ``T``). Same parameters and state dict as ``nn.GroupNorm``; identical output for ``T = 1``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import ClassVar, Sequence
 from torch import Tensor, nn
 
 from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES
+from fer_models.models.frame_norm import FrameGroupNorm
 from fer_models.models.scatter import SCATTER_J, ScatterFrontend
 
 
@@ -88,9 +91,10 @@ def make_activation(name: str) -> nn.Module:
 
 
 class FrameConvBlock(nn.Module):
-    """Per-frame ``Conv3d (1,k,k)`` (+ optional ``(1,2,2)`` pooling) + ``GroupNorm`` + activation.
+    """Per-frame ``Conv3d (1,k,k)`` (+ optional ``(1,2,2)`` pooling) + per-frame ``GroupNorm`` + activation.
 
-    Input and output are ``(B, C, T, H, W)``; frames never mix in the convolution. Pooling comes
+    Input and output are ``(B, C, T, H, W)``; frames never mix (neither in the convolution nor in
+    the normalisation statistics). Pooling comes
     right after the convolution so that normalisation and activation run on 4x fewer positions
     (about 25% faster on CPU; max-pooling commutes with any monotone activation: ReLU, tanh).
     """
@@ -120,7 +124,7 @@ class FrameConvBlock(nn.Module):
             in_channels, out_channels, kernel_size=(1, kernel_size, kernel_size),
             padding=(0, pad, pad), bias=False,
         )
-        self.norm = nn.GroupNorm(norm_groups, out_channels)
+        self.norm = FrameGroupNorm(norm_groups, out_channels)
         self.act = make_activation(activation)
         self.pool: nn.Module
         if pool == "max":

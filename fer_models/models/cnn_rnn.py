@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from fer_models.models.encoder_model import EncoderModel
 from fer_models.models.registry import register_model
+from fer_models.models.rnn_step import RecurrentStep
 
 RNN_CELLS: dict[str, type[nn.Module]] = {"gru": DPGRU, "lstm": DPLSTM}
 READOUTS = ("last", "mean")
@@ -105,3 +106,9 @@ class CNNRNN(EncoderModel):
         else:
             pooled = out[:, -1]
         return self.classifier(self.dropout(pooled))
+
+    def step_model(self) -> RecurrentStep:
+        """The carried-state form of this model (same modules, same weights): ``(frames, state)`` →
+        ``(logits, next state)``, one frame per call; see :mod:`fer_models.models.rnn_step`."""
+        return RecurrentStep(encoder=self.encoder, rnn=self.rnn, classifier=self.classifier, readout=self.readout,
+                             image_size=self.image_size, in_channels=self.in_channels, attention=self.attention)

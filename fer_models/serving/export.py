@@ -8,7 +8,9 @@ input size, clip length, normalisation, the model's name and options and the run
 plus the parity measured at export: the exported model and the PyTorch model are run on the same
 random clips and their logits compared (fp32: max abs difference within ``tolerance``, 1e-4
 by default, else :class:`ExportParityError`; int8: reported, top-1 agreement and probability
-difference, never a failure since quantisation changes the numbers by design).
+difference, never a failure since quantisation changes the numbers by design). An fp32 ONNX export of a
+model with a step form (``cnn_rnn``) also writes the carried-state step model ``<model>.step.onnx`` and its
+sidecar (:mod:`fer_models.serving.step_export`), named in this sidecar under ``step_model``.
 
 ``--quantize int8`` is dynamic quantisation (int8 weights, activations quantised on the fly) of
 the ``Linear`` layers: ONNX Runtime's ``quantize_dynamic`` of the exported graph's Gemm nodes, or
@@ -19,12 +21,9 @@ complex FFTs as constant real matrix products), checked by the same parity test.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,55 +34,22 @@ from torch import nn
 from fer_models.common.atomic import atomic_write_bytes
 from fer_models.common.labels import EMOTIONS, IMAGE_SIDE
 from fer_models.data.samples import PIXEL_MEAN, PIXEL_STD
-from fer_models.serving.sidecar import SIDECAR_FORMAT, SUFFIX, sidecar_path
+from fer_models.serving.export_parts import (  # noqa: F401  (re-exported: the export API)
+    FP32_TOLERANCE,
+    ONNX_OPSET,
+    PARITY_BATCH,
+    ExportError,
+    ExportParityError,
+    ExportResult,
+    example_clips,
+    exportable,
+    parity,
+    written_by,
+)
+from fer_models.serving.sidecar import FORMATS, QUANTIZE, SIDECAR_FORMAT, SUFFIX, sidecar_path  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
-QUANTIZE = ("none", "int8")
-FP32_TOLERANCE = 1e-4
-PARITY_BATCH = 4
-ONNX_OPSET = 18
-
-
-class ExportError(ValueError):
-    """A model that cannot be exported with the requested settings."""
-
-
-class ExportParityError(ExportError):
-    """The exported model's outputs differ from PyTorch's beyond the tolerance."""
-
-
-@dataclass
-class ExportResult:
-    model_path: Path
-    sidecar_path: Path
-    sidecar: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def parity(self) -> dict[str, Any]:
-        return self.sidecar["parity"]
-
-
-def example_clips(*, batch: int, clip_length: int, image_size: int, seed: int = 0) -> torch.Tensor:
-    """Normalised random clips ``(batch, T, 1, S, S)`` from uniform pixels (the parity inputs)."""
-    gen = torch.Generator().manual_seed(seed)
-    pixels = torch.rand(batch, clip_length, 1, image_size, image_size, generator=gen)
-    return (pixels - PIXEL_MEAN) / PIXEL_STD
-
-
-def exportable(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode whose ScatterNet front-ends (kymatio FFTs, complex
-    tensors) are replaced by the equivalent real-valued :class:`ScatterGraph`."""
-    from fer_models.models.scatter import ScatterFrontend
-    from fer_models.models.scatter_graph import ScatterGraph
-
-    out = copy.deepcopy(model).eval()
-    for name, module in list(out.named_modules()):
-        if isinstance(module, ScatterFrontend):
-            parent_name, _, attr = name.rpartition(".")
-            setattr(out.get_submodule(parent_name) if parent_name else out, attr, ScatterGraph.from_frontend(module))
-    return out
 
 
 def _to_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -94,15 +60,6 @@ def _to_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
                                     input_names=["clips"], output_names=["logits"],
                                     dynamic_shapes=({0: batch},), verbose=False)
     program.save(str(path))  # weights embedded: one self-contained file
-
-
-def _written_by(save: Any, out: Path) -> None:
-    """``save(path)`` (a library that writes to a path) into a temporary folder, then ``out`` through the
-    one atomic writer: a full disk or a crash never leaves a half-written model at ``out``."""
-    with tempfile.TemporaryDirectory(prefix="fedfer-export-") as tmp:
-        staged = Path(tmp) / f"model{out.suffix}"
-        save(staged)
-        atomic_write_bytes(out, staged.read_bytes())
 
 
 def _fixed_matmuls(path: Path) -> list[str]:
@@ -151,18 +108,6 @@ def run_exported(path: Path, clips: np.ndarray, *, threads: int = 0) -> np.ndarr
         return module(torch.from_numpy(clips.astype(np.float32))).numpy()
 
 
-def parity(*, reference: np.ndarray, exported: np.ndarray, tolerance: float | None) -> dict[str, Any]:
-    """Max abs logit difference, max probability difference and top-1 agreement of two outputs."""
-    from fer_models.serving.runtime import softmax
-
-    diff = float(np.abs(reference - exported).max())
-    prob_diff = float(np.abs(softmax(reference) - softmax(exported)).max())
-    agree = float((reference.argmax(1) == exported.argmax(1)).mean())
-    return {"max_abs_logit_diff": diff, "max_abs_prob_diff": prob_diff, "top1_agreement": agree,
-            "tolerance": tolerance, "passed": None if tolerance is None else diff <= tolerance,
-            "samples": int(reference.shape[0])}
-
-
 def _warn_if_shared(side: Path, *, model_file: str) -> None:
     """An earlier export whose sidecar this one replaces (``model.onnx`` and ``model.ts`` share ``model.json``)."""
     try:
@@ -194,14 +139,21 @@ def export_model(*, model: nn.Module, out: Path, fmt: str, clip_length: int, qua
     example = example_clips(batch=2, clip_length=clip_length, image_size=image_size, seed=1)
     graph = exportable(model)
     if fmt == "onnx":
-        _written_by(lambda p: (_to_quantized_onnx if quantize == "int8" else _to_onnx)(graph, example, p), out)
+        written_by(lambda p: (_to_quantized_onnx if quantize == "int8" else _to_onnx)(graph, example, p), out)
     else:
-        _written_by(lambda p: _to_torchscript(graph, example, p, quantize=quantize), out)
+        written_by(lambda p: _to_torchscript(graph, example, p, quantize=quantize), out)
     clips = example_clips(batch=PARITY_BATCH, clip_length=clip_length, image_size=image_size, seed=2)
     with torch.no_grad():
         reference = model.eval()(clips).numpy()
     check = parity(reference=reference, exported=run_exported(out, clips.numpy()),
                    tolerance=tolerance if quantize == "none" else None)
+    step = None
+    if fmt == "onnx" and quantize == "none" and check["passed"] and hasattr(model, "step_model"):
+        from fer_models.serving.step import step_file_for
+        from fer_models.serving.step_export import export_step_model
+
+        step = export_step_model(model=model, out=step_file_for(out), tolerance=tolerance,
+                                 meta={**(meta or {}), "window_model_file": out.name})
     sidecar = {
         "format": SIDECAR_FORMAT, "model_file": out.name, "export_format": fmt, "quantize": quantize,
         "classes": list(EMOTIONS), "image_size": image_size, "clip_length": int(clip_length),
@@ -211,6 +163,7 @@ def export_model(*, model: nn.Module, out: Path, fmt: str, clip_length: int, qua
         "normalization": {"pixel_scale": 1 / 255, "mean": PIXEL_MEAN, "std": PIXEL_STD,
                           "formula": "x = (pixel / 255 - mean) / std"},
         "torch": torch.__version__, "size_bytes": out.stat().st_size, "parity": check, **(meta or {}),
+        **({"step_model": step.model_path.name} if step else {}),
     }
     side = sidecar_path(out)
     _warn_if_shared(side, model_file=out.name)
@@ -220,4 +173,4 @@ def export_model(*, model: nn.Module, out: Path, fmt: str, clip_length: int, qua
                                 f"(> {tolerance:g}); the files are kept for inspection, do not deploy them")
     logger.info("exported %s (%s, %s): max |logit diff| %.2e, top-1 agreement %.3f", out, fmt, quantize,
                 check["max_abs_logit_diff"], check["top1_agreement"])
-    return ExportResult(model_path=out, sidecar_path=side, sidecar=sidecar)
+    return ExportResult(model_path=out, sidecar_path=side, sidecar=sidecar, step=step)

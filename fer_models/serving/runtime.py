@@ -112,8 +112,9 @@ def load_torchscript(path: Path) -> Any:
         return torch.jit.load(str(path), map_location="cpu")
 
 
-def read_sidecar(model_path: Path) -> dict[str, Any]:
-    """The validated sidecar of an exported model file."""
+def read_sidecar(model_path: Path, *, kind: str = "window") -> dict[str, Any]:
+    """The validated sidecar of an exported model file: a window model (clips in), or with ``kind="step"``
+    the carried-state model of :mod:`fer_models.serving.step` (a sidecar without ``kind`` is a window model's)."""
     side = sidecar_path(model_path)
     if not side.is_file():
         raise ExportedModelError(f"{side} is missing: an exported model needs the JSON sidecar written beside "
@@ -131,6 +132,12 @@ def read_sidecar(model_path: Path) -> dict[str, Any]:
         raise ExportedModelError(f"{side} lacks {', '.join(missing)}; export the model again")
     if tuple(meta["classes"]) != EMOTIONS:
         raise ExportedModelError(f"{side}: classes {meta['classes']} differ from this version's {list(EMOTIONS)}")
+    found_kind = meta.get("kind", "window")
+    if found_kind != kind:
+        window = meta.get("window_model_file", "the window model")
+        raise ExportedModelError(f"{side} describes a {found_kind} model, not a {kind} model: give {window} "
+                                 f"(its carried-state step model is found beside it)" if found_kind == "step" else
+                                 f"{side} describes a {found_kind} model, not a {kind} model; export it again")
     described = Path(model_path).with_name(str(meta["model_file"]))
     fmt = next((f for f, suffix in SUFFIX.items() if suffix == Path(model_path).suffix), None)
     if meta["export_format"] != fmt or (described.name != Path(model_path).name and described.is_file()):

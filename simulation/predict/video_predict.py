@@ -52,13 +52,18 @@ def open_source(*, video: Path | None = None, camera: int | None = None) -> tupl
 
 def run_video(*, cap: Any, fps: float, name: str, predictor: Predictor, out: Path, max_frames: int = 0,
               smooth: float = 0.5, detect_width: int = 320, full_scan_every: int = 5,
-              detector: Any = None) -> dict[str, Any]:
+              detector: Any = None, carry_state: bool = True) -> dict[str, Any]:
     """Process every frame of ``cap`` (or the first ``max_frames``); write the outputs; return a summary.
 
-    ``detector`` (frame → boxes) replaces the Haar cascade (tests use the known boxes).
+    ``detector`` (frame → boxes) replaces the Haar cascade (tests use the known boxes). With
+    ``carry_state`` (the default) a model that has a step form (``model.pt`` of a ``cnn_rnn``, or an fp32
+    ONNX export with its ``.step.onnx``) carries each face's recurrent state from frame to frame; other
+    models, or ``carry_state=False``, re-read a window of the last T crops per frame. The summary says
+    which (``state``: ``carried`` or ``window``, and ``state_reason``).
     """
     import cv2
 
+    from fer_models.serving.step import carried_runner
     from fer_models.serving.video.detect import HaarFaceDetector
     from fer_models.serving.video.render import annotate
     from fer_models.serving.video.stream import EmotionStream
@@ -66,8 +71,11 @@ def run_video(*, cap: Any, fps: float, name: str, predictor: Predictor, out: Pat
 
     out.mkdir(parents=True, exist_ok=True)
     detector = detector or HaarFaceDetector(detect_width=detect_width)
+    stepper, reason = carried_runner(predictor) if carry_state else (None, "the window was asked for")
+    if stepper is None:
+        logger.info("re-reading a window of %d crops per frame: %s", predictor.clip_length, reason)
     stream = EmotionStream(predictor=predictor, detector=detector, smooth=smooth,
-                           full_scan_every=full_scan_every)
+                           full_scan_every=full_scan_every, stepper=stepper)
     timeline = Timeline(classes=predictor.classes)
     writer = None
     detect_ms, model_ms = [], []
@@ -102,7 +110,8 @@ def run_video(*, cap: Any, fps: float, name: str, predictor: Predictor, out: Pat
         raise VideoInputError(f"{name}: no frame could be read")
     tracks = timeline.tracks()
     summary = {"source": name, "model": predictor.source, "backend": predictor.backend,
-               "clip_length": predictor.clip_length, "fps": fps, "smoothing": smooth,
+               "clip_length": predictor.clip_length, "state": "carried" if stepper else "window",
+               "state_reason": reason, "fps": fps, "smoothing": smooth,
                "detect_width": detect_width, "full_scan_every": full_scan_every,
                "frames": len(timeline.frames), "faces": len(tracks), "wall_s": round(wall, 3),
                "processing_fps": round(len(timeline.frames) / wall, 2) if wall > 0 else None,

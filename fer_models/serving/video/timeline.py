@@ -85,10 +85,11 @@ class Timeline:
                 for k, name in enumerate(self.classes):
                     ax.plot(times, [p[k] for _, p in series], label=name, linewidth=1.2)
             ax.set_ylim(0, 1)
-            ax.set_ylabel(f"track {track}" if track is not None else "no face")
+            ax.set_ylabel(f"track {track}: probability" if track is not None else "no face: probability")
         if tracks != [None]:
             axes[0, 0].legend(ncol=len(self.classes), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.35))
         axes[-1, 0].set_xlabel("time (s)")
+        fig.suptitle("emotion probabilities per face track over time")
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)

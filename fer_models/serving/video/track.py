@@ -1,7 +1,8 @@
 """A simple IoU tracker: one track per face, greedy matching of boxes frame to frame.
 
-Each track keeps the last ``window`` face crops (the model's clip) and its smoothed
-probabilities. A track that finds no box keeps its last box and label for up to ``max_missed``
+Each track keeps the last ``window`` face crops (the model's clip), or with a step model the
+recurrent state carried from its previous frame (a new track has none: the zero state), and its
+smoothed probabilities. A track that finds no box keeps its last box and label for up to ``max_missed``
 frames (so a face the detector misses once is not labelled as a new person), then ends.
 """
 
@@ -31,6 +32,7 @@ class Track:
     box: Box
     window: deque = field(default_factory=deque)  # uint8 (S, S) crops, oldest first
     smoothed: np.ndarray | None = None
+    state: np.ndarray | None = None  # the carried recurrent state (R, H) after its last detected frame; None: new
     hits: int = 1
     missed: int = 0
     first_frame: int = 0

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fer_models.federation.run_folder import METRICS_FILE
 from simulation.launch.processes import kill_started, start_in_session
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -152,7 +153,7 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
     """
     out.mkdir(parents=True, exist_ok=True)
     cmd = simulate_command(sets, out=out, data=data)
-    metrics = out / "metrics.jsonl"
+    metrics = out / METRICS_FILE
     metrics.unlink(missing_ok=True)
     seen: list[float] = []  # when each metrics.jsonl line was first seen
     peak = {"rss": 0, "pss": 0, "procs": 0}

@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, markdown_table, parse_pairs, run_fedfer, simulate_command, write_results  # noqa: E402
+from fer_models.federation.run_folder import SUMMARY_FILE  # noqa: E402
 
 FEAR, SURPRISE = 2, 5
 CULTURES = ("fer2013", "ckplus", "jaffe")
@@ -89,13 +90,13 @@ def _simulate(out: Path, data: str, sets: list[str]) -> tuple[dict, str, float]:
     """One ``fedfer simulate`` run (benchmarks.common.run_fedfer), or the finished one already in ``out``."""
     pairs = parse_pairs(sets, flag="--method")
     cmd, seconds = " ".join(simulate_command(pairs, out=out, data=data)[1:]), float("nan")
-    if not (out / "summary.json").is_file():
+    if not (out / SUMMARY_FILE).is_file():
         print("+", cmd, flush=True)
         run = run_fedfer(pairs, out=out, data=data)
         if "error" in run:
             raise SystemExit(f"{out}: fedfer simulate failed ({run['error']})")
         seconds = run["wall_s"]
-    return json.loads((out / "summary.json").read_text()), cmd, seconds
+    return json.loads((out / SUMMARY_FILE).read_text()), cmd, seconds
 
 
 def run_method(out: Path, data: str, sets: list[str]) -> dict:

@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, RESULTS, git_commit, markdown_table, parse_pairs, run_fedfer, write_results  # noqa: E402
+from fer_models.federation.run_folder import METRICS_FILE  # noqa: E402
 
 SETTINGS = {"centralized": {"num-clients": 1}, "iid": {"partition": "iid"},
             "dirichlet": {"partition": "dirichlet", "dirichlet-alpha": 0.5}}
@@ -53,7 +54,7 @@ def curve(run: dict[str, Any], *, expected_per_round: float) -> list[dict[str, f
     """(round, wall s, cumulative sample gradients, accuracy) after every round of a finished run."""
     import json
 
-    rows = [json.loads(line) for line in (Path(run["out"]) / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (Path(run["out"]) / METRICS_FILE).read_text().splitlines()]
     points, grads = [], 0.0
     for row, end in zip(rows, run["round_end_s"]):
         grads += float(row.get("samples_seen") or expected_per_round)

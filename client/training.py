@@ -20,12 +20,18 @@ from fer_models.federation.sites import EPSILON_CAP, MIN_NOISE_MULTIPLIER, Local
 from fer_models.federation.task import evaluate_state
 from fer_models.federation.wire import (
     CLIENT_SETTINGS,
+    DP_STEPS,
     EPSILON,
     EVAL_ACCURACY,
     EVAL_LOSS,
     GLOBAL_LOSS,
+    NODE_PARTITION_ID,
+    NOISE_MULTIPLIER,
     NUM_EXAMPLES,
+    OPTIMIZER_STATE_CARRIED,
     PARTITION_ID,
+    ROUND_LEARNING_RATE,
+    SAMPLE_RATE,
     TRAIN_STATISTICS,
     UNIFORM_WEIGHT,
     UNIT_IS_PERSON,
@@ -58,7 +64,7 @@ def train_local(*, cfg: RunConfig, context: Context, local: LocalData, global_st
     private = (prepare_private_round(cfg=cfg, context=context, local=local, privacy=privacy, lineage=lineage,
                                      server_round=server_round)
                if cfg.dp == "sample" else None)  # every refusal comes here, before the model is even built
-    partition_id = int(context.node_config.get("partition-id", -1))  # type: ignore[arg-type]  (a site may have none)
+    partition_id = int(context.node_config.get(NODE_PARTITION_ID, -1))  # type: ignore[arg-type]  (a site may have none)
     seed = round_seed(cfg, partition_id if local.site is None else zlib.crc32(local.key.encode()), server_round)
     result = local_round(cfg=cfg, train=local.train, global_state=global_state, seed=seed, server_round=server_round,
                          private=None if private is None else private.plan, optimizer_state=carried_state(context),
@@ -76,12 +82,12 @@ def reply_metrics(cfg: RunConfig, result: LocalRound, *, partition_id: int, pers
     hp = result.hyperparams
     metrics: dict[str, float | int] = {PARTITION_ID: partition_id} if partition_id >= 0 else {}
     metrics.update({**dict(zip(CLIENT_SETTINGS, (hp.batch_size, hp.learning_rate, hp.max_grad_norm, hp.ema_decay))),
-                    "round-learning-rate": result.learning_rate,
-                    "optimizer-state-carried": int(result.optimizer_state_carried)})
+                    ROUND_LEARNING_RATE: result.learning_rate,
+                    OPTIMIZER_STATE_CARRIED: int(result.optimizer_state_carried)})
     if result.ledger is not None:  # all from public counts (wire.PUBLIC_DP_METRICS)
         metrics.update({EPSILON: result.epsilon, UNIT_IS_PERSON: int(person),  # type: ignore[dict-item]
-                        "noise-multiplier": result.noise_multiplier, "sample-rate": result.sample_rate,
-                        "dp-steps": result.dp_steps})
+                        NOISE_MULTIPLIER: result.noise_multiplier, SAMPLE_RATE: result.sample_rate,
+                        DP_STEPS: result.dp_steps})
     metrics.update({NUM_EXAMPLES: result.stats.num_examples, UNIFORM_WEIGHT: 1})
     if cfg.dp == "none" and cfg.secure_aggregation == "none":
         # computed from private data outside any accounted mechanism: never sent under DP, nor beside a masked update

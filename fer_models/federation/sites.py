@@ -25,6 +25,7 @@ from fer_models.data.face_crop import FACE_CROPS
 from fer_models.data.loading import DATA_FORMATS, FORMATS_HELP, parse_data_paths
 from fer_models.data.samples import ClipSet
 from fer_models.federation.task import client_data, clips_for, load_store, train_pool
+from fer_models.federation.wire import NODE_PARTITION_ID, NUM_PARTITIONS
 
 logger = logging.getLogger(__name__)
 
@@ -137,19 +138,19 @@ def site_data(cfg: RunConfig, spec: SiteSpec) -> LocalData:
     missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(store.labels[torch.from_numpy(idx)].numpy()).tolist()))
     if missing:
         logger.info("site %s: no training images of class(es) %s (fine: the others train)", spec.name, missing)
-    return LocalData(store=store, train=clips_for(cfg, store, np.sort(idx)), key=f"site-{spec.name}",
+    return LocalData(store=store, train=clips_for(cfg, store, np.sort(idx), training=True), key=f"site-{spec.name}",
                      name=f"site {spec.name}", held_out=held_out, site=spec)
 
 
 def local_data(cfg: RunConfig, node_config: Mapping[str, Any]) -> LocalData:
     """This client's data under ``client-data``, from its node config (Flower's ``context.node_config``)."""
     if cfg.client_data == "site":
-        if DATA_PATH not in node_config and "partition-id" in node_config and cfg.data_path:
-            node_config = {**node_config, **simulated_site_config(cfg, partition_id=int(node_config["partition-id"]))}
+        if DATA_PATH not in node_config and NODE_PARTITION_ID in node_config and cfg.data_path:
+            node_config = {**node_config, **simulated_site_config(cfg, partition_id=int(node_config[NODE_PARTITION_ID]))}
         return site_data(cfg, SiteSpec.from_node_config(node_config))
-    if "partition-id" not in node_config:
-        raise KeyError("node config has no 'partition-id': start the SuperNode with --node-config "
+    if NODE_PARTITION_ID not in node_config:
+        raise KeyError(f"node config has no '{NODE_PARTITION_ID}': start the SuperNode with --node-config "
                        "\"partition-id=<i> num-partitions=<n>\", or run with client-data=site and give it its "
                        "own data-path")
-    return partition_data(cfg, partition_id=int(node_config["partition-id"]),
-                          num_partitions=int(node_config.get("num-partitions", cfg.num_clients)))
+    return partition_data(cfg, partition_id=int(node_config[NODE_PARTITION_ID]),
+                          num_partitions=int(node_config.get(NUM_PARTITIONS, cfg.num_clients)))

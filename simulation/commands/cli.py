@@ -1,4 +1,10 @@
-"""The ``fedfer`` command line. Each subcommand lives in its own ``simulation/cmd_*.py`` module."""
+"""The ``fedfer`` command line. Each subcommand lives in its own ``simulation/commands/cmd_*.py`` module.
+
+Start-up stays light: ``fedfer --help``, ``fedfer CMD --help`` and ``--version`` import no torch, Flower,
+Opacus, NumPy or matplotlib; each command imports what it needs inside its handler. The typed errors
+that :func:`main` words as one line are therefore matched by name only once their module is loaded
+(an error of a class whose module was never imported cannot have been raised).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from fer_models.common.atomic import AtomicWriteError, format_bytes, free_bytes
-from fer_models.config import ConfigError
-from fer_models.data import DatasetError
-from server.checkpoint import CheckpointError
-from simulation.launch.launcher import RunWriteError
+from simulation.commands.cli_common import json_stdout
 
 EXIT_USAGE = 2  # bad input, refused before (or without) any work: nothing to retry as it is
 EXIT_FAILED = 1  # the work itself failed (e.g. the disk filled up mid-run): what completed is kept
@@ -35,11 +37,17 @@ COMMAND_MODULES = (
 )
 
 
+#: Libraries whose INFO lines are not fedfer's news (the ONNX exporter logs every graph pass): warnings and
+#: errors only, unless --verbose.
+NOISY_LOGGERS = ("opacus", "matplotlib", "PIL", "alembic", "onnx_ir", "onnxscript", "torch.onnx", "torch.export",
+                 "torch._dynamo", "torch._export")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("flwr").propagate = False  # Flower prints through its own handler
-    for noisy in ("opacus", "matplotlib", "PIL", "alembic"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -47,11 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedfer", description="Federated, differentially private "
                                      "facial emotion recognition on Flower + Opacus.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=f"fedfer {_version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show fedfer's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: reads the installed version only when asked (importlib.metadata costs ~50 ms at start-up)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"fedfer {_version()}")
+        parser.exit()
 
 
 def _version() -> str:
@@ -66,9 +82,24 @@ def _version() -> str:
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
+#: Errors of bad input, worded as one line with exit 2, besides ValueError and missing/existing files (their
+#: modules are not imported at start-up: see :func:`_loaded`). ConfigError is a ValueError; named for clarity.
+_USAGE_ERRORS = (("fer_models.config.errors", "ConfigError"), ("fer_models.data.errors", "DatasetError"),
+                 ("server.checkpoint", "CheckpointError"))
+#: The run folder could not be written mid-run: the message says how to resume (exit 1).
+_FAILED_ERRORS = (("simulation.launch.launcher", "RunWriteError"),)
+
+
+def _loaded(names: tuple[tuple[str, str], ...]) -> tuple[type[BaseException], ...]:
+    """The exception classes among ``names`` whose module is already imported (no import happens here)."""
+    found = (getattr(sys.modules.get(module), cls, None) for module, cls in names)
+    return tuple(c for c in found if isinstance(c, type) and issubclass(c, BaseException))
+
 
 def _os_message(exc: OSError) -> str:
     """``cannot write PATH: reason (space left)`` for errors the atomic writer did not already word."""
+    from fer_models.common.atomic import AtomicWriteError, format_bytes, free_bytes
+
     if isinstance(exc, AtomicWriteError) or not exc.filename:
         return str(exc)
     free = free_bytes(Path(exc.filename).parent) if exc.errno in _DISK_FULL else None
@@ -86,10 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
-        return int(args.func(args))
-    except (ConfigError, DatasetError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        with json_stdout(args):  # --json: the command's prints go to stderr, its one JSON object to stdout
+            return int(args.func(args))
+    except (FileExistsError, FileNotFoundError, ValueError, *_loaded(_USAGE_ERRORS)) as exc:
         return _error(args, exc, EXIT_USAGE)
-    except RunWriteError as exc:  # the run folder could not be written mid-run: the message says how to resume
+    except _loaded(_FAILED_ERRORS) as exc:  # the run folder could not be written mid-run: the message says how to resume
         return _error(args, exc, EXIT_FAILED)
     except BrokenPipeError:  # output piped into e.g. `head`
         return 0

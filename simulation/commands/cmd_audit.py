@@ -8,6 +8,8 @@ import logging
 import math
 from pathlib import Path
 
+from simulation.commands.cli_common import add_json_flag, print_json
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,14 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="at most this many members and as many non-members (default 5000; 0 = all)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence of the epsilon lower bound")
     p.add_argument("--batch-size", type=int, default=0, help="scoring batch size (default: eval-batch-size)")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fer_models.federation.run_folder import REPORT_FILE
     from simulation.launch.output_paths import output_folder
     from simulation.reports.audit import run_audit
-    from simulation.reports.report import ReportError, write_report
-
     if not 0 < args.confidence < 1:
         raise ValueError(f"--confidence must lie in (0, 1), got {args.confidence}")
     if args.max_samples < 0 or args.batch_size < 0:
@@ -36,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
         output_folder(args.run_dir, flag="RUN_DIR", advice="copy the run folder somewhere writable and audit there")
     result = run_audit(run_dir=args.run_dir, data=args.data, max_samples=args.max_samples,
                        confidence=args.confidence, batch_size=args.batch_size)
+    if args.json:
+        _refresh_report(args.run_dir)
+        print_json(args, {**result, "written": [str(args.run_dir / "audit.json"), str(args.run_dir / REPORT_FILE)]})
+        return 0
     for name, a in result["membership"]["attacks"].items():
         print(f"{name} attack: AUC {a['auc']:.3f}, TPR {a['tpr_at_fpr_0.01']:.4f} at 1% FPR, "
               f"{a['tpr_at_fpr_0.001']:.4f} at 0.1% FPR ({a['members']} members, {a['non_members']} non-members)")
@@ -49,9 +55,16 @@ def run(args: argparse.Namespace) -> int:
         verdict = {None: "no claim to check", True: "consistent", False: "VIOLATED"}[can["consistent"]]
         print(f"accountant's epsilon {'none' if not math.isfinite(reported) else f'{reported:.3f}'} "
               f"({can['accountant_label']}): {verdict}")
-    try:
-        write_report(run_dir=args.run_dir)
-    except ReportError as exc:
-        logger.warning("report.md not updated: %s", exc)
+    _refresh_report(args.run_dir)
     print(f"written: {args.run_dir / 'audit.json'}, report.md")
     return 0
+
+
+def _refresh_report(run_dir: Path) -> None:
+    """report.md with the audit's section; a folder the report cannot be drawn for only warns."""
+    from simulation.reports.report import ReportError, write_report
+
+    try:
+        write_report(run_dir=run_dir)
+    except ReportError as exc:
+        logger.warning("report.md not updated: %s", exc)

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from fer_models.federation.run_folder import SUMMARY_FILE
-from simulation.commands.cli_common import add_run_args, resolve_run_config
+from simulation.commands.cli_common import add_json_flag, add_run_args, print_json, resolve_run_config
 
 logger = logging.getLogger("fedfer")
 
@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="SuperLink port (default: a free one)")
     p.add_argument("--timeout", type=float, default=6 * 3600.0, help="give up after this many seconds")
     p.add_argument("--no-report", action="store_true", help="skip drawing report.md and its plots")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
@@ -132,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
         from simulation.commands.cmd_simulate import _write_figures
 
         _write_figures(cfg=cfg, run_dir=run_dir)
+    if args.json:
+        from simulation.commands.headline import run_headline
+
+        print_json(args, {**run_headline(summary=summary, run_dir=run_dir), "nodes": len(sites) or args.nodes,
+                          "private_dir": str(private)})
+        return 0
     final = summary["final"]
     tag = " (SYNTHETIC faces)" if summary["dataset"]["synthetic"] else ""
     print(f"\n{summary['dataset']['name']}{tag}: final {final['split']} accuracy {final['accuracy']:.4f}, "

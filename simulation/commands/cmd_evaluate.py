@@ -10,17 +10,26 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from fer_models.config import RunConfig
-from fer_models.data import DatasetError, FaceStore
 from fer_models.federation.run_folder import CONFUSION_FIGURE, EVALUATION_FILE, SUMMARY_FILE
+from simulation.commands.cli_common import add_json_flag, print_json
+
+if TYPE_CHECKING:  # numpy and the data package (torch) are imported by the handler, not by `fedfer --help`
+    import numpy as np
+
+    from fer_models.data import FaceStore
 
 SPLITS = ("test", "val", "train", "all")
-_DEFAULTS = RunConfig().to_flat()
+
+
+@cache
+def _defaults() -> dict[str, Any]:
+    from fer_models.config import RunConfig
+
+    return RunConfig().to_flat()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,11 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/evaluations/<dataset>-<split>)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in the output folder")
     p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the run's eval-batch-size)")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def _setting(config: dict[str, Any], key: str) -> Any:
-    return config.get(key, _DEFAULTS[key])
+    return config.get(key, _defaults()[key])
 
 
 def _recorded_source(model_file: Path) -> str | None:
@@ -56,7 +66,7 @@ def _recorded_source(model_file: Path) -> str | None:
 def load_eval_store(*, config: dict[str, Any], model_file: Path, data: str | None,
                     data_format: str | None, face_crop: str | None = None) -> FaceStore:
     """The dataset to evaluate on: ``data`` if given, else the one the run was trained on."""
-    from fer_models.data import load_dataset
+    from fer_models.data import DatasetError, load_dataset
 
     if data:
         path, fmt = data, data_format or "auto"
@@ -74,6 +84,10 @@ def load_eval_store(*, config: dict[str, Any], model_file: Path, data: str | Non
 
 def split_indices(*, store: FaceStore, split: str) -> np.ndarray:
     """Store indices of ``split`` (``all`` = every image); raises if the dataset lacks it."""
+    import numpy as np
+
+    from fer_models.data import DatasetError
+
     if split == "all":
         return np.arange(len(store))
     if not store.has_split(split):
@@ -86,6 +100,9 @@ def split_indices(*, store: FaceStore, split: str) -> np.ndarray:
 def evaluate_saved_model(*, model_path: Path, store: FaceStore, split: str,
                          batch_size: int | None = None) -> dict[str, Any]:
     """Metrics of a saved model on one split: the keys of summary.json's ``final`` plus provenance."""
+    import numpy as np
+
+    from fer_models.data import DatasetError
     from fer_models.data.clips import make_clips
     from fer_models.data.face_crop import CropCounts
     from fer_models.training import engine
@@ -98,7 +115,9 @@ def evaluate_saved_model(*, model_path: Path, store: FaceStore, split: str,
     if batch < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch}")
     data = make_clips(store, split_indices(store=store, split=split), clip_length=int(_setting(config, "clip-length")),
-                      clip_source=str(config.get("clip-source", "pseudo")))
+                      clip_source=str(config.get("clip-source", "pseudo")),
+                      sampling=str(config.get("clip-sampling", "last")).replace("random", "last"),
+                      short=str(config.get("clip-short", "pad")))  # held-out clips as the server scores them
     if len(data) == 0:
         raise DatasetError(f"{store.name}: the {split} split is empty")
     device = engine.select_device()
@@ -162,5 +181,8 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / EVALUATION_FILE, result)
     plot_confusion_matrix(matrix=result["confusion_matrix"], path=out / CONFUSION_FIGURE,
                           title=f"{store.name} {split} (n={result['n']}, accuracy {result['accuracy']:.3f})")
-    _print(result, out)
+    if args.json:  # evaluation.json's keys, and where the files went
+        print_json(args, {**result, "written": [str(out / EVALUATION_FILE), str(out / CONFUSION_FIGURE)]})
+    else:
+        _print(result, out)
     return 0

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from simulation.commands.cli_common import add_run_args, resolve_run_config
+from simulation.commands.cli_common import add_json_flag, add_run_args, print_json, resolve_run_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("partition", help="print each client's share (size, group, labels); write "
                        "partition.json and partition.png into --out")
     add_run_args(p)
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
@@ -26,7 +27,13 @@ def run(args: argparse.Namespace) -> int:
     store = load_store(cfg)
     parts = client_partitions(cfg, num_partitions=cfg.num_clients)
     report = describe_partition(cfg=cfg, store=store, parts=parts)
+    written = write_partition_files(report=report, run_dir=out)
+    if args.json:  # partition.json's keys, the dataset and where the files went
+        print_json(args, {**report, "dataset": {"name": store.name, "source": store.source,
+                                                "synthetic": store.synthetic, "size": len(store)},
+                          "written": [str(p) for p in written]})
+        return 0
     print(f"{store.describe()}\n{format_table(report)}")
-    for path in write_partition_files(report=report, run_dir=out):
+    for path in written:
         print(f"wrote {path}")
     return 0

@@ -10,16 +10,16 @@ detection and no EXIF rotation is done: give upright images that the face roughl
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch import nn
+from typing import TYPE_CHECKING, Any, Sequence
 
 from fer_models.common.labels import EMOTIONS, IMAGE_SIDE, NUM_CLASSES
+from simulation.commands.cli_common import add_json_flag, print_json
+
+if TYPE_CHECKING:  # imported by the functions that use them, so that `fedfer --help` loads no torch
+    import numpy as np
+    from PIL import Image
+    from torch import nn
 
 
 class ImageReadError(ValueError):
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model.pt or the run folder holding it; for --video/--camera also an exported "
                         ".onnx (ONNX Runtime) or .ts (TorchScript) file from `fedfer export`")
     p.add_argument("--top", type=int, default=3, help=f"emotions to show per image (1..{NUM_CLASSES}, default 3)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    add_json_flag(p)
     v = p.add_argument_group("video and camera (instead of images)")
     v.add_argument("--video", type=Path, metavar="FILE", help="a video file: every face tracked, one label per frame")
     v.add_argument("--camera", type=int, metavar="INDEX", help="a camera index (0 = first); stop with Ctrl-C")
@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--smooth", type=float, default=0.5,
                    help="weight of the newest frame in the per-face moving average (1 = no smoothing; default 0.5)")
     v.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = all)")
+    v.add_argument("--window", action="store_true",
+                   help="re-read a window of T crops per frame instead of carrying the recurrent state per face")
     v.add_argument("--threads", type=int, default=0, help="model threads (0 = all cores)")
     v.add_argument("--detect-width", type=int, default=320,
                    help="frames are downscaled to this width for the full-frame face scan (default 320)")
@@ -53,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def prepare_face(*, image: Image.Image, size: int = IMAGE_SIDE) -> np.ndarray:
     """Grayscale, centre-crop to a square, resize to ``size`` x ``size``: ``uint8 (size, size)``."""
+    import numpy as np
+
     from fer_models.data.face_crop import square_resize
 
     return square_resize(np.asarray(image.convert("L")), side=size)
@@ -60,6 +64,8 @@ def prepare_face(*, image: Image.Image, size: int = IMAGE_SIDE) -> np.ndarray:
 
 def read_face(*, path: Path, size: int = IMAGE_SIDE) -> np.ndarray:
     """:func:`prepare_face` of an image file; :class:`ImageReadError` naming the file if it fails."""
+    from PIL import Image, UnidentifiedImageError
+
     if not path.is_file():
         raise ImageReadError(f"{path}: no such image file")
     try:
@@ -70,22 +76,27 @@ def read_face(*, path: Path, size: int = IMAGE_SIDE) -> np.ndarray:
                              f"file") from None
 
 
-@torch.no_grad()
 def predict_faces(*, model: nn.Module, faces: np.ndarray, clip_length: int = 1) -> np.ndarray:
     """Class probabilities ``(N, 7)`` for ``uint8 (N, H, W)`` faces."""
+    import numpy as np
+    import torch
+
     from fer_models.data.samples import normalize
 
     if faces.ndim != 3 or faces.dtype != np.uint8:
         raise ValueError(f"faces must be uint8 (N, H, W), got {faces.dtype} {faces.shape}")
     model.eval()
     device = next(model.parameters()).device
-    x = normalize(torch.from_numpy(faces).to(torch.float32).div_(255.0))  # (N, H, W)
-    x = x[:, None, None].repeat(1, clip_length, 1, 1, 1).to(device)  # (N, T, 1, H, W)
-    return torch.softmax(model(x), dim=1).cpu().numpy()
+    with torch.no_grad():
+        x = normalize(torch.from_numpy(faces).to(torch.float32).div_(255.0))  # (N, H, W)
+        x = x[:, None, None].repeat(1, clip_length, 1, 1, 1).to(device)  # (N, T, 1, H, W)
+        return torch.softmax(model(x), dim=1).cpu().numpy()
 
 
 def top_k(*, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
     """The ``k`` most likely emotions of one probability vector, most likely first."""
+    import numpy as np
+
     order = np.argsort(-probs, kind="stable")[:k]
     return [{"emotion": EMOTIONS[i], "probability": float(probs[i])} for i in order]
 
@@ -122,12 +133,12 @@ def run_stream(args: argparse.Namespace) -> int:
         raise
     summary = run_video(cap=cap, fps=fps, name=name, predictor=predictor, out=out, max_frames=args.max_frames,
                         smooth=args.smooth, detect_width=args.detect_width,
-                        full_scan_every=args.full_scan_every)
+                        full_scan_every=args.full_scan_every, carry_state=not args.window)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(args, summary)
     else:
         print(f"{summary['frames']} frames, {summary['faces']} face track(s), {summary['processing_fps']} frames/s "
-              f"({summary['backend']}); outputs in {summary['out']}")
+              f"({summary['backend']}, state {summary.get('state', 'window')}); outputs in {summary['out']}")
         for track, info in summary["tracks"].items():
             top = ", ".join(f"{k} {v}" for k, v in list(info["labels"].items())[:3])
             print(f"  track {track}: frames {info['first_frame']}-{info['last_frame']}, labels: {top}")
@@ -135,6 +146,8 @@ def run_stream(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from simulation.predict.model_io import load_model_file
 
     if args.video is not None or args.camera is not None:
@@ -150,9 +163,8 @@ def run(args: argparse.Namespace) -> int:
     probs = predict_faces(model=model, faces=faces, clip_length=int(info["config"].get("clip-length", 1)))
     results = [top_k(probs=p, k=args.top) for p in probs]
     if args.json:
-        print(json.dumps({"model": str(info["path"]), "round": info["round"],
-                          "images": [{"image": str(p), "top": r} for p, r in zip(images, results)]},
-                         indent=2))
+        print_json(args, {"model": str(info["path"]), "round": info["round"],
+                          "images": [{"image": str(p), "top": r} for p, r in zip(images, results)]})
     else:
         _print_table(images, results)
     return 0

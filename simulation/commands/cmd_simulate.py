@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fer_models.federation.run_folder import ATTENTION_FIGURE, FAILURE_FILE, REPORT_FILE, SUMMARY_FILE
-from simulation.commands.cli_common import add_run_args, resolve_run_config
+from simulation.commands.cli_common import add_json_flag, add_run_args, print_json, resolve_run_config
 
 if TYPE_CHECKING:
     from fer_models.config import RunConfig
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "round, with its own settings (its privacy ledger included)")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="debug logging, and Flower's and Ray's own logs on the terminal too")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from server.run_folder import resolve_run_dir
     from server.strategy import make_strategy
     from simulation.commands.console import engine_logs_to_file
+    from simulation.commands.headline import failure_headline, run_headline
     from simulation.launch.launcher import run_simulation
     from simulation.reports.partition_report import describe_partition, format_table, write_partition_files
 
@@ -85,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     if failure_path.is_file():
         failure = json.loads(failure_path.read_text())
         logger.error("%s", failure["reason"])
+        if args.json:
+            print_json(args, failure_headline(failure=failure, run_dir=run_dir, failure_path=failure_path))
+            return 1
         print(f"\nthe run FAILED in round {failure['round']}; no final accuracy (rounds completed: "
               f"{failure['last_good_round']}); details in {failure_path}")
         return 1
@@ -94,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     _write_figures(cfg=cfg, run_dir=run_dir)
     summary = json.loads(summary_path.read_text())
+    if args.json:
+        print_json(args, run_headline(summary=summary, run_dir=run_dir))
+        return 0
     final = summary["final"]
     tag = " (SYNTHETIC faces)" if summary["dataset"]["synthetic"] else ""
     print(f"\n{summary['dataset']['name']}{tag}: final {final['split']} accuracy {final['accuracy']:.4f}, "

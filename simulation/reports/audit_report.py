@@ -21,6 +21,11 @@ CANARY_FIGURE = "audit_canaries.png"
 
 def plot_roc(*, curves: Mapping[str, RocResult], path: Path) -> Path:
     """Each attack's ROC, linear and log-log (the low-FPR corner is where membership leaks matter)."""
+    return _save(roc_figure(curves=curves), path)
+
+
+def roc_figure(*, curves: Mapping[str, RocResult]) -> Figure:
+    """:func:`plot_roc`'s figure: rates on 0-1 axes (linear), from 1/non-members to 1 (log-log)."""
     fig = Figure(figsize=(10, 4.4))
     first = next(iter(curves.values()))
     lo = 1.0 / max(c.non_members for c in curves.values())
@@ -32,15 +37,22 @@ def plot_roc(*, curves: Mapping[str, RocResult], path: Path) -> Path:
             ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1))
             for axis in (ax.xaxis, ax.yaxis):  # plain tick labels: no mathtext (and no font search)
                 axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        else:
+            ax.set(xlim=(0, 1), ylim=(0, 1))
         ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="log-log" if log else "linear")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"membership inference: {first.members} members vs {first.non_members} non-members")
-    return _save(fig, path)
+    return fig
 
 
 def plot_canary_scores(*, scores: np.ndarray, included: np.ndarray, path: Path) -> Path:
     """Histogram of the canaries' scores, included against left out."""
+    return _save(canary_figure(scores=scores, included=included), path)
+
+
+def canary_figure(*, scores: np.ndarray, included: np.ndarray) -> Figure:
+    """:func:`plot_canary_scores`'s figure."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     bins = np.linspace(float(np.min(scores)), float(np.max(scores)) + 1e-9, 40)
@@ -48,7 +60,7 @@ def plot_canary_scores(*, scores: np.ndarray, included: np.ndarray, path: Path) 
         ax.hist(scores[mask], bins=bins, alpha=0.6, label=f"{label} (n={int(mask.sum())})")
     ax.set(xlabel="log p - log(1 - p) of the canary label", ylabel="canaries", title="canary scores")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
 def _num(value: object, digits: int = 3) -> str:

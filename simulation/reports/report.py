@@ -10,15 +10,12 @@ import csv
 import io
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from fer_models.common.atomic import atomic_write_bytes
-from fer_models.common.labels import EMOTIONS, NUM_CLASSES
 from fer_models.config import local_work_key
 from fer_models.config.dp_trust import dp_trust
 from fer_models.federation.run_folder import (
@@ -34,6 +31,7 @@ from fer_models.federation.run_folder import (
     ROUNDS_CSV,
     SUMMARY_FILE,
 )
+from simulation.reports import figures
 from simulation.reports.figures import save_png as _save
 from simulation.reports.report_sites import sites_markdown
 
@@ -109,130 +107,39 @@ def write_rounds_csv(*, rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return Path(path)
 
 
-# --- plots -------------------------------------------------------------------------------------------
+# --- plots (built in simulation/reports/figures.py, written here) -------------------------------------
 
 def plot_accuracy_loss(*, rows: Sequence[dict[str, Any]], initial: dict[str, Any] | None, path: Path) -> Path:
-    """Accuracy (reported split, val, train) and loss per round; round 0 is the initial model."""
-    points = ([{"round": 0, **initial}] if initial else []) + list(rows)
-    fig = Figure(figsize=(10, 4))
-    for ax, kind in zip(fig.subplots(1, 2), ("accuracy", "loss")):
-        for key, label in ((kind, "global (reported split)"), (f"val_{kind}", "validation"),
-                           (f"train_{kind}", "clients' training")):
-            xy = [(p["round"], p[key]) for p in points if isinstance(p.get(key), (int, float))]
-            if xy:
-                ax.plot(*zip(*xy), marker="o", label=label)
-        ax.set(xlabel="round", ylabel=kind, title=f"{kind} per round")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+    """Accuracy (fixed 0-1 axis) and loss per round; round 0 is the initial model."""
+    return _save(figures.accuracy_loss_figure(rows=rows, initial=initial), path)
 
 
 def plot_epsilon(*, rounds: Sequence[int], epsilon: Sequence[float], path: Path,
                  budget: float | None = None, label: str = "unit and delta not recorded") -> Path:
     """Largest epsilon spent by any client after each round (with the budget line when there is one);
     ``label`` names the unit, delta and owner (server/ledger.py epsilon_label)."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    ax.plot(list(rounds), list(epsilon), marker="o", label=f"epsilon ({label})")
-    if budget:
-        ax.axhline(budget, color="tab:red", linestyle="--", label=f"budget {budget:g}")
-    ax.set(xlabel="round", ylabel="epsilon", title="privacy spent (epsilon) per round")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save(figures.epsilon_figure(rounds=rounds, epsilon=epsilon, budget=budget, label=label), path)
 
 
 def plot_confusion_matrix(*, matrix: Sequence[Sequence[int]], path: Path, title: str = "confusion matrix") -> Path:
     """Row-normalised confusion matrix (colour = share of the true class) with % and count per cell."""
-    counts = np.asarray(matrix, dtype=np.int64)
-    if counts.shape != (NUM_CLASSES, NUM_CLASSES):
-        raise ValueError(f"confusion matrix must be {NUM_CLASSES}x{NUM_CLASSES}, got {counts.shape}")
-    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(7.5, 6.5))
-    ax = fig.subplots()
-    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
-    for i in range(NUM_CLASSES):
-        for j in range(NUM_CLASSES):
-            ax.text(j, i, f"{100 * share[i, j]:.0f}%\n{counts[i, j]}", ha="center", va="center", fontsize=8,
-                    color="white" if share[i, j] > 0.5 else "black")
-    ticks = range(NUM_CLASSES)
-    ax.set_xticks(ticks, EMOTIONS, rotation=45, ha="right")
-    ax.set_yticks(ticks, [f"{e} ({n})" for e, n in zip(EMOTIONS, counts.sum(axis=1))])
-    ax.set(xlabel="predicted", ylabel="true (support)", title=title)
-    return _save(fig, path)
+    return _save(figures.confusion_figure(matrix=matrix, title=title), path)
 
 
 def plot_per_class(*, per_class: dict[str, dict[str, float]], path: Path) -> Path:
     """Grouped bars of precision, recall and F1 per emotion (support under each name)."""
-    names = [e for e in EMOTIONS if e in per_class]
-    x = np.arange(len(names))
-    fig = Figure(figsize=(9, 4))
-    ax = fig.subplots()
-    for k, metric in enumerate(("precision", "recall", "f1")):
-        ax.bar(x + (k - 1) * 0.27, [per_class[n][metric] for n in names], width=0.27, label=metric)
-    ax.set_xticks(x, [f"{n}\nn={per_class[n].get('support', '?')}" for n in names])
-    ax.set(ylim=(0, 1), ylabel="score", title="per-class precision, recall and F1")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save(figures.per_class_figure(per_class=per_class), path)
 
 
 def plot_partition_heatmap(*, histogram: np.ndarray, groups: list[str] | None, path: Path) -> Path:
-    """Clients x emotions heatmap of training-sample counts (a client's group in its label)."""
-    hist = np.asarray(histogram)
-    if hist.ndim != 2 or hist.shape[1] != NUM_CLASSES or hist.shape[0] < 1:
-        raise ValueError(f"histogram must be (clients, {NUM_CLASSES}), got shape {hist.shape}")
-    if groups is not None and len(groups) != hist.shape[0]:
-        raise ValueError(f"groups has {len(groups)} names for {hist.shape[0]} clients; give one per client")
-    clients = hist.shape[0]
-    fig = Figure(figsize=(8, min(2.0 + 0.35 * clients, 20.0)))
-    ax = fig.subplots()
-    im = ax.imshow(hist, cmap="viridis", aspect="auto")
-    fig.colorbar(im, ax=ax, label="samples")
-    if clients <= 40:
-        for i, j in np.ndindex(hist.shape):
-            ax.text(j, i, f"{int(hist[i, j])}", ha="center", va="center", fontsize=7,
-                    color="black" if hist[i, j] > 0.6 * hist.max() else "white")
-    step = max(1, math.ceil(clients / 40))
-    rows = range(0, clients, step)
-    ax.set_yticks(rows, [f"client {i}" + (f" ({groups[i]})" if groups else "") + f" n={int(hist[i].sum())}"
-                         for i in rows])
-    ax.set_xticks(range(NUM_CLASSES), EMOTIONS, rotation=45, ha="right")
-    ax.set(title="training samples per client and class")
-    return _save(fig, path)
-
-
-def _name(label: int | str) -> str:
-    return EMOTIONS[int(label)] if isinstance(label, (int, np.integer)) else str(label)
+    """Clients x emotions heatmap of training-sample counts from 0, counts annotated (a client's group in its label)."""
+    return _save(figures.partition_figure(histogram=histogram, groups=groups), path)
 
 
 def plot_attention_grid(*, images: np.ndarray, maps: np.ndarray, labels: Sequence[int | str],
                         predictions: Sequence[int | str], path: Path) -> Path:
     """Faces with their attention map overlaid; titles true/predicted (green right, red wrong)."""
-    images, maps = np.asarray(images), np.asarray(maps, dtype=np.float64)
-    if maps.ndim == 4 and maps.shape[1] == 1:
-        maps = maps[:, 0]
-    if images.ndim != 3 or images.shape[0] < 1 or maps.shape != images.shape:
-        raise ValueError(f"images (N, H, W) and maps of the same shape expected; got images "
-                         f"{images.shape}, maps {maps.shape}")
-    if len(labels) != len(images) or len(predictions) != len(images):
-        raise ValueError(f"need one label and one prediction per image ({len(images)}); got "
-                         f"{len(labels)} labels, {len(predictions)} predictions")
-    cols = min(len(images), 6)
-    rows = math.ceil(len(images) / cols)
-    fig = Figure(figsize=(2.0 * cols, 2.3 * rows))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, img, amap, y, p in zip(axes, images, maps, labels, predictions):
-        amap = (amap - amap.min()) / max(float(np.ptp(amap)), 1e-12)
-        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-        ax.imshow(amap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        ok = _name(y) == _name(p)
-        ax.set_title(f"true {_name(y)}\npred {_name(p)}", fontsize=9, color="tab:green" if ok else "tab:red")
-    fig.suptitle("where the model looks (attention)")
-    return _save(fig, path)
+    return _save(figures.attention_figure(images=images, maps=maps, labels=labels, predictions=predictions), path)
 
 
 # --- report ------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ Opacus' stock GroupNorm sampler (statistics over all frames) does not.
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -21,14 +23,14 @@ from opacus.grad_sample import GradSampleModule
 from torch import Tensor, nn
 
 from fer_models.models import create_model
-from fer_models.models.frame_norm import FrameGroupNorm, frame_group_norm
-from fer_models.privacy.dp_sgd import PrivacyLedger, make_private
-from fer_models.privacy.grad_samplers import (
+from fer_models.models.frame_norm import (
+    FrameGroupNorm,
     FrameGroupNormPerSampleGrad,
-    compute_frame_conv_grad_sample,
     compute_frame_group_norm_grad_sample,
-    is_frame_conv,
+    frame_group_norm,
 )
+from fer_models.privacy.dp_sgd import PrivacyLedger, make_private
+from fer_models.privacy.grad_samplers import compute_frame_conv_grad_sample, is_frame_conv
 from fer_models.training.engine import index_loader
 from tests.dp_reference import clipped_mean_by_hand
 
@@ -163,11 +165,18 @@ def test_opacus_stock_group_norm_sampler_is_wrong_for_per_frame_norm() -> None:
     assert not any(torch.allclose(stock[b], want[b]["weight"], atol=1e-6) for b in range(4))
 
 
-def test_privacy_registers_the_frame_group_norm_rules() -> None:
+def test_the_frame_group_norm_rules_are_registered_with_the_norm_itself() -> None:
     from torch.nn.utils._expanded_weights.expanded_weights_impl import HANDLED_FUNCTIONS
 
     assert GradSampleModule.GRAD_SAMPLERS[FrameGroupNorm] is compute_frame_group_norm_grad_sample
     assert HANDLED_FUNCTIONS[frame_group_norm] is FrameGroupNormPerSampleGrad
+    # a fresh process that builds a model and checks it for DP without importing fer_models.privacy (what
+    # `fedfer simulate` does before any training): the check passes
+    code = ("import sys; from fer_models.models import create_model, check_private_compatible; "
+            "check_private_compatible(create_model('cnn_rnn')); "
+            "assert 'fer_models.privacy.grad_samplers' not in sys.modules; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 def _clipped_step(mode: str, t: int) -> tuple[list[tuple[str, Tensor]], list[Tensor]]:

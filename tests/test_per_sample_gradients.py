@@ -24,7 +24,9 @@ VARIANTS = [(name, {}) for name in list_models()] + [
     ("cnn_rnn", {"temporal_attention": True}),
     ("cnn_rnn", {"readout": "mean"}),
 ] + [(name, {"activation": "tanh"}) for name in list_models()] + [  # the DP recipe's activation
-    (name, {"frontend": "scatter", "activation": "tanh"}) for name in list_models()]  # ... and its ScatterNet
+    (name, {"frontend": "scatter", "activation": "tanh"}) for name in list_models()] + [  # ... and its ScatterNet
+    (name, {"stage": stage, "channels": (8, 16, 16, 24)}) for name in list_models()  # the stronger encoders'
+    for stage in ("double", "residual")]  # stages (VGG, residual with a 1x1 shortcut), at small widths
 IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in VARIANTS]
 BATCH = 4
 pytestmark = [pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning"),
@@ -90,8 +92,7 @@ def test_grad_sample_with_mean_reduction(name: str) -> None:
 def test_cnn_rnn_long_clips_use_the_per_frame_norm_sampler_and_stay_per_clip(kwargs: dict, monkeypatch) -> None:
     """Clip length 5: every block's per-frame GroupNorm goes through fedfer's sampler, and each clip's
     gradient (its frames normalised one by one) is what Opacus returns."""
-    from fer_models.models.frame_norm import FrameGroupNorm
-    from fer_models.privacy.grad_samplers import compute_frame_group_norm_grad_sample
+    from fer_models.models.frame_norm import FrameGroupNorm, compute_frame_group_norm_grad_sample
 
     calls = []
     monkeypatch.setitem(GradSampleModule.GRAD_SAMPLERS, FrameGroupNorm,

@@ -21,12 +21,8 @@ Opacus (modes ``hooks`` and ``ghost``); ``fer_models.privacy.dp_sgd`` imports it
 place before any model is made private. Other ``Conv3d`` kernels (depth > 1, temporal stride or
 padding, non-zero padding modes) fall back to Opacus' own sampler. Plain PyTorch + Opacus.
 
-It also gives :class:`~fer_models.models.frame_norm.FrameGroupNorm` (group norm of each frame
-alone) its per-sample gradients: ``weight[b] = sum over (T, H, W) of grad_output * x_hat`` and
-``bias[b] = sum of grad_output``, per channel, where ``x_hat`` is the per-frame normalised input.
-Opacus' own GroupNorm sampler would normalise over all frames; its ``hooks``/``ghost`` modes get
-:func:`compute_frame_group_norm_grad_sample`, its ``ew`` mode (PyTorch ExpandedWeights, which
-refuses any function it has no rule for) gets :class:`FrameGroupNormPerSampleGrad`.
+The per-frame GroupNorm's per-sample gradients are registered beside it, in
+:mod:`fer_models.models.frame_norm` (so that any model holding one is Opacus-ready as soon as it exists).
 """
 
 from __future__ import annotations
@@ -35,15 +31,6 @@ import torch
 from opacus.grad_sample import register_grad_sampler
 from opacus.grad_sample.conv import compute_conv_grad_sample
 from torch import Tensor, nn
-from torch.nn.utils._expanded_weights.expanded_weights_impl import implements_per_sample_grads
-from torch.nn.utils._expanded_weights.expanded_weights_utils import (
-    forward_helper,
-    set_grad_sample_if_exists,
-    standard_kwargs,
-    unpack_expanded_weight_or_tensor,
-)
-
-from fer_models.models.frame_norm import FrameGroupNorm, frame_group_norm
 
 
 def is_frame_conv(layer: nn.Module) -> bool:
@@ -93,60 +80,3 @@ def compute_frame_conv_grad_sample(layer: nn.Conv3d, activations: list[Tensor],
     if layer.bias is not None and layer.bias.requires_grad:
         ret[layer.bias] = backprops.sum(dim=(2, 3, 4))
     return ret
-
-
-def frame_group_norm_grad_sample(x: Tensor, backprops: Tensor, *, num_groups: int, eps: float) -> tuple[Tensor, Tensor]:
-    """Per-sample ``(weight, bias)`` gradients ``(B, C)`` of a per-frame group norm with input ``x``
-    ``(B, C, T, ...)`` and output gradient ``backprops`` (same shape)."""
-    dims = tuple(range(2, x.dim()))
-    x_hat = frame_group_norm(x, num_groups, eps=eps)
-    return (x_hat * backprops).sum(dim=dims), backprops.sum(dim=dims)
-
-
-@register_grad_sampler(FrameGroupNorm)
-def compute_frame_group_norm_grad_sample(layer: FrameGroupNorm, activations: list[Tensor],
-                                         backprops: Tensor) -> dict[nn.Parameter, Tensor]:
-    """Opacus grad sampler (``hooks``, ``ghost``) for :class:`FrameGroupNorm`."""
-    x = activations[0].to(backprops.dtype)
-    weight, bias = frame_group_norm_grad_sample(x, backprops, num_groups=layer.num_groups, eps=layer.eps)
-    ret: dict[nn.Parameter, Tensor] = {}
-    if layer.weight is not None and layer.weight.requires_grad:
-        ret[layer.weight] = weight
-    if layer.bias is not None and layer.bias.requires_grad:
-        ret[layer.bias] = bias
-    return ret
-
-
-@implements_per_sample_grads(frame_group_norm)
-class FrameGroupNormPerSampleGrad(torch.autograd.Function):
-    """ExpandedWeights (Opacus ``ew`` mode) rule for :func:`frame_group_norm`: the output and the
-    input gradient as autograd computes them, the per-sample parameter gradients set on the
-    parameters' ``grad_sample`` (scaled for the loss reduction by PyTorch's helper)."""
-
-    @staticmethod
-    def forward(ctx, kwarg_names, _, *expanded_args_and_kwargs):  # noqa: ANN001, ANN205 (autograd signature)
-        args, kwargs = standard_kwargs(kwarg_names, expanded_args_and_kwargs)
-        x, num_groups = args
-        out = forward_helper(frame_group_norm, (x, num_groups), kwargs)  # checks batch sizes, unexpands
-        ctx.x, ctx.num_groups, ctx.kwargs = x, num_groups, kwargs
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_output):  # noqa: ANN001, ANN205 (autograd signature)
-        x, num_groups, kwargs = ctx.x, ctx.num_groups, ctx.kwargs
-        weight, bias, eps = kwargs["weight"], kwargs["bias"], kwargs["eps"]
-        grad_x = None
-        if ctx.needs_input_grad[2]:
-            with torch.enable_grad():
-                leaf = x.detach().requires_grad_(True)
-                w = unpack_expanded_weight_or_tensor(weight, lambda p: p.detach())
-                b = unpack_expanded_weight_or_tensor(bias, lambda p: p.detach())
-                out = frame_group_norm(leaf, num_groups, w, b, eps)
-                (grad_x,) = torch.autograd.grad(out, leaf, grad_output)
-            grad_x = grad_x.contiguous()  # the frames' transpose leaves it strided; ew's conv rule views it
-        x = x.detach()
-        set_grad_sample_if_exists(weight, lambda _: frame_group_norm_grad_sample(
-            x, grad_output, num_groups=num_groups, eps=eps)[0])
-        set_grad_sample_if_exists(bias, lambda _: grad_output.sum(dim=tuple(range(2, grad_output.dim()))))
-        # kwarg names, the function, x, num_groups, then weight, bias, eps (in kwargs' order)
-        return (None, None, grad_x, None) + (None,) * len(kwargs)

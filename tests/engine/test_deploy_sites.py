@@ -81,7 +81,7 @@ def test_three_sites_train_on_their_own_folders_and_a_server_without_data_report
     summary = json.loads((out / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     assert summary["config"]["num-clients"] == 4 and summary["config"]["min-available-clients"] == 4
-    assert "final test accuracy" in log and "4 SuperNode" in log
+    assert f"final {summary['final']['split']} accuracy" in log and "4 SuperNode" in log  # split: federated
     # TLS on: the SuperLink serves https, each SuperNode trusts the run's CA, flwr's connection names it
     assert "Uvicorn running on https://" in (out / "deploy" / "logs" / "superlink.log").read_text()
     assert "--root-certificates" in (tmp_path / "run.private" / "sites" / "jaffe" / "logs" / "supernode-2.log").read_text()

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fer_models.federation.run_folder import METRICS_FILE
+from fer_models.federation.run_folder import CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE
 from simulation.launch.processes import kill_started, start_in_session
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -127,8 +127,11 @@ def tree_memory(root: int) -> dict[str, int]:
     return out
 
 
-def simulate_command(sets: dict[str, Any], *, out: Path, data: str | None = None) -> list[str]:
-    """The ``fedfer simulate`` subprocess command (this interpreter) of one benchmark run."""
+def simulate_command(sets: dict[str, Any], *, out: Path, data: str | None = None, resume: bool = False) -> list[str]:
+    """The ``fedfer simulate`` subprocess command (this interpreter) of one benchmark run; ``resume``: continue
+    the interrupted run in ``out`` with its own settings (``sets`` and ``data`` are then its checkpoint's)."""
+    if resume:
+        return [sys.executable, "-m", "simulation.commands.cli", "simulate", "--resume", str(out)]
     cmd = [sys.executable, "-m", "simulation.commands.cli", "simulate", "--out", str(out), "--overwrite"]
     cmd += ["--data", data] if data else []
     for key, value in sets.items():
@@ -137,7 +140,7 @@ def simulate_command(sets: dict[str, Any], *, out: Path, data: str | None = None
 
 
 def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll_s: float = 0.2,
-               memory_every_s: float = 2.0) -> dict[str, Any]:
+               memory_every_s: float = 2.0, resume: bool = False) -> dict[str, Any]:
     """Run ``fedfer simulate`` in a subprocess (its own session: simulation/launch/processes.py), watching its rounds and the memory of its process tree.
 
     Round timing comes from the run's own ``metrics.jsonl``: every row's ``elapsed_s`` is measured
@@ -149,16 +152,19 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
     previous one), start-up (end of round 1 minus one steady round: imports, data, Ray engine and
     actors, round-0 evaluation), tear-down (after the last round: report, Ray shutdown) and the
     peak resident memory of the whole process tree (the CLI, Ray's GCS/raylet and all workers).
-    A one-round run has no steady round: only wall, rounds and memory are returned.
+    A one-round run has no steady round: only wall, rounds and memory are returned; so has a resumed one
+    (``resume``: its earlier rounds' rows are in the file already), with ``resumed_after`` rounds.
     """
     out.mkdir(parents=True, exist_ok=True)
-    cmd = simulate_command(sets, out=out, data=data)
+    cmd = simulate_command(sets, out=out, data=data, resume=resume)
     metrics = out / METRICS_FILE
-    metrics.unlink(missing_ok=True)
+    before = metrics.read_text().count("\n") if resume and metrics.exists() else 0
+    if not resume:
+        metrics.unlink(missing_ok=True)
     seen: list[float] = []  # when each metrics.jsonl line was first seen
     peak = {"rss": 0, "pss": 0, "procs": 0}
     size, sampled = -1, -memory_every_s
-    with open(out / "simulate.log", "w") as log:
+    with open(out / "simulate.log", "a" if resume else "w") as log:
         start = time.perf_counter()
         proc = start_in_session(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -185,6 +191,8 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
     if proc.returncode != 0 or not rows:
         tail = (out / "simulate.log").read_text().splitlines()[-15:]
         return {**res, "error": f"exit {proc.returncode}, {len(rows)} rounds; log tail:\n" + "\n".join(tail)}
+    if resume:
+        return {**res, "resumed_after": before}
     if len(rows) < 2:  # no steady round to separate start-up from: wall time only
         return res
     elapsed = [float(r["elapsed_s"]) for r in rows]
@@ -197,3 +205,28 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
             "final_accuracy": rows[-1].get("accuracy"), "accuracy_by_round": [r.get("accuracy") for r in rows],
             "loss_by_round": [r.get("loss") for r in rows],
             "clients_sampled": [r.get("clients_sampled") for r in rows], "steady_rows": rows[1:]}
+
+
+def run_cell(name: str, settings: dict[str, Any], *, folder: Path, data: str | None, overwrite: bool = False) -> dict:
+    """One benchmark cell: ``fedfer simulate`` into ``folder``, reusing a finished one (its ``summary.json``)
+    unless ``overwrite`` and resuming an interrupted one (a checkpoint, no summary) after its last round. The
+    wall time of every attempt adds up in ``folder/wall_s.txt``. Returns the summary's headline figures, or
+    ``error``."""
+    summary = folder / SUMMARY_FILE
+    if summary.is_file() and not overwrite:
+        print(f"{name}: reusing {summary}", flush=True)
+    else:
+        resume = (folder / CHECKPOINT_FILE).is_file() and not overwrite
+        print(f"{name}: {'resuming ' + str(folder) if resume else 'running'}", flush=True)
+        run = run_fedfer(settings, out=folder, data=data, resume=resume)  # its log: folder/simulate.log
+        wall = folder / "wall_s.txt"
+        spent = float(wall.read_text()) if resume and wall.is_file() else 0.0
+        wall.write_text(f"{spent + run['wall_s']:.1f}\n")
+        if "error" in run:
+            return {"variant": name, "error": run["error"], "settings": settings, "run_folder": str(folder)}
+    s = json.loads(summary.read_text())
+    wall = folder / "wall_s.txt"
+    return {"variant": name, "settings": settings, "accuracy": s["final"]["accuracy"],
+            "macro_f1": s["final"]["macro_f1"], "epsilon": (s.get("epsilon") or {}).get("final_max"),
+            "wall_s": float(wall.read_text()) if wall.is_file() else None,
+            "accuracy_by_round": [r["accuracy"] for r in s["rounds"]], "run_folder": str(folder)}

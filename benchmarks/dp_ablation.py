@@ -24,9 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import markdown_table, run_fedfer, write_results  # noqa: E402
+from benchmarks.common import markdown_table, run_cell, write_results  # noqa: E402
 from fer_models.config.recipe import TUNED  # noqa: E402
-from fer_models.federation.run_folder import SUMMARY_FILE  # noqa: E402
 
 COMMON = {"num-clients": 1, "dp": "sample", "target-epsilon": 8.0, "target-delta": 1e-5, "model": "cnn",
           "num-cpus": 2, "local-epochs": 1, "fraction-evaluate": 0.0}
@@ -68,21 +67,8 @@ COLUMNS = [("variant", "variant", ""), ("epochs", "epochs", ""), ("PrivateTest a
 
 def run_variant(name: str, *, data: str, epochs: int, out: Path, overwrite: bool, num_cpus: float) -> dict:
     settings = {**COMMON, **VARIANTS[name], "num-server-rounds": epochs, "num-cpus": num_cpus}
-    folder = out / f"{name}-{epochs}ep"
-    summary = folder / SUMMARY_FILE
-    if summary.is_file() and not overwrite:
-        print(f"{name}: reusing {summary}", flush=True)
-    else:
-        run = run_fedfer(settings, out=folder, data=data)  # its log: folder/simulate.log
-        if "error" in run:
-            return {"variant": name, "epochs": epochs, "error": run["error"], "settings": settings}
-        (folder / "wall_s.txt").write_text(f"{run['wall_s']:.1f}\n")
-    s = json.loads(summary.read_text())
-    wall = folder / "wall_s.txt"
-    return {"variant": name, "epochs": epochs, "settings": settings, "accuracy": s["final"]["accuracy"],
-            "macro_f1": s["final"]["macro_f1"], "epsilon": s["epsilon"]["final_max"],
-            "wall_s": float(wall.read_text()) if wall.is_file() else None,
-            "accuracy_by_round": [r["accuracy"] for r in s["rounds"]], "run_folder": str(folder)}
+    return {**run_cell(name, settings, folder=out / f"{name}-{epochs}ep", data=data, overwrite=overwrite),
+            "epochs": epochs}
 
 
 def main() -> None:

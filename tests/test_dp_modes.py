@@ -19,11 +19,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CLIP = 0.5
 
 
+#: every model at its defaults, and the stronger encoders' stages (small widths) in the hybrid model
+MODELS = [(name, {}) for name in list_models()] + [
+    ("cnn_rnn", {"stage": stage, "channels": (8, 16, 16, 24)}) for stage in ("double", "residual")]
+
+
 @pytest.mark.parametrize("mode", ["hooks", "ew", "functorch"])
-@pytest.mark.parametrize("name", list_models())
-def test_clipped_update_equals_per_sample_computation(name, mode):
+@pytest.mark.parametrize("name,options", MODELS, ids=[n + "".join(f"-{v}" for v in o.values() if isinstance(v, str))
+                                                      for n, o in MODELS])
+def test_clipped_update_equals_per_sample_computation(name, options, mode):
     torch.manual_seed(0)
-    model = create_model(name, dropout=0.0)
+    model = create_model(name, dropout=0.0, **options)
     x, y = torch.randn(6, 3, 1, 48, 48), torch.randint(0, 7, (6,))
     expected = clipped_mean_by_hand(copy.deepcopy(model), x, y, clip=CLIP)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)

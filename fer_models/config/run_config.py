@@ -72,6 +72,10 @@ class RunConfig:
     frontend: str = _opt("pixels", "what the models' conv blocks start from: pixels, or a fixed ScatterNet "
                          "(wavelet scattering, no trained parameters; trains much better under DP-SGD)",
                          choices=("pixels", "scatter"))
+    encoder: str = _opt("small", "the models' frame encoder (frontend=pixels only for all but small): small = one conv "
+                        "per stage, 16-32-64-128; vgg = two convs per stage, 32-64-128-256; resnet = residual blocks, "
+                        "32-64-128-256; resnet-wide = residual blocks, 64-128-256-512 (docs/models.md)",
+                        choices=("small", "vgg", "resnet", "resnet-wide"))
     clip_length: int = _opt(1, "frames per sample T (1 = static images)", minimum=1, maximum=64)
     clip_source: str = _opt("pseudo", "clips of T frames: real sequences (CK+), pseudo = T augmented views of "
                             "one image, none = T forced to 1", choices=("real", "pseudo", "none"))
@@ -146,6 +150,8 @@ class RunConfig:
                             "in round 1 towards 0 in the last", choices=("constant", "cosine"))
     augment: str = _opt("none", "augmentation policy applied to training batches",
                         choices=("none", "standard"))
+    label_smoothing: float = _opt(0.0, "label smoothing of the training loss (0 = none; 0.1 is common on FER2013); "
+                                  "per sample, so it holds under DP-SGD too", minimum=0.0, maximum=0.5)
     class_balance: str = _opt("none", "class-imbalance handling", choices=("none", "weighted-loss"))
     class_weights: str = _opt("", "weighted-loss: 7 public, comma-separated class weights (angry,disgust,fear,happy,"
                               "sad,surprise,neutral); empty = computed from each client's labels (refused under DP)")
@@ -251,6 +257,11 @@ class RunConfig:
         if self.local_steps and self.local_epoch_fraction:
             raise ConfigError(f"local-steps={self.local_steps} and local-epoch-fraction={self.local_epoch_fraction:g} "
                               f"both size the local work of a round: set one of them (the other to 0)")
+        if self.encoder != "small" and self.frontend != "pixels":
+            chosen = " (chosen by the tuned DP recipe: add dp-recipe=none to choose it)" if (
+                self.dp == "sample" and self.dp_recipe == "tuned") else ""
+            raise ConfigError(f"encoder={self.encoder} has four 2x stages for 48x48 faces and starts from pixels; "
+                              f"frontend={self.frontend}{chosen}: set frontend=pixels, or encoder=small")
         if self.min_train_clients > self.num_clients:
             raise ConfigError(f"min-train-clients={self.min_train_clients} exceeds "
                               f"num-clients={self.num_clients}")

@@ -1,4 +1,4 @@
-"""Models built on one :class:`~fer_models.models.blocks.FrameEncoder`, whose options are declared once.
+"""Models built on one :class:`~fer_models.models.frame_encoder.FrameEncoder`, whose options are declared once.
 
 :class:`EncoderModel` takes the encoder's options (channels, kernel size, GroupNorm groups,
 activation, front-end) and the dropout rate, checks them and builds ``self.encoder``;
@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Sequence
 from torch import Tensor, nn
 
 from fer_models.common.labels import IMAGE_SIDE, NUM_CLASSES
-from fer_models.models.blocks import FerModel, FrameEncoder, check_image_size, resolve_channels
+from fer_models.models.blocks import FerModel
+from fer_models.models.frame_encoder import FrameEncoder, check_image_size, resolve_channels
 
 
 class EncoderModel(FerModel):
@@ -31,6 +32,8 @@ class EncoderModel(FerModel):
         activation: ``relu`` or ``tanh`` after each GroupNorm (the DP recipe uses tanh).
         frontend: ``pixels`` or ``scatter`` (a fixed ScatterNet before the conv blocks; the DP
             recipe uses it; default channels then 64-64).
+        stage: what each resolution is made of: ``single`` conv blocks (default), ``double`` (VGG) or
+            ``residual`` blocks (:mod:`fer_models.models.stages`; named encoders there: ``ENCODERS``).
     """
 
     #: False drops the encoder's last 2x pooling (a finer map for spatial attention).
@@ -48,6 +51,7 @@ class EncoderModel(FerModel):
         dropout: float = 0.25,
         activation: str = "relu",
         frontend: str = "pixels",
+        stage: str = "single",
     ) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, in_channels=in_channels)
         channels = resolve_channels(channels, frontend=frontend)
@@ -58,6 +62,7 @@ class EncoderModel(FerModel):
         self.encoder = FrameEncoder(
             in_channels=in_channels, channels=channels, kernel_size=kernel_size, norm_groups=norm_groups,
             pool_last=self.POOL_LAST, activation=activation, frontend=frontend, image_size=image_size,
+            stage=stage,
         )
 
 

@@ -8,11 +8,12 @@ from torch import nn
 from fer_models.common.labels import IMAGE_SIDE
 from fer_models.config import RunConfig
 from fer_models.models.registry import create_model
+from fer_models.models.stages import ENCODERS
 
 
 def model_options(cfg: RunConfig) -> dict[str, object]:
     """Keyword options of ``create_model`` that come from the config (and the DP recipe)."""
-    options: dict[str, object] = {"activation": cfg.activation, "frontend": cfg.frontend}
+    options: dict[str, object] = {"activation": cfg.activation, "frontend": cfg.frontend, **ENCODERS[cfg.encoder]}
     if cfg.model == "cnn_rnn":
         options.update(rnn=cfg.rnn, temporal_attention=cfg.temporal_attention)
     return options

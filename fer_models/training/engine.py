@@ -105,7 +105,8 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
           loader: Iterable[torch.Tensor], epochs: int, device: torch.device,
           augment: Augment | None = None, class_weights: torch.Tensor | None = None,
           proximal_mu: float = 0.0, views: int = 1, ema: WeightEMA | None = None,
-          physical_batch_size: int = 0, persons: PersonIndex | None = None, max_steps: int = 0) -> TrainStats:
+          physical_batch_size: int = 0, persons: PersonIndex | None = None, max_steps: int = 0,
+          label_smoothing: float = 0.0) -> TrainStats:
     """Run ``epochs`` passes of ``loader`` (index batches) over ``data``; returns running stats.
 
     ``max_steps > 0`` (``local-steps``) replaces the epochs: exactly that many optimizer steps,
@@ -119,6 +120,7 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
     ``persons`` (privacy-unit = person): the loader yields person indices; every sample of a drawn
     person enters the step and a person's per-sample gradients are averaged before clipping.
     An empty Poisson batch is a noise-only DP step (zero per-sample gradients, then the noise).
+    ``label_smoothing`` is that of ``F.cross_entropy`` (each sample's own loss: DP accounting is unchanged).
     """
     model.train()
     weights = class_weights.to(device) if class_weights is not None else None
@@ -146,7 +148,7 @@ def train(*, model: nn.Module, data: ClipSet, optimizer: torch.optim.Optimizer,
             x, y = data.batch(rows, augment=augment)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
-            per_sample = F.cross_entropy(logits, y, reduction="none")
+            per_sample = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
             if weights is not None:
                 per_sample = per_sample * weights[y]
             loss = per_sample.mean()

@@ -110,7 +110,8 @@ def local_round(*, cfg: RunConfig, train: ClipSet, global_state: Mapping[str, to
         augment = lambda x: augmenter(x, generator=generator)  # noqa: E731
     ema = WeightEMA(model, decay=hp.ema_decay) if hp.ema_decay > 0 else None
     common = dict(data=train, epochs=cfg.local_epochs, device=device, augment=augment,
-                  class_weights=class_weights(cfg, train), views=cfg.augment_multiplicity, ema=ema)
+                  class_weights=class_weights(cfg, train), views=cfg.augment_multiplicity, ema=ema,
+                  label_smoothing=cfg.label_smoothing)
     dp: dict[str, object] = {}
     if private is not None:
         loader = unit_loader(slots=private.slots, units=private.units, batch_size=private.batch_size, seed=seed)

@@ -21,6 +21,7 @@ from fer_models.federation.run_folder import (
 )
 from fer_models.federation.wire import PARTITION_ID, EvalReply, TrainReply
 from fer_models.models.from_config import model_options
+from fer_models.training.metrics import one_class_prediction, one_class_warning
 from server.evaluation import model_image_side
 from server.grid import RoundReplies
 from server.ledger import ServerLedger, client_key, client_order
@@ -172,6 +173,9 @@ class RunRecorder:
             **({"left_out_group": self.cfg.leave_out_group} if self.cfg.leave_out_group else {}),
             "seconds": round(time.perf_counter() - self.started, 2),
         }
+        one_class = one_class_prediction(report["confusion_matrix"]) if "confusion_matrix" in report else None
+        if one_class:
+            out["final"]["one_class"] = one_class
         rejected = sum(len(r.get("clients_rejected", ())) for r in self.rounds)
         if rejected:
             out["rejected_updates"] = rejected
@@ -202,4 +206,6 @@ class RunRecorder:
                     f", epsilon {summary['epsilon']['final_max']:.3f} ({summary['epsilon']['label']})"
                     if "epsilon" in summary else "",
                     self.dir / SUMMARY_FILE)
+        if "one_class" in final:
+            logger.warning("%s", one_class_warning(final))
         return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,29 @@ def test_prepare_face_centre_crops_then_resizes_to_48(tmp_path: Path) -> None:
     face = prepare_face(image=Image.fromarray(pixels, "RGB"))
     assert face.shape == (48, 48) and face.dtype == np.uint8
     assert face.max() == 0
+
+
+def test_predict_warns_that_a_model_of_the_synthetic_faces_says_nothing_about_real_ones(run_dir: Path, tmp_path: Path,
+                                                                                         caplog) -> None:
+    image = _rgb_png(tmp_path / "face.png")
+    with caplog.at_level(logging.WARNING, logger="fedfer"):
+        assert main(["predict", str(image), "--model", str(run_dir), "--json"]) == 0
+    assert "trained on fedfer's SYNTHETIC faces" in caplog.text
+    real = tmp_path / "real"  # control: the same weights, recorded as trained on a real dataset
+    real.mkdir()
+    record = torch.load(run_dir / "model.pt", weights_only=False)
+    save_model(real / "model.pt", state_dict=record["state_dict"], model="cnn", model_options={}, image_size=48,
+               config={**record["config"], "data-path": "/data/fer2013", "data-format": "auto"}, server_round=1)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fedfer"):
+        assert main(["predict", str(image), "--model", str(real), "--json"]) == 0
+    assert "SYNTHETIC" not in caplog.text
+
+
+@pytest.mark.parametrize("config,warns", [({"data-path": ""}, True), ({"data-format": "synthetic", "data-path": "x"}, True),
+                                          ({"data-path": "/data/fer2013"}, False),
+                                          ({"client-data": "site", "data-path": ""}, False), ({}, False)])
+def test_only_runs_on_the_embedded_synthetic_faces_get_the_warning(config: dict, warns: bool) -> None:
+    from simulation.predict.inference import synthetic_training_warning
+
+    assert (synthetic_training_warning(config, source="m.pt") is not None) is warns

@@ -50,8 +50,9 @@ class Predictor:
     backend = "?"
 
     def __init__(self, *, clip_length: int, image_size: int, classes: tuple[str, ...] = EMOTIONS,
-                 source: str = "") -> None:
+                 source: str = "", training_config: dict[str, Any] | None = None) -> None:
         self.clip_length, self.image_size, self.classes, self.source = clip_length, image_size, classes, source
+        self.training_config = dict(training_config or {})  # the run config it was trained with ({}: unknown)
 
     def logits(self, clips: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -179,7 +180,8 @@ def load_exported(path: Path, *, threads: int = 0) -> Predictor:
     if not path.is_file():
         raise ExportedModelError(f"{path} does not exist: give a model exported by `fedfer export`")
     meta = read_sidecar(path)
-    kwargs = {"clip_length": int(meta["clip_length"]), "image_size": int(meta["image_size"]), "source": str(path)}
+    kwargs = {"clip_length": int(meta["clip_length"]), "image_size": int(meta["image_size"]), "source": str(path),
+              "training_config": (meta.get("source") or {}).get("config")}
     try:
         if path.suffix == SUFFIX["onnx"]:
             predictor: Predictor = OnnxPredictor(onnx_session(path, threads=threads), **kwargs)

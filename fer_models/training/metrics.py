@@ -10,6 +10,9 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 from fer_models.common.labels import EMOTIONS, NUM_CLASSES
 
 _LABELS = list(range(NUM_CLASSES))
+#: A model that gives one class to more than this share of the images it is scored on has collapsed onto that
+#: class (e.g. the majority class under heavy DP noise): its accuracy is about that class's share, not skill.
+ONE_CLASS_SHARE = 0.9
 
 
 def classification_report(*, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
@@ -69,3 +72,24 @@ def group_accuracy(*, groups: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray
     """:func:`group_report` of samples tagged with their group."""
     return group_report({str(g): confusion_matrix(y_true[groups == g], y_pred[groups == g], labels=_LABELS)
                          for g in np.unique(groups)})
+
+
+def one_class_prediction(matrix: Any) -> dict[str, Any] | None:
+    """``{"class", "share", "threshold"}`` when one predicted class (a column of the confusion matrix, rows true)
+    takes more than :data:`ONE_CLASS_SHARE` of the images; else None (also for an empty matrix)."""
+    predicted = np.asarray(matrix, dtype=np.int64).reshape(NUM_CLASSES, NUM_CLASSES).sum(axis=0)
+    n = int(predicted.sum())
+    if n == 0:
+        return None
+    top = int(predicted.argmax())
+    share = float(predicted[top] / n)
+    return {"class": EMOTIONS[top], "share": share, "threshold": ONE_CLASS_SHARE} if share > ONE_CLASS_SHARE else None
+
+
+def one_class_warning(final: dict[str, Any]) -> str:
+    """The sentence console, log and report.md give for a final report holding ``one_class``."""
+    flag = final["one_class"]
+    return (f"the final model predicts {flag['class']} for {flag['share']:.0%} of the {final.get('n', '?')} "
+            f"{final.get('split', '?')} images (over {flag['threshold']:.0%}): it has collapsed onto one class, so "
+            f"its accuracy is about that class's share, not skill; train longer, lower the DP noise (a larger "
+            f"epsilon) or use class-balance=weighted-loss")

@@ -10,6 +10,7 @@ detection and no EXIF rotation is done: give upright images that the face roughl
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # imported by the functions that use them, so that `fedfer --
     import numpy as np
     from PIL import Image
     from torch import nn
+
+logger = logging.getLogger("fedfer")
 
 
 class ImageReadError(ValueError):
@@ -126,6 +129,7 @@ def run_stream(args: argparse.Namespace) -> int:
     cap, fps, name = open_source(video=args.video, camera=args.camera)
     try:
         predictor = load_predictor(path=args.model, threads=args.threads)
+        _warn_if_synthetic(predictor.training_config, source=predictor.source)
         if predictor.backend == "pytorch":  # exported models were checked against their sidecar on loading
             check_clip_length(predictor, what="its run config's clip-length")
     except BaseException:
@@ -158,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--top must be between 1 and {NUM_CLASSES}, got {args.top}")
     images = image_files(args.images)  # before the model is loaded: fail fast on a typo
     model, info = load_model_file(path=args.model)
+    _warn_if_synthetic(info["config"], source=str(info["path"]))
     size = int(getattr(model, "image_size", IMAGE_SIDE))
     faces = np.stack([read_face(path=p, size=size) for p in images])
     probs = predict_faces(model=model, faces=faces, clip_length=int(info["config"].get("clip-length", 1)))
@@ -168,6 +173,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(images, results)
     return 0
+
+
+def _warn_if_synthetic(config: dict, *, source: str) -> None:
+    from simulation.predict.inference import synthetic_training_warning
+
+    warning = synthetic_training_warning(config, source=source)
+    if warning:
+        logger.warning("%s", warning)
 
 
 def image_files(paths: Sequence[Path]) -> list[Path]:

@@ -25,7 +25,8 @@ def run_headline(*, summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "status": "finished", "run_dir": str(run_dir),
         "dataset": {"name": dataset.get("name"), "synthetic": bool(dataset.get("synthetic"))},
         "rounds": len(summary.get("rounds") or []),
-        "final": {k: final.get(k) for k in ("split", "accuracy", "macro_f1", "n")},
+        "final": {**{k: final.get(k) for k in ("split", "accuracy", "macro_f1", "n")},
+                  **({"one_class": final["one_class"]} if "one_class" in final else {})},
         "epsilon": {k: eps[k] for k in EPSILON_KEYS if k in eps} if eps else None,
     }
     if "groups" in summary:
@@ -39,3 +40,13 @@ def failure_headline(*, failure: dict[str, Any], run_dir: Path, failure_path: Pa
     return {"status": "failed", "run_dir": str(run_dir), "round": failure.get("round"),
             "last_good_round": failure.get("last_good_round"), "reason": failure.get("reason"),
             "details": str(failure_path)}
+
+
+def one_class_line(summary: dict[str, Any]) -> str | None:
+    """The console warning for a run whose final model predicts one class for almost every image (or None)."""
+    final = summary.get("final") or {}
+    if "one_class" not in final:
+        return None
+    from fer_models.training.metrics import one_class_warning
+
+    return "WARNING: " + one_class_warning(final)

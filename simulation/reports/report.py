@@ -31,6 +31,7 @@ from fer_models.federation.run_folder import (
     ROUNDS_CSV,
     SUMMARY_FILE,
 )
+from fer_models.training.metrics import one_class_warning
 from simulation.reports import figures
 from simulation.reports.figures import save_png as _save
 from simulation.reports.report_sites import sites_markdown
@@ -191,6 +192,8 @@ def _markdown(*, run_dir: Path, summary: dict[str, Any] | None, rows: Sequence[d
             (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("weighted_f1", "weighted-F1"),
              ("macro_precision", "macro precision"), ("macro_recall", "macro recall"), ("loss", "loss"))
             if k in final]
+    if final.get("one_class"):
+        out += ["", f"**Warning:** {one_class_warning(final)}."]
     if final.get("per_class"):
         out += ["", "| emotion | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         out += [f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"

@@ -3,6 +3,7 @@
 Importing this package registers ``cnn``, ``cnn_rnn`` and ``cnn_attention``.
 """
 
+import fer_models.models.quiet_opacus  # noqa: F401  (first: Opacus' root log handler off, see that module)
 from fer_models.models import cnn, cnn_attention, cnn_rnn  # noqa: F401  (register the models)
 from fer_models.models.blocks import FerModel, InvalidClipError
 from fer_models.models.registry import (

@@ -27,6 +27,7 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
 
+import fer_models.models.quiet_opacus  # noqa: F401  (Opacus' root log handler off)
 from fer_models.models import check_private_compatible
 from fer_models.privacy import grad_samplers  # noqa: F401  registers fedfer's exact, faster Conv3d grad sampler with Opacus
 from fer_models.privacy.secure_random import SecureRandom

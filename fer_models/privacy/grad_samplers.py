@@ -32,6 +32,8 @@ from opacus.grad_sample import register_grad_sampler
 from opacus.grad_sample.conv import compute_conv_grad_sample
 from torch import Tensor, nn
 
+import fer_models.models.quiet_opacus  # noqa: F401  (Opacus' root log handler off)
+
 
 def is_frame_conv(layer: nn.Module) -> bool:
     """True for a ``Conv3d`` that convolves each frame alone: kernel ``(1, k, k)``, temporal stride 1,

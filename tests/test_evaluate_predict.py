@@ -155,3 +155,24 @@ def test_only_runs_on_the_embedded_synthetic_faces_get_the_warning(config: dict,
     from simulation.predict.inference import synthetic_training_warning
 
     assert (synthetic_training_warning(config, source="m.pt") is not None) is warns
+
+
+def test_the_python_api_returns_what_the_commands_print_and_raises_their_errors(run_dir: Path, tmp_path: Path,
+                                                                                capsys) -> None:
+    import fedfer
+    from fer_models.config import ConfigError
+    from simulation.commands.cmd_predict import ImageReadError
+
+    image = _rgb_png(tmp_path / "face.png")
+    got = fedfer.predict([image], model=run_dir)
+    assert capsys.readouterr().out == ""  # the API prints nothing on stdout
+    assert main(["predict", str(image), "--model", str(run_dir), "--json"]) == 0
+    assert got == json.loads(capsys.readouterr().out)["images"]
+    scores = fedfer.evaluate(run_dir, out=tmp_path / "e")
+    assert scores["accuracy"] == json.loads((tmp_path / "e" / "evaluation.json").read_text())["accuracy"]
+    with pytest.raises(ImageReadError, match="missing.png"):
+        fedfer.predict([tmp_path / "missing.png"], model=run_dir)
+    with pytest.raises(ConfigError, match="num-clients"):
+        fedfer.simulate({"num-clients": "abc"})  # refused before anything starts
+    with pytest.raises(ValueError, match="invalid arguments"):
+        fedfer.run_command(["predict", "--no-such-flag"])

@@ -26,6 +26,7 @@ from server.evaluation import model_image_side
 from server.grid import RoundReplies
 from server.ledger import ServerLedger, client_key, client_order
 from server.run_folder import resolve_run_dir, save_model
+from server.tracking import Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class RunRecorder:
         self.write_s = 0.0  # writing the last round's model.pt and checkpoint, after its row was stamped
         write_json(self.dir / CONFIG_FILE, cfg.to_flat())
         logger.info("run folder: %s", self.dir.resolve())
+        self.tracker = Tracker(cfg=cfg, run_dir=self.dir)  # tracking=none: does nothing
 
     def on_round(self, *, server_round: int, state_dict: dict[str, torch.Tensor], replies: RoundReplies,
                  client_eval: RoundReplies | None = None) -> dict[str, float]:
@@ -110,6 +112,8 @@ class RunRecorder:
         self.rounds.append(row)
         self.last_report = report
         append_jsonl(self.dir / METRICS_FILE, row)
+        self.tracker.round(row, per_client={k: v[-1]["epsilon"] for k, v in self.ledger.per_client.items() if v},
+                           unit=self.ledger.unit)
         written = time.perf_counter()
         save_model(self.dir / MODEL_FILE, state_dict=state_dict, model=self.cfg.model,
                    model_options=model_options(self.cfg), config=self.cfg.to_flat(), server_round=server_round,
@@ -208,4 +212,5 @@ class RunRecorder:
                     self.dir / SUMMARY_FILE)
         if "one_class" in final:
             logger.warning("%s", one_class_warning(final))
+        self.tracker.finish(rounds=len(self.rounds) and int(self.rounds[-1]["round"]), final=final)
         return summary

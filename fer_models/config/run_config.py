@@ -208,6 +208,13 @@ class RunConfig:
     # --- resources and output -----------------------------------------------------------------------
     num_cpus: float = _opt(1.0, "CPUs given to each simulated client", minimum=0.0)
     num_gpus: float = _opt(0.0, "GPU fraction given to each simulated client", minimum=0.0)
+    tracking: str = _opt("none", "follow the run live: tensorboard (event files in <run folder>/tracking), mlflow "
+                         "(tracking-uri, or an SQLite store in <run folder>/tracking), all, or none; per-round "
+                         "accuracy, loss and epsilon per client, the config, the confusion matrix (needs the tracking "
+                         "extra: pip install 'fedfer[tracking]'; docs/quickstart.md)",
+                         choices=("none", "tensorboard", "mlflow", "all"))
+    tracking_uri: str = _opt("", "tracking=mlflow: the MLflow tracking URI (e.g. http://host:5000); empty = "
+                             "sqlite:///<run folder>/tracking/mlflow.db")
     out_dir: str = _opt("", "run folder; empty = runs/<run-name>-<timestamp>")
     overwrite: bool = _opt(False, "allow writing into a run folder that already holds results")
     resume_from: str = _opt("", "checkpoint (or run folder) to continue from; set by fedfer simulate --resume")

@@ -94,12 +94,14 @@ def private_dir_for(run_dir: Path, given: Path | None = None) -> Path:
 def run(args: argparse.Namespace) -> int:
     from server.run_folder import resolve_run_dir
     from server.strategy import make_strategy
+    from server.tracking import check_tracking
     from simulation.launch.deploy import DeployError, LocalDeployment
     from simulation.launch.processes import Terminated, signals_raise
 
     cfg = deploy_config(args)
     sites = site_node_configs(args.site, cfg=cfg)
     make_strategy(cfg)  # settings the strategy refuses stop here, before any process starts
+    check_tracking(cfg)  # ... and a tracking backend that is not installed
     run_dir = resolve_run_dir(out_dir=cfg.out_dir, run_name=cfg.run_name, overwrite=cfg.overwrite,
                               resume=bool(cfg.resume_from))
     cfg = cfg.replace(overwrite=True)  # the folder is checked; the ServerApp may now write into it

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from fer_models.models.from_config import build_model
     from server.run_folder import resolve_run_dir
     from server.strategy import make_strategy
+    from server.tracking import check_tracking
     from simulation.commands.console import engine_logs_to_file
     from simulation.commands.headline import failure_headline, one_class_line, run_headline
     from simulation.launch.launcher import run_simulation
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if flower_log is not None:
         logger.info("Flower's and Ray's own logs: %s (and Ray's session folder); --verbose shows them here", flower_log)
     make_strategy(cfg)  # settings the strategy refuses stop here, before the engine starts
+    check_tracking(cfg)  # ... and a tracking backend that is not installed
     run_simulation(cfg, verbose=args.verbose)
     failure_path = run_dir / FAILURE_FILE
     if failure_path.is_file():

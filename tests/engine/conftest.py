@@ -15,7 +15,8 @@ from tests.procs import cli_cmd
 
 #: The shared run's settings (dp=none); test_resume cuts and resumes a run with exactly these.
 PLAIN = ["num-clients=2", "num-server-rounds=4", "synthetic-per-class=100", "synthetic-eval-per-class=20",
-         "local-epochs=3", "batch-size=32", "fraction-evaluate=1.0", "dp=none"]  # enough to learn: loss 1.95 -> 1.68
+         "local-epochs=3", "batch-size=32", "fraction-evaluate=1.0", "dp=none",  # enough to learn: loss 1.95 -> 1.68
+         "tracking=all"]  # TensorBoard and MLflow (read back in test_simulation_e2e.py; the resumed run continues them)
 PLAIN_ROUNDS = 4
 
 

@@ -116,3 +116,15 @@ def test_the_console_shows_one_progress_line_per_round_and_no_flower_dump(run_di
     assert len(console.splitlines()) <= 40, console  # start-up, partition table, a line per round, the result
     flower_log = (run_dir / "logs" / "flower.log").read_text()
     assert "configure_train" in flower_log and "ROUND 1" in flower_log  # Flower's full log is in the run folder
+
+
+def test_the_run_is_tracked_in_tensorboard_and_mlflow_as_metrics_jsonl_records_it(summary, run_dir):
+    from tests.test_tracking import mlflow_run, tensorboard_scalars
+
+    rounds = [(r["round"], r["accuracy"]) for r in summary["rounds"]]
+    board = tensorboard_scalars(run_dir / "tracking" / "tensorboard")
+    assert [(s, pytest.approx(v)) for s, v in board["accuracy"]] == rounds and "confusion_matrix" in board["_images"]
+    client, run = mlflow_run(run_dir / "tracking")
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "accuracy")] == \
+        [(s, pytest.approx(v)) for s, v in rounds]
+    assert run.data.params["tracking"] == "all" and run.info.status == "FINISHED"

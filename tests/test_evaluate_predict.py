@@ -176,3 +176,17 @@ def test_the_python_api_returns_what_the_commands_print_and_raises_their_errors(
         fedfer.simulate({"num-clients": "abc"})  # refused before anything starts
     with pytest.raises(ValueError, match="invalid arguments"):
         fedfer.run_command(["predict", "--no-such-flag"])
+
+
+def test_predict_labels_photos_with_an_onnx_export_as_with_its_model_pt(run_dir: Path, tmp_path: Path, capsys) -> None:
+    image = _rgb_png(tmp_path / "face.png")
+    onnx = tmp_path / "model.onnx"
+    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(onnx)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(image), "--model", str(run_dir), "--json", "--top", "7"]) == 0
+    eager = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(image), "--model", str(onnx), "--json", "--top", "7"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["model"] == str(onnx) and exported["round"] == eager["round"] == 1
+    probs = {t["emotion"]: t["probability"] for t in eager["images"][0]["top"]}
+    assert {t["emotion"]: pytest.approx(probs[t["emotion"]], abs=1e-4) for t in exported["images"][0]["top"]} == probs

@@ -50,9 +50,11 @@ class Predictor:
     backend = "?"
 
     def __init__(self, *, clip_length: int, image_size: int, classes: tuple[str, ...] = EMOTIONS,
-                 source: str = "", training_config: dict[str, Any] | None = None) -> None:
+                 source: str = "", training_config: dict[str, Any] | None = None,
+                 training_round: int | None = None) -> None:
         self.clip_length, self.image_size, self.classes, self.source = clip_length, image_size, classes, source
         self.training_config = dict(training_config or {})  # the run config it was trained with ({}: unknown)
+        self.training_round = training_round  # the round of the run whose global model it is (None: unknown)
 
     def logits(self, clips: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -181,7 +183,8 @@ def load_exported(path: Path, *, threads: int = 0) -> Predictor:
         raise ExportedModelError(f"{path} does not exist: give a model exported by `fedfer export`")
     meta = read_sidecar(path)
     kwargs = {"clip_length": int(meta["clip_length"]), "image_size": int(meta["image_size"]), "source": str(path),
-              "training_config": (meta.get("source") or {}).get("config")}
+              "training_config": (meta.get("source") or {}).get("config"),
+              "training_round": (meta.get("source") or {}).get("round")}
     try:
         if path.suffix == SUFFIX["onnx"]:
             predictor: Predictor = OnnxPredictor(onnx_session(path, threads=threads), **kwargs)

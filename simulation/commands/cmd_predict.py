@@ -20,7 +20,6 @@ from simulation.commands.cli_common import add_json_flag, print_json
 if TYPE_CHECKING:  # imported by the functions that use them, so that `fedfer --help` loads no torch
     import numpy as np
     from PIL import Image
-    from torch import nn
 
 logger = logging.getLogger("fedfer")
 
@@ -34,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (any size, colour or grey), "
                    "or folders: every image file in them")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_OR_RUN_DIR",
-                   help="model.pt or the run folder holding it; for --video/--camera also an exported "
-                        ".onnx (ONNX Runtime) or .ts (TorchScript) file from `fedfer export`")
+                   help="model.pt or the run folder holding it, or an exported .onnx (ONNX Runtime) or .ts "
+                        "(TorchScript) file from `fedfer export` (images, --video and --camera alike)")
     p.add_argument("--top", type=int, default=3, help=f"emotions to show per image (1..{NUM_CLASSES}, default 3)")
     add_json_flag(p)
     v = p.add_argument_group("video and camera (instead of images)")
@@ -77,23 +76,6 @@ def read_face(*, path: Path, size: int = IMAGE_SIDE) -> np.ndarray:
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"{path}: cannot read the image ({exc}); give a JPEG, PNG, BMP or TIFF "
                              f"file") from None
-
-
-def predict_faces(*, model: nn.Module, faces: np.ndarray, clip_length: int = 1) -> np.ndarray:
-    """Class probabilities ``(N, 7)`` for ``uint8 (N, H, W)`` faces."""
-    import numpy as np
-    import torch
-
-    from fer_models.data.samples import normalize
-
-    if faces.ndim != 3 or faces.dtype != np.uint8:
-        raise ValueError(f"faces must be uint8 (N, H, W), got {faces.dtype} {faces.shape}")
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        x = normalize(torch.from_numpy(faces).to(torch.float32).div_(255.0))  # (N, H, W)
-        x = x[:, None, None].repeat(1, clip_length, 1, 1, 1).to(device)  # (N, T, 1, H, W)
-        return torch.softmax(model(x), dim=1).cpu().numpy()
 
 
 def top_k(*, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
@@ -152,7 +134,7 @@ def run_stream(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from simulation.predict.model_io import load_model_file
+    from simulation.predict.inference import load_predictor
 
     if args.video is not None or args.camera is not None:
         return run_stream(args)
@@ -161,14 +143,13 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.top <= NUM_CLASSES:
         raise ValueError(f"--top must be between 1 and {NUM_CLASSES}, got {args.top}")
     images = image_files(args.images)  # before the model is loaded: fail fast on a typo
-    model, info = load_model_file(path=args.model)
-    _warn_if_synthetic(info["config"], source=str(info["path"]))
-    size = int(getattr(model, "image_size", IMAGE_SIDE))
-    faces = np.stack([read_face(path=p, size=size) for p in images])
-    probs = predict_faces(model=model, faces=faces, clip_length=int(info["config"].get("clip-length", 1)))
+    predictor = load_predictor(path=args.model, threads=args.threads)  # model.pt / run folder, .onnx or .ts
+    _warn_if_synthetic(predictor.training_config, source=predictor.source)
+    faces = np.stack([read_face(path=p, size=predictor.image_size) for p in images])  # (N, S, S) uint8
+    probs = predictor.probabilities(np.repeat(faces[:, None], predictor.clip_length, axis=1))
     results = [top_k(probs=p, k=args.top) for p in probs]
     if args.json:
-        print_json(args, {"model": str(info["path"]), "round": info["round"],
+        print_json(args, {"model": predictor.source, "round": predictor.training_round,
                           "images": [{"image": str(p), "top": r} for p, r in zip(images, results)]})
     else:
         _print_table(images, results)

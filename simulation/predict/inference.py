@@ -27,7 +27,7 @@ def load_predictor(*, path: Path, threads: int = 0) -> Predictor:
     model, info = load_model_file(path=path)
     return TorchPredictor(model, clip_length=int(info["config"].get("clip-length", 1)),
                           image_size=int(getattr(model, "image_size", IMAGE_SIDE)), source=str(info["path"]),
-                          training_config=info["config"])
+                          training_config=info["config"], training_round=info["round"])
 
 
 def synthetic_training_warning(config: dict[str, Any], *, source: str) -> str | None:

@@ -230,12 +230,17 @@ def test_every_fedfer_command_in_the_docs_parses():
 
     lines = [(page.name, cmd) for page in PAGES for cmd in code_commands(_text(page), "fedfer")]
     assert len(lines) > 20
+    _all_parse(lines, build_parser, program="fedfer")
+
+
+def _all_parse(lines: list[tuple[str, str]], build, *, program: str) -> None:
+    """Fail naming the page and the line of the first command line ``build()``'s parser refuses."""
     for name, cmd in lines:
         argv = shlex.split(cmd.split(">")[0])[1:]
         try:
-            build_parser().parse_args(argv)
+            build().parse_args(argv)
         except SystemExit:
-            pytest.fail(f"{name}: `{cmd}` is not a valid fedfer command line (see `fedfer {argv[0]} --help`)")
+            pytest.fail(f"{name}: `{cmd}` is not a valid {program} command line (see `{program} --help`)")
 
 
 #: Flower's own argument parsers of its two processes (private functions of Flower 1.42: skipped if renamed).
@@ -251,12 +256,7 @@ def test_every_flower_command_in_the_docs_parses(program):
         pytest.skip(f"{module_name}.{function} is gone (another Flower version): check `{program} --help` by hand")
     lines = [(page.name, cmd) for page in PAGES for cmd in code_commands(_text(page), program)]
     assert lines, f"no {program} command in the docs"
-    for name, cmd in lines:
-        argv = shlex.split(cmd.split(">")[0])[1:]
-        try:
-            build().parse_args(argv)
-        except SystemExit:
-            pytest.fail(f"{name}: `{cmd}` is not a valid {program} command line (see `{program} --help`)")
+    _all_parse(lines, build, program=program)
 
 
 def test_command_finder_and_parser_reject_a_flag_fedfer_does_not_have():

@@ -141,16 +141,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(args, {**run_headline(summary=summary, run_dir=run_dir), "nodes": len(sites) or args.nodes,
                           "private_dir": str(private)})
         return 0
-    from simulation.commands.headline import one_class_line
+    from simulation.commands.headline import text_headline
 
-    final = summary["final"]
-    tag = " (SYNTHETIC faces)" if summary["dataset"]["synthetic"] else ""
-    print(f"\n{summary['dataset']['name']}{tag}: final {final['split']} accuracy {final['accuracy']:.4f}, "
-          f"macro-F1 {final['macro_f1']:.4f} after {len(summary['rounds'])} rounds on {len(sites) or args.nodes} SuperNodes")
-    if one_class_line(summary):
-        print(one_class_line(summary))
-    if "groups" in summary:
-        print("per site: " + ", ".join(f"{g} {v['accuracy']:.4f} (n={v['n']})" for g, v in summary["groups"].items())
-              + f"; gap {summary['group_gap']:.4f}")
+    print("\n".join(text_headline(summary, where=f" on {len(sites) or args.nodes} SuperNodes")))
     print(f"results: {run_dir}; the sites' folders (node configs, private keys, SuperNode logs): {private}")
     return 0

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from server.strategy import make_strategy
     from server.tracking import check_tracking
     from simulation.commands.console import engine_logs_to_file
-    from simulation.commands.headline import failure_headline, one_class_line, run_headline
+    from simulation.commands.headline import failure_headline, run_headline, text_headline
     from simulation.launch.launcher import run_simulation
     from simulation.reports.partition_report import describe_partition, format_table, write_partition_files
 
@@ -104,15 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(args, run_headline(summary=summary, run_dir=run_dir))
         return 0
-    final = summary["final"]
-    tag = " (SYNTHETIC faces)" if summary["dataset"]["synthetic"] else ""
-    print(f"\n{summary['dataset']['name']}{tag}: final {final['split']} accuracy {final['accuracy']:.4f}, "
-          f"macro-F1 {final['macro_f1']:.4f} after {len(summary['rounds'])} rounds")
-    if one_class_line(summary):
-        print(one_class_line(summary))
-    if "epsilon" in summary:
-        eps = summary["epsilon"]
-        print(f"privacy: epsilon {eps['final_max']:.3f} ({eps.get('label') or 'delta ' + str(eps['delta'])})")
+    print("\n".join(text_headline(summary)))
     print(f"results: {run_dir}")
     return 0
 

@@ -50,3 +50,22 @@ def one_class_line(summary: dict[str, Any]) -> str | None:
     from fer_models.training.metrics import one_class_warning
 
     return "WARNING: " + one_class_warning(final)
+
+
+def text_headline(summary: dict[str, Any], *, where: str = "") -> list[str]:
+    """The console lines of a finished run (``fedfer simulate``, ``deploy-local``): the final accuracy (``where``
+    appended, e.g. " on 3 SuperNodes"), the one-class warning, accuracy per site and epsilon when there are any."""
+    final = summary["final"]
+    tag = " (SYNTHETIC faces)" if summary["dataset"]["synthetic"] else ""
+    lines = [f"\n{summary['dataset']['name']}{tag}: final {final['split']} accuracy {final['accuracy']:.4f}, "
+             f"macro-F1 {final['macro_f1']:.4f} after {len(summary['rounds'])} rounds{where}"]
+    warning = one_class_line(summary)
+    lines += [warning] if warning else []
+    if "groups" in summary:
+        lines.append("per site: " + ", ".join(f"{g} {v['accuracy']:.4f} (n={v['n']})"
+                                              for g, v in summary["groups"].items())
+                     + f"; gap {summary['group_gap']:.4f}")
+    if "epsilon" in summary:
+        eps = summary["epsilon"]
+        lines.append(f"privacy: epsilon {eps['final_max']:.3f} ({eps.get('label') or 'delta ' + str(eps['delta'])})")
+    return lines

@@ -17,9 +17,9 @@ from client.ledger import LedgerMismatch, LedgerMissing, lineage_of
 from client.mods import client_side_clipping
 from client.node_privacy import NodePrivacyError
 from client.secagg import secure_aggregation
-from client.training import BudgetRefusal, evaluate_local, train_local
+from client.training import BudgetRefusal, train_local
 from fer_models.config import RunConfig
-from fer_models.federation.federated_eval import NoHeldOutSplit, held_out_counts
+from fer_models.federation.federated_eval import NoHeldOutSplit, evaluate_local, held_out_counts
 from fer_models.federation.sites import SiteDataError, local_data
 from fer_models.federation.wire import (
     ARRAYS_RECORD,

@@ -8,7 +8,6 @@ import logging
 import zlib
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from flwr.app import Context
 
@@ -17,13 +16,10 @@ from client.node_privacy import NodePrivacy
 from client.private_round import BudgetRefusal, prepare_private_round, privacy_units
 from fer_models.config import RunConfig
 from fer_models.federation.sites import EPSILON_CAP, MIN_NOISE_MULTIPLIER, LocalData
-from fer_models.federation.task import evaluate_state
 from fer_models.federation.wire import (
     CLIENT_SETTINGS,
     DP_STEPS,
     EPSILON,
-    EVAL_ACCURACY,
-    EVAL_LOSS,
     GLOBAL_LOSS,
     NODE_PARTITION_ID,
     NOISE_MULTIPLIER,
@@ -40,7 +36,7 @@ from fer_models.training.local_round import LocalRound, class_weights, local_rou
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BudgetRefusal", "LocalResult", "class_weights", "evaluate_local", "privacy_units", "round_seed",
+__all__ = ["BudgetRefusal", "LocalResult", "class_weights", "privacy_units", "round_seed",
            "train_local"]
 
 
@@ -96,17 +92,3 @@ def reply_metrics(cfg: RunConfig, result: LocalRound, *, partition_id: int, pers
         if result.global_loss is not None:
             metrics[GLOBAL_LOSS] = result.global_loss
     return metrics
-
-
-def evaluate_local(*, cfg: RunConfig, local: LocalData, partition_id: int, num_partitions: int,
-                   global_state: dict[str, torch.Tensor]) -> dict[str, float | int]:
-    """Evaluate the global model on this client's IID share of the validation split (a site: its held-out split)."""
-    store = local.store
-    split = "val" if store.has_split("val") else "test"
-    if local.held_out is not None:
-        idx = store.indices(local.held_out)
-    else:
-        idx = np.array_split(np.random.default_rng(cfg.seed).permutation(store.indices(split)),
-                             num_partitions)[partition_id]
-    res = evaluate_state(cfg, store, np.sort(idx), global_state)
-    return {NUM_EXAMPLES: res.num_examples, EVAL_LOSS: res.loss, EVAL_ACCURACY: res.accuracy}

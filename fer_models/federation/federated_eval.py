@@ -21,7 +21,16 @@ from fer_models.config import RunConfig
 from fer_models.data.face_crop import CropCounts
 from fer_models.federation.sites import LocalData
 from fer_models.federation.task import evaluate_state
-from fer_models.federation.wire import EVAL_CONFUSION, EVAL_FACE_FALLBACKS, EVAL_FACES_FOUND, EVAL_LOSS_SUM, EVAL_N
+from fer_models.federation.wire import (
+    EVAL_ACCURACY,
+    EVAL_CONFUSION,
+    EVAL_FACE_FALLBACKS,
+    EVAL_FACES_FOUND,
+    EVAL_LOSS,
+    EVAL_LOSS_SUM,
+    EVAL_N,
+    NUM_EXAMPLES,
+)
 from fer_models.training.metrics import classification_report_from_confusion, group_report
 
 logger = logging.getLogger(__name__)
@@ -68,3 +77,18 @@ def federated_report(per_site: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
         out["groups"][name].update(faces_found=int(m.get(EVAL_FACES_FOUND, 0)),
                                    face_fallbacks=int(m.get(EVAL_FACE_FALLBACKS, 0)))
     return out
+
+
+def evaluate_local(*, cfg: RunConfig, local: LocalData, partition_id: int, num_partitions: int,
+                   global_state: dict[str, torch.Tensor]) -> dict[str, float | int]:
+    """Client-side evaluation (``fraction-evaluate``): the global model on this client's IID share of the validation
+    split (a site: its held-out split); loss, accuracy and the example count, its reply's keys (wire.py)."""
+    store = local.store
+    split = "val" if store.has_split("val") else "test"
+    if local.held_out is not None:
+        idx = store.indices(local.held_out)
+    else:
+        idx = np.array_split(np.random.default_rng(cfg.seed).permutation(store.indices(split)),
+                             num_partitions)[partition_id]
+    res = evaluate_state(cfg, store, np.sort(idx), global_state)
+    return {NUM_EXAMPLES: res.num_examples, EVAL_LOSS: res.loss, EVAL_ACCURACY: res.accuracy}

@@ -222,11 +222,15 @@ def run_cell(name: str, settings: dict[str, Any], *, folder: Path, data: str | N
         wall = folder / "wall_s.txt"
         spent = float(wall.read_text()) if resume and wall.is_file() else 0.0
         wall.write_text(f"{spent + run['wall_s']:.1f}\n")
+        with open(folder / "measured.txt", "a") as log:  # each attempt's commit and date (a cell may span sessions)
+            log.write(f"{git_commit()[:10]} {time.strftime('%Y-%m-%d %H:%M')} {run['wall_s']:.0f} s\n")
         if "error" in run:
             return {"variant": name, "error": run["error"], "settings": settings, "run_folder": str(folder)}
     s = json.loads(summary.read_text())
     wall = folder / "wall_s.txt"
+    measured = folder / "measured.txt"
     return {"variant": name, "settings": settings, "accuracy": s["final"]["accuracy"],
+            "measured": measured.read_text().splitlines() if measured.is_file() else [],
             "macro_f1": s["final"]["macro_f1"], "epsilon": (s.get("epsilon") or {}).get("final_max"),
             "wall_s": float(wall.read_text()) if wall.is_file() else None,
             "accuracy_by_round": [r["accuracy"] for r in s["rounds"]], "run_folder": str(folder)}

@@ -88,7 +88,8 @@ def main() -> None:
             f"(T = 1), all 28,709 FER2013 Training images, accuracy on PrivateTest after the last epoch (best epoch: "
             f"the highest PrivateTest accuracy over the epochs, for the learning curve only: it is chosen on the test "
             f"set), AdamW lr 3e-3, weight decay 1e-4, batch 64, {args.num_cpus:g} CPU threads; wall includes Ray "
-            f"start-up and the per-epoch evaluation. Settings per cell and the learning curves are in the JSON; "
+            f"start-up and the per-epoch evaluation. Settings per cell, the learning curves and the commit and date "
+            f"each cell was measured at ('measured') are in the JSON; "
             f"finished cells are reused from --out."))
     print(markdown_table(rows, COLUMNS))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_models.federation.run_folder import CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE
-from simulation.launch.processes import kill_started, start_in_session
+from simulation.launch.processes import kill_started, signals_raise, start_in_session
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def run_fedfer(sets: dict[str, Any], *, out: Path, data: str | None = None, poll
     seen: list[float] = []  # when each metrics.jsonl line was first seen
     peak = {"rss": 0, "pss": 0, "procs": 0}
     size, sampled = -1, -memory_every_s
-    with open(out / "simulate.log", "a" if resume else "w") as log:
+    with open(out / "simulate.log", "a" if resume else "w") as log, signals_raise():  # Ctrl-C or kill -TERM
         start = time.perf_counter()
         proc = start_in_session(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:

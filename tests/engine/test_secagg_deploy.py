@@ -31,6 +31,23 @@ SENT = "Sent successfully"
 
 
 def test_secaggplus_round_completes_when_a_supernode_is_stopped_mid_round(tmp_path):
+    row, summary, deployment = _deploy_and_stop_one(tmp_path / "first")
+    if row["clients_failed"] > 1 and any(HEARTBEAT_LAPSE in e for e in row.get("errors", [])):
+        # another node missed its heartbeats on a loaded 2-core machine (seen once in a full CI run): the
+        # scenario did not happen as planned, so it runs once more and must then hold as asserted below
+        row, summary, deployment = _deploy_and_stop_one(tmp_path / "again")
+    assert row["clients_sampled"] == 5 and row["clients_failed"] == 1, row
+    assert row["secagg_clients_summed"] == row["clients_responded"] == 4, row
+    assert 0 < row["secagg_quantization_error_max"] < 1e-3
+    assert len(summary["rounds"]) == 1
+    _assert_no_process_left(deployment)
+
+
+#: Flower's reason for a node whose heartbeats lapsed
+HEARTBEAT_LAPSE = "failed to report a heartbeat"
+
+
+def _deploy_and_stop_one(tmp_path):
     out = tmp_path / "run"
     cfg = RunConfig.from_flat({"synthetic-per-class": 10, "synthetic-eval-per-class": 10, "num-clients": 5,
                                "num-server-rounds": 1, "min-train-clients": 3, "min-available-clients": 5,
@@ -53,8 +70,4 @@ def test_secaggplus_round_completes_when_a_supernode_is_stopped_mid_round(tmp_pa
         deployment.shutdown()
     assert "stopped" in events
     (row,) = _rows(out / "metrics.jsonl")
-    assert row["clients_sampled"] == 5 and row["clients_failed"] == 1, row
-    assert row["secagg_clients_summed"] == row["clients_responded"] == 4, row
-    assert 0 < row["secagg_quantization_error_max"] < 1e-3
-    assert len(summary["rounds"]) == 1
-    _assert_no_process_left(deployment)
+    return row, summary, deployment

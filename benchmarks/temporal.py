@@ -27,7 +27,6 @@ Accuracy and macro-F1 over the 40 sequences with a 95% interval (normal approxim
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import markdown_table, write_results  # noqa: E402
+from benchmarks.cultures import ci95  # noqa: E402  (the normal-approximation 95% interval, defined once)
 from fer_models.data.clips import sequence_clips  # noqa: E402
 from fer_models.data.loading import load_dataset  # noqa: E402
 from fer_models.models import create_model  # noqa: E402
@@ -51,10 +51,6 @@ MODELS = {"cnn last frame": ("cnn", {}, "last"), "cnn mean of frames": ("cnn", {
           "cnn_rnn attention": ("cnn_rnn", {"rnn": "gru", "temporal_attention": True}, "clip")}
 COLUMNS = [("model", "model", ""), ("T", "T", ""), ("sampling", "sampling", ""), ("accuracy", "accuracy", ".3f"),
            ("95% interval", "interval", ""), ("macro-F1", "macro_f1", ".3f"), ("sequences", "n", "")]
-
-
-def ci95(accuracy: float, n: int) -> float:
-    return 1.96 * math.sqrt(accuracy * (1 - accuracy) / n) if n else float("nan")
 
 
 def last_frames(clips):

@@ -154,7 +154,7 @@ def test_with_auth_unregistered_nodes_are_refused_and_a_restarted_dp_supernode_c
 
     out = tmp_path / "run"
     cfg = RunConfig.from_flat({"synthetic-per-class": 20, "synthetic-eval-per-class": 5, "num-clients": 2,
-                               "num-server-rounds": 8, "min-train-clients": 1, "min-available-clients": 2,
+                               "num-server-rounds": 6, "min-train-clients": 1, "min-available-clients": 2,
                                "round-timeout": 60.0, "local-epochs": 1, "batch-size": 16, "dp": "sample",
                                "dp-recipe": "none", "noise-multiplier": 1.0, "out-dir": str(out), "overwrite": True})
     ledgers = Path(os.environ["FEDFER_STATE_DIR"]) / "ledgers"  # every SuperNode of this test keeps it here

@@ -81,6 +81,12 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str
     return "\n".join(lines)
 
 
+def recorded_results(name: str) -> Any:
+    """The ``results`` of ``results/<name>.json`` as last written, or ``None`` when there is none yet."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text())["results"] if path.is_file() else None
+
+
 def write_results(name: str, *, results: Any, table: str, notes: str = "") -> tuple[Path, Path]:
     """``results/<name>.json`` (figures + provenance) and ``results/<name>.md`` (the table)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

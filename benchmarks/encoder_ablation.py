@@ -11,12 +11,15 @@ Training images and scored on PrivateTest after every epoch (summary.json). The 
     resnet+aug+ls  + label smoothing 0.1
     resnet+aug+ls+cos  + cosine learning rate over the epochs
     resnet-wide+aug+ls+cos  the encoder: residual blocks, 64-128-256-512 (5.0M)
+    small+flat     the frame readout: the last 3x3 maps flattened instead of averaged (frame-readout=flatten)
+    small+flat+aug, resnet+aug+flat  the same readout with augmentation, and with the resnet encoder
 
     python benchmarks/encoder_ablation.py --data ../shared/data/fer2013 [--epochs 20] [--variants small,vgg+aug]
 
 Finished cells are kept in OUT/<variant>-<epochs>ep/ and reused; an interrupted cell (stopped by Ctrl-C or the
 end of a session) resumes after its last finished epoch on the next call. Results: benchmarks/results/
-<results-name>.md and .json (command, commit, machine, date), with the learning curve of every cell.
+<results-name>.md and .json (command, commit, machine, date), with the learning curve of every cell; the rows of
+variants this call does not run are kept from that JSON (each with the commit and date it was measured at).
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import markdown_table, run_cell, write_results  # noqa: E402
+from benchmarks.common import markdown_table, recorded_results, run_cell, write_results  # noqa: E402
 
 COMMON = {"model": "cnn_rnn", "num-clients": 1, "local-epochs": 1, "dp": "none", "fraction-evaluate": 0.0,
           "batch-size": 64}
 AUG = {"augment": "standard"}
 LS = {**AUG, "label-smoothing": 0.1}
 COS = {**LS, "lr-schedule": "cosine"}
+FLAT = {"frame-readout": "flatten"}
 VARIANTS: dict[str, dict] = {
     "small": {"encoder": "small"},
     "small+aug": {"encoder": "small", **AUG},
@@ -43,6 +47,9 @@ VARIANTS: dict[str, dict] = {
     "resnet+aug+ls": {"encoder": "resnet", **LS},
     "resnet+aug+ls+cos": {"encoder": "resnet", **COS},
     "resnet-wide+aug+ls+cos": {"encoder": "resnet-wide", **COS},
+    "small+flat": {"encoder": "small", **FLAT},
+    "small+flat+aug": {"encoder": "small", **FLAT, **AUG},
+    "resnet+aug+flat": {"encoder": "resnet", **AUG, **FLAT},
 }
 COLUMNS = [("variant", "variant", ""), ("encoder", "encoder", ""), ("parameters", "parameters", ","),
            ("epochs", "epochs", ""), ("PrivateTest accuracy", "accuracy", ".4f"), ("best epoch", "best", ".4f"),
@@ -53,7 +60,13 @@ def parameters(settings: dict) -> int:
     from fer_models.models.registry import param_count
     from fer_models.models.stages import ENCODERS
 
-    return param_count(settings["model"], **ENCODERS[settings["encoder"]])
+    return param_count(settings["model"], frame_readout=settings.get("frame-readout", "auto"),
+                       **ENCODERS[settings["encoder"]])
+
+
+def in_order(rows: list[dict]) -> list[dict]:
+    """Rows in the order of ``VARIANTS``."""
+    return sorted(rows, key=lambda r: list(VARIANTS).index(r["variant"]))
 
 
 def main() -> None:
@@ -70,6 +83,8 @@ def main() -> None:
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    kept = [r for r in recorded_results(args.results_name) or [] if r.get("variant") in VARIANTS
+            and r["variant"] not in names]
     rows = []
     for i, name in enumerate(names, start=1):
         settings = {**COMMON, **VARIANTS[name], "num-server-rounds": args.epochs, "num-cpus": args.num_cpus}
@@ -82,8 +97,9 @@ def main() -> None:
             row["epoch_s"] = row["wall_s"] / args.epochs if row.get("wall_s") else None
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "settings"}), flush=True)
-        table = markdown_table(rows, COLUMNS)  # written after every cell: an interrupted ablation keeps its rows
-        write_results(args.results_name, results=rows, table=table, notes=(
+        rows_now = in_order(kept + rows)
+        table = markdown_table(rows_now, COLUMNS)  # written after every cell: an interrupted ablation keeps its rows
+        write_results(args.results_name, results=rows_now, table=table, notes=(
             f"Centralized (1 client, `fedfer simulate`, one local epoch per round), non-private, model cnn_rnn "
             f"(T = 1), all 28,709 FER2013 Training images, accuracy on PrivateTest after the last epoch (best epoch: "
             f"the highest PrivateTest accuracy over the epochs, for the learning curve only: it is chosen on the test "
@@ -91,7 +107,7 @@ def main() -> None:
             f"start-up and the per-epoch evaluation. Settings per cell, the learning curves and the commit and date "
             f"each cell was measured at ('measured') are in the JSON; "
             f"finished cells are reused from --out."))
-    print(markdown_table(rows, COLUMNS))
+    print(markdown_table(in_order(kept + rows), COLUMNS))
 
 
 if __name__ == "__main__":

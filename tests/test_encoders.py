@@ -61,3 +61,25 @@ def test_a_run_config_chooses_the_encoder_and_refuses_it_behind_the_scatter_fron
     with pytest.raises(ConfigError, match="tuned DP recipe: add dp-recipe=none"):
         RunConfig.from_flat({"encoder": "vgg", "dp": "sample", "target-epsilon": 8.0})
     assert RunConfig.from_flat({"encoder": "vgg", "dp": "sample", "target-epsilon": 8.0, "dp-recipe": "none"})
+
+
+@pytest.mark.parametrize("model_name", ["cnn", "cnn_rnn"])
+def test_the_flattened_frame_readout_keeps_where_each_feature_is_and_the_run_config_chooses_it(model_name) -> None:
+    cfg = RunConfig.from_flat({"model": model_name, "frame-readout": "flatten"})
+    model = build_model(cfg).eval()
+    clip = torch.randn(2, 3, 1, 48, 48, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        maps = model.encoder.feature_maps(clip)  # (B, C, T, 3, 3)
+        frames = model.encoder(clip)
+    b, c, t, h, w = maps.shape
+    assert (h, w) == (3, 3) and frames.shape == (b, t, c * h * w)
+    for i in range(b):
+        for j in range(t):  # frame j of clip i: its own maps, channel by channel, row by row
+            assert torch.equal(frames[i, j].view(c, h, w), maps[i, :, j])
+    mean = build_model(RunConfig.from_flat({"model": model_name})).eval()
+    assert mean.encoder.out_dim == c and model.encoder.out_dim == c * 9
+    with torch.no_grad():
+        assert torch.allclose(mean.encoder(clip), mean.encoder.feature_maps(clip).mean(dim=(3, 4)).transpose(1, 2))
+    assert build_model(RunConfig.from_flat({"model": model_name, "frontend": "scatter"})).encoder.flatten  # auto
+    with pytest.raises(ConfigError, match="frame-readout"):
+        RunConfig.from_flat({"frame-readout": "max"})

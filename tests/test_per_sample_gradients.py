@@ -23,6 +23,7 @@ VARIANTS = [(name, {}) for name in list_models()] + [
     ("cnn_rnn", {"rnn": "lstm"}),
     ("cnn_rnn", {"temporal_attention": True}),
     ("cnn_rnn", {"readout": "mean"}),
+    ("cnn_rnn", {"frame_readout": "flatten"}),  # the layout-keeping frame embedding (frame-readout=flatten)
 ] + [(name, {"activation": "tanh"}) for name in list_models()] + [  # the DP recipe's activation
     (name, {"frontend": "scatter", "activation": "tanh"}) for name in list_models()] + [  # ... and its ScatterNet
     (name, {"stage": stage, "channels": (8, 16, 16, 24)}) for name in list_models()  # the stronger encoders'

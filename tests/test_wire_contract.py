@@ -32,7 +32,7 @@ def _tables() -> dict[str, tuple[str, ...]]:
     from fer_models.data.partition import PARTITIONER_NAMES
     from fer_models.models.blocks import ACTIVATIONS
     from fer_models.models.cnn_rnn import RNN_CELLS
-    from fer_models.models.frame_encoder import DEFAULT_CHANNELS, FRONTEND_DOWNSAMPLE
+    from fer_models.models.frame_encoder import DEFAULT_CHANNELS, FRAME_READOUTS, FRONTEND_DOWNSAMPLE
     from fer_models.models.stages import ENCODERS
     from fer_models.training.augment import POLICIES
     from fer_models.training.optim_state import LR_SCHEDULES
@@ -40,12 +40,12 @@ def _tables() -> dict[str, tuple[str, ...]]:
     assert set(DEFAULT_CHANNELS) == set(FRONTEND_DOWNSAMPLE)
     return {"data_format": DATA_FORMATS, "face_crop": FACE_CROPS, "partition": PARTITIONER_NAMES,
             "clip_source": CLIP_SOURCES, "clip_sampling": CLIP_SAMPLINGS, "clip_short": SHORT_RULES, "rnn": tuple(RNN_CELLS), "activation": tuple(ACTIVATIONS),
-            "frontend": tuple(DEFAULT_CHANNELS), "encoder": tuple(ENCODERS), "augment": POLICIES, "lr_schedule": LR_SCHEDULES}
+            "frontend": tuple(DEFAULT_CHANNELS), "encoder": tuple(ENCODERS), "frame_readout": FRAME_READOUTS, "augment": POLICIES, "lr_schedule": LR_SCHEDULES}
 
 
 @pytest.mark.parametrize("name", ["data_format", "face_crop", "partition", "clip_source", "clip_sampling",
                                   "clip_short", "rnn", "activation",
-                                  "frontend", "encoder", "augment", "lr_schedule"])
+                                  "frontend", "encoder", "frame_readout", "augment", "lr_schedule"])
 def test_each_config_choice_list_equals_the_table_that_implements_it(name):
     assert set(_choices(name)) == set(_tables()[name])
     assert len(_choices(name)) == len(set(_choices(name)))

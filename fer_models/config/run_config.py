@@ -76,6 +76,10 @@ class RunConfig:
                         "per stage, 16-32-64-128; vgg = two convs per stage, 32-64-128-256; resnet = residual blocks, "
                         "32-64-128-256; resnet-wide = residual blocks, 64-128-256-512 (docs/models.md)",
                         choices=("small", "vgg", "resnet", "resnet-wide"))
+    frame_readout: str = _opt("auto", "how a frame's last feature maps become its embedding: mean = their spatial mean, "
+                              "flatten = the maps laid out (3x3 for 48x48 faces; keeps where on the face a feature "
+                              "is, and learns much faster behind GroupNorm), auto = flatten with frontend=scatter, mean "
+                              "with pixels (docs/models.md)", choices=("auto", "mean", "flatten"))
     clip_length: int = _opt(1, "frames per sample T (1 = static images)", minimum=1, maximum=64)
     clip_source: str = _opt("pseudo", "clips of T frames: real sequences (CK+), pseudo = T augmented views of "
                             "one image, none = T forced to 1", choices=("real", "pseudo", "none"))

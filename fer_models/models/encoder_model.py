@@ -34,6 +34,9 @@ class EncoderModel(FerModel):
             recipe uses it; default channels then 64-64).
         stage: what each resolution is made of: ``single`` conv blocks (default), ``double`` (VGG) or
             ``residual`` blocks (:mod:`fer_models.models.stages`; named encoders there: ``ENCODERS``).
+        frame_readout: a frame's embedding from its last maps: ``mean``, ``flatten`` (the layout kept) or ``auto``
+            (flatten behind scatter, mean behind pixels); models that pool the maps themselves
+            (``cnn_attention``) do not use it.
     """
 
     #: False drops the encoder's last 2x pooling (a finer map for spatial attention).
@@ -52,6 +55,7 @@ class EncoderModel(FerModel):
         activation: str = "relu",
         frontend: str = "pixels",
         stage: str = "single",
+        frame_readout: str = "auto",
     ) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, in_channels=in_channels)
         channels = resolve_channels(channels, frontend=frontend)
@@ -62,7 +66,7 @@ class EncoderModel(FerModel):
         self.encoder = FrameEncoder(
             in_channels=in_channels, channels=channels, kernel_size=kernel_size, norm_groups=norm_groups,
             pool_last=self.POOL_LAST, activation=activation, frontend=frontend, image_size=image_size,
-            stage=stage,
+            stage=stage, frame_readout=frame_readout,
         )
 
 

@@ -13,7 +13,8 @@ from fer_models.models.stages import ENCODERS
 
 def model_options(cfg: RunConfig) -> dict[str, object]:
     """Keyword options of ``create_model`` that come from the config (and the DP recipe)."""
-    options: dict[str, object] = {"activation": cfg.activation, "frontend": cfg.frontend, **ENCODERS[cfg.encoder]}
+    options: dict[str, object] = {"activation": cfg.activation, "frontend": cfg.frontend,
+                                  "frame_readout": cfg.frame_readout, **ENCODERS[cfg.encoder]}
     if cfg.model == "cnn_rnn":
         options.update(rnn=cfg.rnn, temporal_attention=cfg.temporal_attention)
     return options

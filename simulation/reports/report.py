@@ -44,7 +44,7 @@ EXTRA_FIGURES = ((PARTITION_FIGURE, "Client partition (samples per class)"),
 _SETTINGS = ("model", "rnn", "clip-length", "num-clients", "num-server-rounds", "fraction-train", "strategy",
              "partition", "dirichlet-alpha", "classes-per-client", "local-epochs", "local-steps", "local-epoch-fraction",
              "batch-size", "learning-rate", "optimizer", "augment", "class-balance", "dp", "dp-recipe", "frontend",
-             "activation", "pretrain-epochs",
+             "encoder", "frame-readout", "activation", "pretrain-epochs",
              "privacy-unit", "noise-multiplier", "target-epsilon", "target-delta", "max-grad-norm", "seed")
 _ONLY_IF = {"rnn": ("model", "cnn_rnn"), "dirichlet-alpha": ("partition", "dirichlet"),
             "classes-per-client": ("partition", "shard")}

@@ -190,3 +190,51 @@ def test_predict_labels_photos_with_an_onnx_export_as_with_its_model_pt(run_dir:
     assert exported["model"] == str(onnx) and exported["round"] == eager["round"] == 1
     probs = {t["emotion"]: t["probability"] for t in eager["images"][0]["top"]}
     assert {t["emotion"]: pytest.approx(probs[t["emotion"]], abs=1e-4) for t in exported["images"][0]["top"]} == probs
+
+
+def _top(capsys) -> tuple[list[dict], str]:
+    out = capsys.readouterr()
+    return json.loads(out.out)["images"], out.err
+
+
+def test_predict_face_crop_center_takes_the_documented_square_and_detect_reports_a_photo_without_face(
+        run_dir: Path, tmp_path: Path, capsys, caplog) -> None:
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(7)
+    photo = tmp_path / "head.png"
+    coarse = Image.fromarray(rng.integers(0, 256, size=(10, 12), dtype=np.uint8), "L")
+    coarse.resize((240, 200), Image.Resampling.BILINEAR).save(photo)
+    # the fixed square, from the documented fractions: side 0.63 x 200 = 126, centre (0.51 x 240, 0.57 x 200)
+    side, x, y = 126, round(0.51 * 240 - 63), round(0.57 * 200 - 63)
+    square = tmp_path / "square.png"
+    crop = np.ascontiguousarray(np.asarray(Image.open(photo))[y:y + side, x:x + side])
+    Image.fromarray(cv2.resize(crop, (48, 48), interpolation=cv2.INTER_AREA), "L").save(square)  # a 48x48 face
+    assert main(["predict", str(photo), "--model", str(run_dir), "--json", "--face-crop", "center", "--top", "7"]) == 0
+    (center,), _ = _top(capsys)
+    assert main(["predict", str(square), "--model", str(run_dir), "--json", "--face-crop", "none", "--top", "7"]) == 0
+    (cropped,), _ = _top(capsys)
+    assert center["face"] == cropped["face"] == "not searched"
+    probs = {t["emotion"]: t["probability"] for t in cropped["top"]}
+    assert {t["emotion"]: t["probability"] for t in center["top"]} == pytest.approx(probs, abs=1e-6)
+    assert main(["predict", str(photo), "--model", str(run_dir), "--json", "--face-crop", "detect"]) == 0
+    (detect,), _ = _top(capsys)
+    assert detect["face"] == "not found: fixed square used" and f"{photo}: no face found" in caplog.text
+
+
+def test_predict_finds_the_face_in_a_jaffe_head_photo_by_default(run_dir: Path, shared_data: Path, tmp_path: Path,
+                                                                 capsys) -> None:
+    from fer_models.data.face_crop import face_square
+
+    tiff = sorted((shared_data / "jaffe").rglob("*.tiff"))[0]
+    assert main(["predict", str(tiff), "--model", str(run_dir), "--json", "--top", "7"]) == 0  # auto: 256 > 96
+    (auto,), _ = _top(capsys)
+    face, found = face_square(np.asarray(Image.open(tiff).convert("L")), mode="detect")
+    assert auto["face"] == "detected" and found == 1
+    as_face = tmp_path / "face.png"
+    Image.fromarray(face, "L").save(as_face)  # the 48x48 face the JAFFE reader trains on
+    assert main(["predict", str(as_face), "--model", str(run_dir), "--json", "--top", "7"]) == 0
+    (same,), _ = _top(capsys)
+    assert same["top"] == auto["top"] and same["face"] == "not searched"
+    assert main(["predict", str(tiff), "--model", str(run_dir), "--json", "--top", "7", "--face-crop", "none"]) == 0
+    (whole,), _ = _top(capsys)  # the control: the whole head photo, resized, is read differently
+    assert whole["top"] != auto["top"]

@@ -11,10 +11,11 @@ from fer_models.config.run_config import (
                                           ConfigValue,
                                           RunConfig,
                                           check_values,
+                                          choices_of,
                                           default_flat,
                                           describe_keys,
                                           local_work_key,
 )
 
-__all__ = ["SERVER_LR_DEFAULTS", "ConfigError", "ConfigValue", "RunConfig", "check_values", "default_flat",
+__all__ = ["SERVER_LR_DEFAULTS", "ConfigError", "ConfigValue", "RunConfig", "check_values", "choices_of", "default_flat",
            "describe_keys", "local_work_key"]

@@ -403,6 +403,12 @@ def describe_keys() -> list[tuple[str, ConfigValue, str]]:
     return out
 
 
+def choices_of(key: str) -> tuple[str, ...]:
+    """The allowed values of setting ``key`` (``face-crop``), for a command-line flag that mirrors it."""
+    (spec,) = [f for f in fields(RunConfig) if _key(f.name) == key]
+    return tuple(spec.metadata["choices"])
+
+
 def default_flat() -> dict[str, ConfigValue]:
     return RunConfig().to_flat()
 

@@ -111,16 +111,18 @@ def check_face_crop(mode: str) -> str:
     return mode
 
 
-def face_square(gray: np.ndarray, *, mode: str) -> tuple[np.ndarray, int]:
-    """The 48x48 face of one grayscale photo under ``mode``, and how it was found (FOUND/FALLBACK/NOT_SEARCHED)."""
+def face_square(gray: np.ndarray, *, mode: str, side: int = IMAGE_SIDE) -> tuple[np.ndarray, int]:
+    """The ``side`` x ``side`` face of one grayscale photo under ``mode``, and how it was found
+    (FOUND/FALLBACK/NOT_SEARCHED)."""
     if mode == "auto":
         mode = "detect" if min(gray.shape) > AUTO_DETECT_SIDE else "none"
     if mode == "none":
-        return square_resize(gray), NOT_SEARCHED
+        return square_resize(gray, side=side), NOT_SEARCHED
     if mode == "center":
-        return crop_square(gray, fallback_box(*gray.shape)), NOT_SEARCHED
+        return crop_square(gray, fallback_box(*gray.shape), side_out=side), NOT_SEARCHED
     box = detect_face(gray, detector=face_detector())
-    return crop_square(gray, box if box is not None else fallback_box(*gray.shape)), FOUND if box else FALLBACK
+    found = FOUND if box else FALLBACK
+    return crop_square(gray, box if box is not None else fallback_box(*gray.shape), side_out=side), found
 
 
 #: How many frames of a sequence ``detect`` searches for the sequence's one face box (first, middle, last).

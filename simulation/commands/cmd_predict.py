@@ -1,10 +1,12 @@
 """``fedfer predict IMAGE ... --model MODEL_OR_RUN_DIR``: the most likely emotions of face images.
 
-Preprocessing is the manifest reader's (:func:`fer_models.data.face_crop.square_resize`): the
-image is converted to 8-bit grayscale, centre-cropped to a square of its shorter side and resized
-to the model's input size (48x48, Lanczos); then scaled to [0, 1] and normalised like training
-(:func:`fer_models.data.samples.normalize`), and repeated over the model's clip length. No face
-detection and no EXIF rotation is done: give upright images that the face roughly fills.
+Preprocessing is the manifest reader's (:func:`fer_models.data.face_crop.face_square`, ``--face-crop`` as
+the ``face-crop`` setting of a site's photos): the image is converted to 8-bit grayscale; under ``auto`` (the
+default) a photo larger than 96 pixels on its shorter side has its largest face found (OpenCV's Haar cascade;
+none found: a fixed head-photo square, reported per image) and a smaller one is taken as a face already
+(``none``: the centred square of its shorter side); the square is resized to the model's input size (48x48), then
+scaled to [0, 1] and normalised like training (:func:`fer_models.data.samples.normalize`), and repeated over the
+model's clip length. No EXIF rotation is done: give upright images.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from fer_models.common.labels import EMOTIONS, IMAGE_SIDE, NUM_CLASSES
+from fer_models.config import choices_of
 from simulation.commands.cli_common import add_json_flag, print_json
 
 if TYPE_CHECKING:  # imported by the functions that use them, so that `fedfer --help` loads no torch
@@ -36,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model.pt or the run folder holding it, or an exported .onnx (ONNX Runtime) or .ts "
                         "(TorchScript) file from `fedfer export` (images, --video and --camera alike)")
     p.add_argument("--top", type=int, default=3, help=f"emotions to show per image (1..{NUM_CLASSES}, default 3)")
+    p.add_argument("--face-crop", choices=choices_of("face-crop"), default="auto",
+                   help="images: detect = find the largest face (none found: a fixed head-photo square, reported), "
+                        "center = that fixed square, none = the image is a face (its centred square), auto = detect "
+                        "in photos over 96 pixels on their shorter side, none in smaller ones (default; as the "
+                        "face-crop setting of a site's photos)")
     add_json_flag(p)
     v = p.add_argument_group("video and camera (instead of images)")
     v.add_argument("--video", type=Path, metavar="FILE", help="a video file: every face tracked, one label per frame")
@@ -55,24 +63,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def prepare_face(*, image: Image.Image, size: int = IMAGE_SIDE) -> np.ndarray:
-    """Grayscale, centre-crop to a square, resize to ``size`` x ``size``: ``uint8 (size, size)``."""
+def prepare_face(*, image: Image.Image, size: int = IMAGE_SIDE, face_crop: str = "none") -> np.ndarray:
+    """Grayscale, the face square under ``face_crop`` (``none``: the centred square), resized to ``size`` x
+    ``size``: ``uint8 (size, size)``."""
+    return prepare_face_found(image=image, size=size, face_crop=face_crop)[0]
+
+
+#: How ``--json`` names the face_square outcome of an image.
+FACE_OUTCOMES = {1: "detected", 0: "not found: fixed square used", -1: "not searched"}
+
+
+def prepare_face_found(*, image: Image.Image, size: int, face_crop: str) -> tuple[np.ndarray, str]:
+    """:func:`prepare_face` and how the face was found (a value of :data:`FACE_OUTCOMES`)."""
     import numpy as np
 
-    from fer_models.data.face_crop import square_resize
+    from fer_models.data.face_crop import face_square
 
-    return square_resize(np.asarray(image.convert("L")), side=size)
+    face, found = face_square(np.asarray(image.convert("L")), mode=face_crop, side=size)
+    return face, FACE_OUTCOMES[found]
 
 
-def read_face(*, path: Path, size: int = IMAGE_SIDE) -> np.ndarray:
-    """:func:`prepare_face` of an image file; :class:`ImageReadError` naming the file if it fails."""
+def read_face(*, path: Path, size: int = IMAGE_SIDE, face_crop: str = "none") -> tuple[np.ndarray, str]:
+    """:func:`prepare_face_found` of an image file; :class:`ImageReadError` naming the file if it fails."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         raise ImageReadError(f"{path}: no such image file")
     try:
         with Image.open(path) as image:
-            return prepare_face(image=image, size=size)
+            return prepare_face_found(image=image, size=size, face_crop=face_crop)
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"{path}: cannot read the image ({exc}); give a JPEG, PNG, BMP or TIFF "
                              f"file") from None
@@ -145,12 +164,18 @@ def run(args: argparse.Namespace) -> int:
     images = image_files(args.images)  # before the model is loaded: fail fast on a typo
     predictor = load_predictor(path=args.model, threads=args.threads)  # model.pt / run folder, .onnx or .ts
     _warn_if_synthetic(predictor.training_config, source=predictor.source)
-    faces = np.stack([read_face(path=p, size=predictor.image_size) for p in images])  # (N, S, S) uint8
+    read = [read_face(path=p, size=predictor.image_size, face_crop=args.face_crop) for p in images]
+    faces = np.stack([face for face, _ in read])  # (N, S, S) uint8
+    for path, (_, found) in zip(images, read):
+        if found == FACE_OUTCOMES[0]:
+            logger.warning("%s: no face found; the fixed head-photo square was used (--face-crop none if the "
+                           "image is a face already)", path)
     probs = predictor.probabilities(np.repeat(faces[:, None], predictor.clip_length, axis=1))
     results = [top_k(probs=p, k=args.top) for p in probs]
     if args.json:
         print_json(args, {"model": predictor.source, "round": predictor.training_round,
-                          "images": [{"image": str(p), "top": r} for p, r in zip(images, results)]})
+                          "images": [{"image": str(p), "face": found, "top": r}
+                                                                   for p, (_, found), r in zip(images, read, results)]})
     else:
         _print_table(images, results)
     return 0

@@ -22,7 +22,7 @@ def fer_run(shared_data, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("fer")
     out = tmp / "run"
     env = {**os.environ, "FLWR_HOME": str(tmp / "flwr-home"), "RAY_USAGE_STATS_ENABLED": "0"}
-    sets = ["num-clients=2", "num-server-rounds=2", "max-train-samples=1500", "local-epochs=1"]
+    sets = ["num-clients=2", "num-server-rounds=1", "max-train-samples=1500", "local-epochs=1"]
     cmd = [sys.executable, "-m", "simulation.commands.cli", "simulate", "--data", str(shared_data / "fer2013"),
            "--out", str(out), *[a for s in sets for a in ("--set", s)]]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)

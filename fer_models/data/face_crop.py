@@ -42,6 +42,8 @@ FALLBACK_BOX: tuple[float, float, float] = (0.51, 0.57, 0.63)
 _INSTALL = 'pip install "opencv-python-headless<5"'
 #: meta face_detected values.
 FOUND, FALLBACK, NOT_SEARCHED = 1, 0, -1
+#: How a command names each outcome to a user (``fedfer predict --json``).
+OUTCOME_NAMES = {FOUND: "detected", FALLBACK: "not found: fixed square used", NOT_SEARCHED: "not searched"}
 
 
 @functools.lru_cache(maxsize=1)

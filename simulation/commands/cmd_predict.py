@@ -69,21 +69,16 @@ def prepare_face(*, image: Image.Image, size: int = IMAGE_SIDE, face_crop: str =
     return prepare_face_found(image=image, size=size, face_crop=face_crop)[0]
 
 
-#: How ``--json`` names the face_square outcome of an image.
-FACE_OUTCOMES = {1: "detected", 0: "not found: fixed square used", -1: "not searched"}
-
-
-def prepare_face_found(*, image: Image.Image, size: int, face_crop: str) -> tuple[np.ndarray, str]:
-    """:func:`prepare_face` and how the face was found (a value of :data:`FACE_OUTCOMES`)."""
+def prepare_face_found(*, image: Image.Image, size: int, face_crop: str) -> tuple[np.ndarray, int]:
+    """:func:`prepare_face` and how the face was found (``face_crop.FOUND``, ``FALLBACK`` or ``NOT_SEARCHED``)."""
     import numpy as np
 
     from fer_models.data.face_crop import face_square
 
-    face, found = face_square(np.asarray(image.convert("L")), mode=face_crop, side=size)
-    return face, FACE_OUTCOMES[found]
+    return face_square(np.asarray(image.convert("L")), mode=face_crop, side=size)
 
 
-def read_face(*, path: Path, size: int = IMAGE_SIDE, face_crop: str = "none") -> tuple[np.ndarray, str]:
+def read_face(*, path: Path, size: int = IMAGE_SIDE, face_crop: str = "none") -> tuple[np.ndarray, int]:
     """:func:`prepare_face_found` of an image file; :class:`ImageReadError` naming the file if it fails."""
     from PIL import Image, UnidentifiedImageError
 
@@ -164,17 +159,19 @@ def run(args: argparse.Namespace) -> int:
     images = image_files(args.images)  # before the model is loaded: fail fast on a typo
     predictor = load_predictor(path=args.model, threads=args.threads)  # model.pt / run folder, .onnx or .ts
     _warn_if_synthetic(predictor.training_config, source=predictor.source)
+    from fer_models.data.face_crop import FALLBACK, OUTCOME_NAMES
+
     read = [read_face(path=p, size=predictor.image_size, face_crop=args.face_crop) for p in images]
     faces = np.stack([face for face, _ in read])  # (N, S, S) uint8
     for path, (_, found) in zip(images, read):
-        if found == FACE_OUTCOMES[0]:
+        if found == FALLBACK:
             logger.warning("%s: no face found; the fixed head-photo square was used (--face-crop none if the "
                            "image is a face already)", path)
     probs = predictor.probabilities(np.repeat(faces[:, None], predictor.clip_length, axis=1))
     results = [top_k(probs=p, k=args.top) for p in probs]
     if args.json:
         print_json(args, {"model": predictor.source, "round": predictor.training_round,
-                          "images": [{"image": str(p), "face": found, "top": r}
+                          "images": [{"image": str(p), "face": OUTCOME_NAMES[found], "top": r}
                                                                    for p, (_, found), r in zip(images, read, results)]})
     else:
         _print_table(images, results)
